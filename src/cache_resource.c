@@ -1,0 +1,261 @@
+/* Module entry: luaopen_cache_resource, the module state, and the
+ * module-level functions of SPEC 2, 4 and 5. Every function gets the state
+ * userdata as upvalue 1 (the lua-cjson pattern). */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include "cr.h"
+
+static cr_state *state_of(lua_State *L) {
+  return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static int state_gc(lua_State *L) {
+  cr_state *S = (cr_state *)luaL_checkudata(L, 1, CR_STATE_MT);
+  if (!S->closed) cr_state_free(S);
+  return 0;
+}
+
+static int is_plain_table(lua_State *L, int idx) {
+  if (!lua_istable(L, idx)) return 0;
+  if (lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+/* cache_resource(opts)(fn): upvalue 2 holds the checked options. */
+static int decorate(lua_State *L) {
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  return cr_wrap(L, state_of(L), 1, 2);
+}
+
+/* cache_resource(fn [, opts]) and cache_resource(opts): arg 1 is the module. */
+static int module_call(lua_State *L) {
+  cr_state *S = state_of(L);
+  int n = lua_gettop(L);
+  if (n == 2 && is_plain_table(L, 2)) {
+    cr_check_options(L, 2); /* mistakes surface where the options are written */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, decorate, 2);
+    return 1;
+  }
+  if (n >= 3 && !lua_isnil(L, 3) && !is_plain_table(L, 3))
+    return luaL_error(L, "bad argument #2 to 'cache_resource' (options table expected, got %s)",
+                      luaL_typename(L, 3));
+  if (n < 2) lua_settop(L, 2);
+  return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);
+}
+
+static int m_clear(lua_State *L) {
+  cr_state *S = state_of(L);
+  cr_cache *c;
+  for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1);
+  return 0;
+}
+
+static int m_expire(lua_State *L) {
+  cr_state *S = state_of(L);
+  lua_pushinteger(L, S->heap_len ? (lua_Integer)cr_sweep(L, S, cr_now(L, S)) : 0);
+  return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int m_stats(lua_State *L) {
+  cr_state *S = state_of(L);
+  cr_cache *c;
+  lua_Integer i = 0;
+  lua_newtable(L);
+  for (c = S->caches; c; c = c->next) {
+    size_t entries = c->global ? c->global->count : 0;
+    cr_store *st;
+    for (st = c->session_stores; st; st = st->next_of_cache) entries += st->count;
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, c->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, c->session_scope ? "session" : "global");
+    lua_setfield(L, -2, "scope");
+    set_int(L, "entries", (lua_Integer)entries);
+    set_int(L, "hits", c->hits);
+    set_int(L, "misses", c->misses);
+    set_int(L, "evictions", c->evictions);
+    set_int(L, "expirations", c->expirations);
+    set_int(L, "replay_bytes", (lua_Integer)c->replay_bytes);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+static int m_hash(lua_State *L) {
+  unsigned char d[16];
+  char hex[33];
+  int i;
+  cr_key_hash_args(L, state_of(L), 1, lua_gettop(L), d);
+  for (i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  lua_pushlstring(L, hex, 32);
+  return 1;
+}
+
+static void set_callback(lua_State *L, int *ref, const char *fname) {
+  luaL_argexpected(L, lua_isnoneornil(L, 1) || lua_isfunction(L, 1), 1, "function or nil");
+  (void)fname;
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 1)) {
+    lua_pushvalue(L, 1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+static int m_set_clock(lua_State *L) {
+  set_callback(L, &state_of(L)->clock_ref, "set_clock");
+  return 0;
+}
+
+static int m_set_waiter(lua_State *L) {
+  set_callback(L, &state_of(L)->waiter_ref, "set_waiter");
+  return 0;
+}
+
+static const char *session_id(lua_State *L, int idx, size_t *len) {
+  luaL_argexpected(L, lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER, idx, "string");
+  return lua_tolstring(L, idx, len);
+}
+
+static int m_set_session(lua_State *L) {
+  cr_state *S = state_of(L);
+  size_t len;
+  if (lua_isnoneornil(L, 1)) {
+    S->current = NULL;
+    return 0;
+  }
+  S->current = cr_session_open(L, S, session_id(L, 1, &len), len);
+  return 0;
+}
+
+static int m_end_session(lua_State *L) {
+  cr_state *S = state_of(L);
+  size_t len;
+  const char *id = session_id(L, 1, &len);
+  cr_session *ss = cr_session_find(S, id, len);
+  if (ss) cr_session_end(L, S, ss);
+  return 0;
+}
+
+static int m_session(lua_State *L) {
+  cr_state *S = state_of(L);
+  if (S->current) lua_pushlstring(L, S->current->id, S->current->idlen);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int m_live_refs(lua_State *L) {
+  lua_pushinteger(L, state_of(L)->live_refs);
+  return 1;
+}
+
+/* ---- the cached-function object -------------------------------------- */
+
+static int func_index(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL || strcmp(k, "clear") != 0) return 0;
+  if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) return 1;
+  lua_pop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_pushcclosure(L, cr_func_clear, 1); /* bound: f.clear() works too */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, 2);
+  return 1;
+}
+
+static int func_tostring(lua_State *L) {
+  cr_func *f = (cr_func *)luaL_checkudata(L, 1, CR_FUNC_MT);
+  lua_pushfstring(L, "cache_resource: %s (%s)", f->cache->name, f->cache->where);
+  return 1;
+}
+
+static uint64_t random_seed(const void *salt) {
+  uint64_t seed = 0;
+  FILE *fp = fopen("/dev/urandom", "rb");
+  if (fp) {
+    if (fread(&seed, sizeof seed, 1, fp) != 1) seed = 0;
+    fclose(fp);
+  }
+  if (seed == 0) {
+    uintptr_t p = (uintptr_t)salt;
+    seed = (uint64_t)time(NULL) * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)p ^ (uint64_t)clock();
+  }
+  return seed;
+}
+
+int luaopen_cache_resource(lua_State *L) {
+  static const luaL_Reg module_fns[] = {
+    {"clear", m_clear}, {"expire", m_expire}, {"stats", m_stats}, {"hash", m_hash},
+    {"set_clock", m_set_clock}, {"set_waiter", m_set_waiter}, {"set_session", m_set_session},
+    {"end_session", m_end_session}, {"session", m_session}, {"live_refs", m_live_refs},
+    {NULL, NULL}
+  };
+  cr_state *S;
+  luaL_checkversion(L);
+  if (luaL_newmetatable(L, CR_FUNC_MT)) {
+    lua_pushcfunction(L, cr_func_call);
+    lua_setfield(L, -2, "__call");
+    lua_pushcfunction(L, func_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, func_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_CALL_MT)) {
+    lua_pushcfunction(L, cr_call_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_BOX_MT)) {
+    lua_pushcfunction(L, cr_keybufs_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_STATE_MT)) {
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+
+  S = (cr_state *)lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  S->clock_ref = S->waiter_ref = LUA_NOREF;
+  S->seed = random_seed(S);
+  luaL_setmetatable(L, CR_STATE_MT);
+  lua_newtable(L);
+  S->identities_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  S->fnids_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* anchored until lua_close: caches and cached functions point into it */
+  lua_pushvalue(L, -1);
+  luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);                /* the module */
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, module_fns, 1);
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, -2, "_VERSION");
+  lua_createtable(L, 0, 1);       /* its metatable: the module is callable */
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, module_call, 1);
+  lua_setfield(L, -2, "__call");
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2);
+  return 1;
+}

@@ -1,0 +1,203 @@
+/* Shared types of the cache_resource module.
+ *
+ * Ownership, in one paragraph: the module state (a userdata kept in the
+ * registry) owns every cache ever created; a cache is identified by its
+ * function identity (SPEC 3.1) and owns one store (global scope) or one store
+ * per session; a store owns its entries; an entry owns registry references to
+ * its values. Cached-function objects (cr_func userdata) only point at their
+ * cache, so a script re-run that re-creates the same closure finds the old
+ * entries. Calls that leave the fast path get a cr_call userdata on their own
+ * Lua stack: it holds a copy of the key across yields and, while it computes,
+ * is the in-flight marker other coroutines wait on and the recording frame
+ * that SPEC 6 appends UI calls to. */
+#ifndef CR_H
+#define CR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lua.h"
+#include "lauxlib.h"
+#include "cr_buffer.h"
+
+#define CR_FUNC_MT "cache_resource.function"
+#define CR_CALL_MT "cache_resource.call"
+#define CR_BOX_MT "cache_resource.buffers"
+#define CR_STATE_MT "cache_resource.state"
+
+#define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
+#define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
+#define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
+
+typedef struct cr_state cr_state;
+typedef struct cr_cache cr_cache;
+typedef struct cr_store cr_store;
+typedef struct cr_entry cr_entry;
+typedef struct cr_session cr_session;
+typedef struct cr_call cr_call;
+
+/* Why an entry leaves its store: decides the statistic and on_release. */
+enum cr_reason { CR_EVICT, CR_EXPIRE, CR_CLEAR, CR_DROP };
+
+/* Scratch buffers of the key serializer. The state owns one set; a
+ * serialization that starts while it is busy (a hash_funcs callback calling
+ * a cached function) uses a set boxed in a userdata instead. */
+typedef struct cr_keybufs {
+  cr_buffer out;    /* the canonical key bytes */
+  cr_buffer pairs;  /* stack of table-pair records being sorted */
+  cr_buffer tmp;    /* room for sorting and reordering */
+  int busy;
+} cr_keybufs;
+
+/* A finished key. `bytes` points into the serializer's buffer (valid until
+ * the next serialization) or at `digest` for long keys. */
+typedef struct cr_key {
+  const unsigned char *bytes;
+  size_t len;
+  uint64_t hash;          /* seeded XXH3, picks the bucket */
+  int is_digest;
+  unsigned char digest[16];
+  cr_keybufs *bufs;       /* to mark free once the key is used */
+} cr_key;
+
+struct cr_entry {
+  cr_entry *hnext;              /* bucket chain */
+  cr_entry *newer, *older;      /* LRU list of the store */
+  cr_store *store;
+  uint64_t hash;
+  uint64_t gen;                 /* unique per stored entry, survives yields */
+  double expires_at;            /* HUGE_VAL without ttl */
+  size_t heap_pos;              /* index in the expiry heap, or CR_NO_HEAP */
+  size_t keylen;
+  int is_digest;
+  int nvalues;
+  int refs[];                   /* registry refs of the values, then key bytes */
+};
+#define CR_NO_HEAP ((size_t)-1)
+#define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
+
+struct cr_store {
+  cr_cache *cache;
+  cr_session *session;          /* NULL for the global store */
+  cr_store *next_of_cache;      /* the cache's session stores */
+  cr_store *next_of_session;    /* the session's stores */
+  cr_entry **buckets;
+  size_t mask;                  /* bucket count - 1 */
+  size_t count;
+  cr_entry *newest, *oldest;
+  int pins;                     /* loops that call Lua while holding this store */
+  int dead;                     /* its session ended: free once unpinned */
+};
+
+struct cr_session {
+  cr_session *next;
+  cr_store *stores;
+  size_t idlen;
+  char id[];
+};
+
+struct cr_cache {
+  cr_cache *next;
+  cr_state *S;
+  unsigned char id[16];         /* digest of the identity (SPEC 3.1) */
+  char *name;                   /* display name */
+  char *where;                  /* short_src:first-last */
+  int name_fixed;               /* from `name`, or already inferred */
+  double ttl;                   /* seconds, HUGE_VAL = forever */
+  lua_Integer max_entries;      /* 0 = unbounded */
+  int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
+  int show_spinner, show_time, allow_widgets, session_scope;
+  lua_Integer hits, misses, evictions, expirations;
+  size_t replay_bytes;
+  cr_store *global;             /* scope "global" */
+  cr_store *session_stores;     /* scope "session" */
+  cr_store *last_store;         /* the session store found last: one compare on a hit */
+};
+
+/* The userdata behind a cached function; uservalue 1 is the wrapped fn. */
+typedef struct cr_func {
+  cr_cache *cache;
+  int nparams;
+  int any_skip;
+  int callable_table;           /* fn is a table: its __call gets it as self */
+  unsigned char skip[CR_MAX_PARAMS]; /* 1 = parameter named _x, not hashed */
+} cr_func;
+
+/* A call that left the fast path; lives on the caller's Lua stack. */
+struct cr_call {
+  cr_state *S;
+  cr_cache *cache;
+  cr_store *store;              /* NULL once a clear/end_session detached it */
+  lua_State *owner;             /* the computing coroutine, while computing */
+  cr_call *prev, *next;         /* S->calls: every call in flight */
+  int linked;
+  int computing;                /* owns the key: others wait on it */
+  int nvalues;                  /* values pushed for validate */
+  uint64_t gen;                 /* entry being validated */
+  uint64_t hash;
+  size_t keylen;
+  int is_digest;
+  unsigned char key[];
+};
+
+struct cr_state {
+  uint64_t seed;                /* per-process, for bucket hashes and digests */
+  cr_keybufs keybufs;
+  cr_buffer dumpbuf;            /* string.dump output while computing identities */
+  cr_cache *caches;             /* newest first */
+  cr_cache *caches_tail;        /* stats() lists caches oldest first */
+  cr_session *sessions;
+  cr_session *current;
+  cr_entry **heap;              /* min-heap of expiring entries */
+  size_t heap_len, heap_cap;
+  cr_call *calls;
+  int clock_ref, waiter_ref;
+  int identities_ref;           /* table: identity digest -> light userdata cache */
+  int fnids_ref;                /* weak table: Lua function -> static identity */
+  uint64_t next_gen;
+  lua_Integer live_refs;        /* registry refs held for values: leak checks */
+  int closed;
+};
+
+/* cr_key.c */
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key);
+void cr_key_done(cr_key *key);
+void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
+void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
+cr_keybufs *cr_keybufs_box(lua_State *L);
+void cr_keybufs_free(cr_keybufs *kb);
+int cr_keybufs_gc(lua_State *L);
+
+/* cr_store.c */
+cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
+cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
+void cr_store_touch(cr_store *st, cr_entry *e);
+cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_call *call, int first, int n);
+void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
+void cr_store_drain(lua_State *L, cr_store *st);
+void cr_store_unpin(cr_store *st);
+size_t cr_sweep(lua_State *L, cr_state *S, double now);
+double cr_now(lua_State *L, cr_state *S);
+cr_session *cr_session_find(cr_state *S, const char *id, size_t len);
+cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t len);
+void cr_session_end(lua_State *L, cr_state *S, cr_session *ss);
+void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions);
+void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
+void cr_state_free(cr_state *S);
+void cr_report(lua_State *L, const char *msg);
+
+/* cr_call.c */
+int cr_func_call(lua_State *L);
+int cr_func_clear(lua_State *L);
+int cr_call_gc(lua_State *L);
+
+/* cr_options.c */
+int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
+void cr_check_options(lua_State *L, int opts);
+int cr_parse_duration(const char *s, double *out);
+
+static inline void cr_push_values(lua_State *L, const cr_entry *e) {
+  int i;
+  for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
+}
+
+#endif

@@ -1,0 +1,37 @@
+#include <stdlib.h>
+#include "lauxlib.h"
+#include "cr_buffer.h"
+
+void cr_buffer_init(cr_buffer *b) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+void cr_buffer_free(cr_buffer *b) {
+  free(b->data);
+  cr_buffer_init(b);
+}
+
+unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra) {
+  size_t need = b->len + extra, cap = b->cap ? b->cap : 64;
+  unsigned char *p;
+  if (need < b->len) luaL_error(L, "cache_resource: buffer size overflow");
+  if (need <= b->cap) return b->data + b->len;
+  while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
+  p = (unsigned char *)realloc(b->data, cap);
+  if (p == NULL) luaL_error(L, "cache_resource: out of memory (buffer of %zu bytes)", cap);
+  b->data = p;
+  b->cap = cap;
+  return b->data + b->len;
+}
+
+void cr_buffer_varint(lua_State *L, cr_buffer *b, uint64_t v) {
+  unsigned char tmp[10];
+  size_t n = 0;
+  do {
+    unsigned char c = (unsigned char)(v & 0x7f);
+    v >>= 7;
+    tmp[n++] = (unsigned char)(c | (v ? 0x80 : 0));
+  } while (v);
+  cr_buffer_put(L, b, tmp, n);
+}

@@ -1,0 +1,44 @@
+/* A tiny growable byte string. The key serializer, the identity builder and
+ * (later) the replay recorder all append into one of these. */
+#ifndef CR_BUFFER_H
+#define CR_BUFFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "lua.h"
+
+typedef struct cr_buffer {
+  unsigned char *data;
+  size_t len;
+  size_t cap;
+} cr_buffer;
+
+void cr_buffer_init(cr_buffer *b);
+void cr_buffer_free(cr_buffer *b);
+/* Grows the buffer so `extra` more bytes fit; raises a Lua error on OOM. */
+unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra);
+void cr_buffer_varint(lua_State *L, cr_buffer *b, uint64_t v);
+
+static inline void cr_buffer_put(lua_State *L, cr_buffer *b, const void *p, size_t n) {
+  if (b->cap - b->len < n) cr_buffer_reserve(L, b, n);
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static inline void cr_buffer_byte(lua_State *L, cr_buffer *b, unsigned char c) {
+  if (b->cap == b->len) cr_buffer_reserve(L, b, 1);
+  b->data[b->len++] = c;
+}
+
+/* 8 bytes, little-endian whatever the host, so keys are canonical. */
+static inline void cr_buffer_u64(lua_State *L, cr_buffer *b, uint64_t v) {
+  unsigned char *p;
+  int i;
+  if (b->cap - b->len < 8) cr_buffer_reserve(L, b, 8);
+  p = b->data + b->len;
+  for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+  b->len += 8;
+}
+
+#endif

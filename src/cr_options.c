@@ -1,0 +1,332 @@
+/* Wrapping a function: option checking (SPEC 2), durations, identity
+ * (SPEC 3.1) and the parameter skip mask, all computed once here so the
+ * call path never touches the debug library. */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cr.h"
+
+static const char *const option_names[] = {
+  "ttl", "max_entries", "validate", "on_release", "hash_funcs", "show_spinner",
+  "show_time", "experimental_allow_widgets", "scope", "name", NULL
+};
+
+typedef struct cr_opts {
+  double ttl;
+  lua_Integer max_entries;
+  int validate, on_release, hash_funcs, spinner_text; /* stack indices, 0 = none */
+  int show_spinner, show_time, allow_widgets, session_scope;
+  const char *name;
+} cr_opts;
+
+/* ---- durations ------------------------------------------------------- */
+
+static const struct { const char *unit; double seconds; } units[] = {
+  {"ms", 0.001}, {"msec", 0.001}, {"msecs", 0.001}, {"millisecond", 0.001}, {"milliseconds", 0.001},
+  {"s", 1}, {"sec", 1}, {"secs", 1}, {"second", 1}, {"seconds", 1},
+  {"m", 60}, {"min", 60}, {"mins", 60}, {"minute", 60}, {"minutes", 60},
+  {"h", 3600}, {"hr", 3600}, {"hrs", 3600}, {"hour", 3600}, {"hours", 3600},
+  {"d", 86400}, {"day", 86400}, {"days", 86400},
+  {"w", 604800}, {"week", 604800}, {"weeks", 604800},
+  {NULL, 0}
+};
+
+/* "90s", "1.5h", "1d2h34m", "500ms", "2 days", "30 minutes": one or more
+ * number-unit parts, spaces allowed between and inside parts. */
+int cr_parse_duration(const char *s, double *out) {
+  double total = 0;
+  int parts = 0;
+  for (;;) {
+    double num = 0, scale = 0.1;
+    char unit[16];
+    size_t ul = 0;
+    int digits = 0, i, found = 0;
+    while (isspace((unsigned char)*s) || *s == ',') s++;
+    if (*s == '\0') break;
+    while (isdigit((unsigned char)*s)) num = num * 10 + (*s++ - '0'), digits++;
+    if (*s == '.') {
+      s++;
+      while (isdigit((unsigned char)*s)) num += (*s++ - '0') * scale, scale /= 10, digits++;
+    }
+    if (!digits) return 0;
+    while (isspace((unsigned char)*s)) s++;
+    while (isalpha((unsigned char)*s)) {
+      if (ul + 1 >= sizeof unit) return 0;
+      unit[ul++] = (char)tolower((unsigned char)*s++);
+    }
+    unit[ul] = '\0';
+    if (ul == 0) return 0;
+    for (i = 0; units[i].unit; i++)
+      if (strcmp(units[i].unit, unit) == 0) {
+        total += num * units[i].seconds;
+        found = 1;
+        break;
+      }
+    if (!found) return 0;
+    parts++;
+  }
+  if (!parts) return 0;
+  *out = total;
+  return 1;
+}
+
+/* ---- options --------------------------------------------------------- */
+
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), i, j, prev[64], cur[64];
+  if (la >= 63 || lb >= 63) return 99;
+  for (j = 0; j <= lb; j++) prev[j] = j;
+  for (i = 1; i <= la; i++) {
+    cur[0] = i;
+    for (j = 1; j <= lb; j++) {
+      size_t del = prev[j] + 1, ins = cur[j - 1] + 1, sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+      cur[j] = del < ins ? del : ins;
+      if (sub < cur[j]) cur[j] = sub;
+    }
+    memcpy(prev, cur, (lb + 1) * sizeof *prev);
+  }
+  return prev[lb];
+}
+
+static int unknown_option(lua_State *L, const char *key) {
+  const char *best = NULL;
+  size_t bestd = 3;
+  int i;
+  for (i = 0; option_names[i]; i++) {
+    size_t d = edit_distance(key, option_names[i]);
+    if (d < bestd) bestd = d, best = option_names[i];
+  }
+  if (best) return luaL_error(L, "cache_resource: unknown option '%s' (did you mean '%s'?)", key, best);
+  return luaL_error(L, "cache_resource: unknown option '%s' (known options: ttl, max_entries, validate, "
+                       "on_release, hash_funcs, show_spinner, show_time, experimental_allow_widgets, "
+                       "scope, name)", key);
+}
+
+static int is_callable(lua_State *L, int idx) {
+  if (lua_isfunction(L, idx)) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
+  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
+}
+
+static void check_hash_funcs(lua_State *L, int t) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int kt = lua_type(L, -2);
+    if (kt != LUA_TSTRING && kt != LUA_TTABLE)
+      luaL_error(L, "cache_resource: option 'hash_funcs' keys must be type names, __name strings or "
+                    "metatables, got a %s key", luaL_typename(L, -2));
+    if (!is_callable(L, -1))
+      luaL_error(L, "cache_resource: option 'hash_funcs' must map each key to a function, got a %s for key '%s'",
+                 luaL_typename(L, -1), kt == LUA_TSTRING ? lua_tostring(L, -2) : "<metatable>");
+    lua_pop(L, 1);
+  }
+}
+
+static void parse_options(lua_State *L, int t, cr_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->ttl = HUGE_VAL;
+  o->show_spinner = 1;
+  if (t == 0) return;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int v = lua_gettop(L);
+    const char *k;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "cache_resource: option names must be strings, got a %s key", luaL_typename(L, -2));
+    k = lua_tostring(L, -2);
+    if (strcmp(k, "ttl") == 0) {
+      if (lua_type(L, v) == LUA_TNUMBER) {
+        o->ttl = (double)lua_tonumber(L, v);
+        if (!(o->ttl >= 0)) luaL_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
+      } else if (lua_type(L, v) == LUA_TSTRING) {
+        if (!cr_parse_duration(lua_tostring(L, v), &o->ttl))
+          luaL_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
+                        "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
+                     lua_tostring(L, v));
+      } else {
+        bad_option(L, k, "a number of seconds or a duration string like \"1h\"", v);
+      }
+    } else if (strcmp(k, "max_entries") == 0) {
+      int isint;
+      o->max_entries = lua_tointegerx(L, v, &isint);
+      if (!isint || o->max_entries < 1)
+        luaL_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
+                   luaL_tolstring(L, v, NULL));
+    } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
+      if (!is_callable(L, v)) bad_option(L, k, "a function", v);
+      if (k[0] == 'v') o->validate = v;
+      else o->on_release = v;
+    } else if (strcmp(k, "hash_funcs") == 0) {
+      if (!lua_istable(L, v)) bad_option(L, k, "a table of functions", v);
+      check_hash_funcs(L, v);
+      o->hash_funcs = v;
+    } else if (strcmp(k, "show_spinner") == 0) {
+      if (lua_type(L, v) == LUA_TSTRING) o->show_spinner = 1, o->spinner_text = v;
+      else if (lua_isboolean(L, v)) o->show_spinner = lua_toboolean(L, v);
+      else bad_option(L, k, "a boolean or a string", v);
+    } else if (strcmp(k, "show_time") == 0 || strcmp(k, "experimental_allow_widgets") == 0) {
+      if (!lua_isboolean(L, v)) bad_option(L, k, "a boolean", v);
+      if (k[0] == 's') o->show_time = lua_toboolean(L, v);
+      else o->allow_widgets = lua_toboolean(L, v);
+    } else if (strcmp(k, "scope") == 0) {
+      const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
+      if (s && strcmp(s, "session") == 0) o->session_scope = 1;
+      else if (!s || strcmp(s, "global") != 0)
+        luaL_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
+                   luaL_tolstring(L, v, NULL));
+    } else if (strcmp(k, "name") == 0) {
+      if (lua_type(L, v) != LUA_TSTRING || lua_rawlen(L, v) == 0) bad_option(L, k, "a non-empty string", v);
+      o->name = lua_tostring(L, v);
+    } else {
+      unknown_option(L, k);
+    }
+    lua_settop(L, v - 1);
+  }
+}
+
+void cr_check_options(lua_State *L, int opts) {
+  cr_opts o;
+  parse_options(L, lua_absindex(L, opts), &o);
+}
+
+/* ---- caches ---------------------------------------------------------- */
+
+static char *dup_string(lua_State *L, const char *s) {
+  char *p = (char *)malloc(strlen(s) + 1);
+  if (p == NULL) luaL_error(L, "cache_resource: out of memory");
+  return strcpy(p, s);
+}
+
+static void set_ref(lua_State *L, int *ref, int idx) {
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (idx) {
+    lua_pushvalue(L, idx);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+/* Latest wrap wins: the same identity (same code, same options, or the same
+ * `name`) re-wrapped in a script re-run brings fresh callback closures. */
+static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o) {
+  c->ttl = o->ttl;
+  c->max_entries = o->max_entries;
+  set_ref(L, &c->validate_ref, o->validate);
+  set_ref(L, &c->on_release_ref, o->on_release);
+  set_ref(L, &c->spinner_ref, o->spinner_text);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
+  c->hash_funcs_ref = LUA_NOREF;
+  if (o->hash_funcs) { /* a copy: later edits of the caller's table do not move keys */
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, o->hash_funcs)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+    c->hash_funcs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  c->show_spinner = o->show_spinner;
+  c->show_time = o->show_time;
+  c->allow_widgets = o->allow_widgets;
+  c->session_scope = o->session_scope;
+}
+
+/* Pushes the Lua function that describes fn (fn, or a table's __call). */
+static void push_target(lua_State *L, int fn) {
+  if (lua_istable(L, fn)) luaL_getmetafield(L, fn, "__call");
+  else lua_pushvalue(L, fn);
+}
+
+static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned char id[16], const char *name) {
+  cr_cache *c = (cr_cache *)calloc(1, sizeof *c);
+  lua_Debug ar;
+  char buf[LUA_IDSIZE + 64];
+  if (c == NULL) luaL_error(L, "cache_resource: out of memory (cache)");
+  c->S = S;
+  memcpy(c->id, id, 16);
+  c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
+  push_target(L, fn);
+  lua_getinfo(L, ">S", &ar);
+  if (ar.what[0] == 'C') {
+    strcpy(buf, "[C]");
+  } else {
+    snprintf(buf, sizeof buf, "%s:%d-%d", ar.short_src, ar.linedefined, ar.lastlinedefined);
+  }
+  c->where = dup_string(L, buf);
+  if (ar.what[0] != 'C') snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.linedefined);
+  else strcpy(buf, "C function");
+  c->name = dup_string(L, name ? name : buf);
+  c->name_fixed = name != NULL;
+  if (S->caches_tail) S->caches_tail->next = c;
+  else S->caches = c;
+  S->caches_tail = c;
+  return c;
+}
+
+/* Parameter names are read once, here: '_'-prefixed ones are not hashed. */
+static void fill_params(lua_State *L, cr_func *f, int fn) {
+  lua_Debug ar;
+  int i, shift = lua_istable(L, fn) ? 1 : 0;
+  f->nparams = 0;
+  f->any_skip = 0;
+  f->callable_table = shift;
+  memset(f->skip, 0, sizeof f->skip);
+  push_target(L, fn);
+  if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, -1);
+  lua_getinfo(L, ">u", &ar);
+  for (i = 1 + shift; i <= ar.nparams; i++) {
+    const char *name = lua_getlocal(L, NULL, i);
+    if (name && name[0] == '_') f->skip[i - 1 - shift] = 1, f->any_skip = 1;
+  }
+  f->nparams = ar.nparams - shift;
+  lua_pop(L, 1);
+}
+
+int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
+  cr_opts o;
+  unsigned char id[16];
+  cr_cache *c;
+  cr_func *f;
+  int t = lua_type(L, fn);
+  fn = lua_absindex(L, fn);
+  if (opts) opts = lua_absindex(L, opts);
+  if (!(t == LUA_TFUNCTION ||
+        (t == LUA_TTABLE && luaL_getmetafield(L, fn, "__call") == LUA_TFUNCTION && (lua_pop(L, 1), 1))))
+    return luaL_error(L, "bad argument #1 to 'cache_resource' (function or callable table expected, got %s)",
+                      luaL_typename(L, fn));
+  parse_options(L, opts, &o);
+  cr_key_identity(L, S, fn, opts, o.name, id);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->identities_ref);
+  lua_pushlstring(L, (const char *)id, 16);
+  lua_rawget(L, -2);
+  c = (cr_cache *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c == NULL) {
+    c = cache_new(L, S, fn, id, o.name);
+    lua_pushlstring(L, (const char *)id, 16);
+    lua_pushlightuserdata(L, c);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+  apply_options(L, c, &o);
+  f = (cr_func *)lua_newuserdatauv(L, sizeof *f, 2);
+  f->cache = c;
+  fill_params(L, f, fn);
+  luaL_setmetatable(L, CR_FUNC_MT);
+  lua_pushvalue(L, fn);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
