@@ -216,7 +216,6 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   }
   call->store = cr_store_for(L, c, 1);
   call_link(S, call);
-  if (!c->name_fixed) infer_name(L, c);
   return lookup(L, base, call);
 }
 
@@ -232,6 +231,7 @@ int cr_func_call(lua_State *L) {
     double now = cr_now(L, S);
     if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
+  if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
   st = cr_store_for(L, c, 0);
   cr_key_for_call(L, S, f, 2, nargs, &key);
   if (st && c->validate_ref == LUA_NOREF &&

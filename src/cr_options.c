@@ -15,7 +15,7 @@ static const char *const option_names[] = {
 typedef struct cr_opts {
   double ttl;
   lua_Integer max_entries;
-  int validate, on_release, hash_funcs, spinner_text; /* stack indices, 0 = none */
+  int validate, on_release, hash_funcs, spinner_text; /* present in the table */
   int show_spinner, show_time, allow_widgets, session_scope;
   const char *name;
 } cr_opts;
@@ -157,19 +157,19 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     } else if (strcmp(k, "max_entries") == 0) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
-      if (!isint || o->max_entries < 1)
+      if (!isint || lua_type(L, v) != LUA_TNUMBER || o->max_entries < 1)
         luaL_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
                    luaL_tolstring(L, v, NULL));
     } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
       if (!is_callable(L, v)) bad_option(L, k, "a function", v);
-      if (k[0] == 'v') o->validate = v;
-      else o->on_release = v;
+      if (k[0] == 'v') o->validate = 1;
+      else o->on_release = 1;
     } else if (strcmp(k, "hash_funcs") == 0) {
       if (!lua_istable(L, v)) bad_option(L, k, "a table of functions", v);
       check_hash_funcs(L, v);
-      o->hash_funcs = v;
+      o->hash_funcs = 1;
     } else if (strcmp(k, "show_spinner") == 0) {
-      if (lua_type(L, v) == LUA_TSTRING) o->show_spinner = 1, o->spinner_text = v;
+      if (lua_type(L, v) == LUA_TSTRING) o->show_spinner = 1, o->spinner_text = 1;
       else if (lua_isboolean(L, v)) o->show_spinner = lua_toboolean(L, v);
       else bad_option(L, k, "a boolean or a string", v);
     } else if (strcmp(k, "show_time") == 0 || strcmp(k, "experimental_allow_widgets") == 0) {
@@ -205,34 +205,37 @@ static char *dup_string(lua_State *L, const char *s) {
   return strcpy(p, s);
 }
 
-static void set_ref(lua_State *L, int *ref, int idx) {
+/* Points *ref at opts[field] when present. */
+static void set_ref(lua_State *L, int *ref, int present, int opts, const char *field) {
   luaL_unref(L, LUA_REGISTRYINDEX, *ref);
   *ref = LUA_NOREF;
-  if (idx) {
-    lua_pushvalue(L, idx);
+  if (present) {
+    lua_getfield(L, opts, field);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
 }
 
 /* Latest wrap wins: the same identity (same code, same options, or the same
  * `name`) re-wrapped in a script re-run brings fresh callback closures. */
-static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o) {
+static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
   c->ttl = o->ttl;
   c->max_entries = o->max_entries;
-  set_ref(L, &c->validate_ref, o->validate);
-  set_ref(L, &c->on_release_ref, o->on_release);
-  set_ref(L, &c->spinner_ref, o->spinner_text);
+  set_ref(L, &c->validate_ref, o->validate, opts, "validate");
+  set_ref(L, &c->on_release_ref, o->on_release, opts, "on_release");
+  set_ref(L, &c->spinner_ref, o->spinner_text, opts, "show_spinner");
   luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
   c->hash_funcs_ref = LUA_NOREF;
   if (o->hash_funcs) { /* a copy: later edits of the caller's table do not move keys */
+    lua_getfield(L, opts, "hash_funcs");
     lua_newtable(L);
     lua_pushnil(L);
-    while (lua_next(L, o->hash_funcs)) {
+    while (lua_next(L, -3)) {
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
       lua_rawset(L, -4);
     }
     c->hash_funcs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
   }
   c->show_spinner = o->show_spinner;
   c->show_time = o->show_time;
@@ -321,7 +324,7 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
     lua_rawset(L, -3);
   }
   lua_pop(L, 1);
-  apply_options(L, c, &o);
+  apply_options(L, c, &o, opts);
   f = (cr_func *)lua_newuserdatauv(L, sizeof *f, 2);
   f->cache = c;
   fill_params(L, f, fn);

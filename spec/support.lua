@@ -1,0 +1,37 @@
+-- Small helpers shared by the specs.
+local cr = require "cache_resource"
+local M = {}
+
+-- The stats() row of the cache with this display name.
+function M.stat(name)
+  for _, s in ipairs(cr.stats()) do
+    if s.name == name then return s end
+  end
+end
+
+-- Puts the module back the way a spec expects to find it.
+function M.reset()
+  cr.set_clock(nil)
+  cr.set_waiter(nil)
+  cr.set_session(nil)
+  cr.clear()
+end
+
+-- A controllable clock for TTL specs.
+function M.fake_clock(start)
+  local clock = { now = start or 1000 }
+  cr.set_clock(function() return clock.now end)
+  return clock
+end
+
+-- Captures what warn() receives while fn runs.
+function M.capture_warnings(fn)
+  local seen, saved = {}, warn
+  warn = function(...) seen[#seen + 1] = table.concat({ ... }) end
+  local ok, err = pcall(fn)
+  warn = saved
+  assert(ok, err)
+  return seen
+end
+
+return M

@@ -1,0 +1,254 @@
+-- SPEC §2 (wrapping, options) and §3.1 (function identity).
+local cr = require "cache_resource"
+local support = require "support"
+
+describe("wrapping (SPEC 2)", function()
+  before_each(support.reset)
+
+  it("cache_resource(fn) returns a callable object that caches", function()
+    local runs = { n = 0 }
+    local f = cr(function(x) runs.n = runs.n + 1; return { x = x } end)
+    assert.equal("userdata", type(f))
+    local a, b = f(1), f(1)
+    assert.equal(a, b)
+    assert.equal(1, runs.n)
+  end)
+
+  it("cache_resource(fn, opts) applies the options", function()
+    local released = {}
+    local f = cr(function(x) return x * 10 end, { max_entries = 1, on_release = function(v) released[#released + 1] = v end })
+    f(1); f(2)
+    assert.same({ 10 }, released)
+  end)
+
+  it("cache_resource(opts)(fn) is the decorator-factory form", function()
+    local released = {}
+    local deco = cr { max_entries = 1, on_release = function(v) released[#released + 1] = v end }
+    assert.equal("function", type(deco))
+    local f = deco(function(x) return x + 1 end)
+    f(1); f(2)
+    assert.same({ 2 }, released)
+  end)
+
+  it("checks the decorator's options when they are written", function()
+    assert.has_error(function() cr { tll = 5 } end, "cache_resource: unknown option 'tll' (did you mean 'ttl'?)")
+  end)
+
+  it("wraps a C function", function()
+    local f = cr(math.max)
+    assert.equal(7, f(3, 7, 5))
+    assert.equal(7, f(3, 7, 5))
+    local s = support.stat("f")
+    assert.equal(1, s.misses)
+    assert.equal(1, s.hits)
+  end)
+
+  it("wraps a callable table, whose __call gets the table as self", function()
+    local obj = setmetatable({ base = 100 }, { __call = function(self, x) return self.base + x end })
+    local f = cr(obj)
+    assert.equal(101, f(1))
+    assert.equal(101, f(1))
+  end)
+
+  it("skips the self parameter of a callable table when reading parameter names", function()
+    local runs = 0
+    local obj = setmetatable({}, { __call = function(self, x, _conn) runs = runs + 1; return x end })
+    local f = cr(obj)
+    f(1, io.stdout); f(1, io.stderr)
+    assert.equal(1, runs)
+  end)
+
+  for _, bad in ipairs({ 42, "fn", true, io.stdout, {} }) do
+    it("rejects a " .. type(bad) .. " to wrap with a bad argument error", function()
+      if type(bad) == "table" then
+        -- a plain table alone is options; with options after it, it is a bad fn
+        assert.has_error(function() cr(bad, {}) end)
+        local ok, err = pcall(cr, bad, {})
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to 'cache_resource' %(function or callable table expected, got table%)", err)
+      else
+        local ok, err = pcall(cr, bad)
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to 'cache_resource'", err)
+        assert.matches(type(bad), err)
+      end
+    end)
+  end
+
+  it("rejects options that are not a table", function()
+    local ok, err = pcall(cr, print, 5)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'cache_resource' %(options table expected, got number%)", err)
+  end)
+
+  it("rejects a wrapped call with no function", function()
+    local ok, err = pcall(cr)
+    assert.is_false(ok)
+    assert.matches("bad argument #1", err)
+  end)
+end)
+
+describe("options are checked (SPEC 2)", function()
+  local function err_of(opts)
+    local ok, err = pcall(cr, function() end, opts)
+    assert.is_false(ok)
+    return err
+  end
+
+  it("names an unknown option", function()
+    assert.matches("cache_resource: unknown option 'tll'", err_of { tll = 1 })
+    assert.matches("unknown option 'colour'", err_of { colour = 1 })
+  end)
+
+  it("rejects non-string option names", function()
+    assert.matches("option names must be strings", err_of { 1 })
+  end)
+
+  local cases = {
+    { { ttl = -1 }, "option 'ttl' must be >= 0" },
+    { { ttl = true }, "option 'ttl' must be a number of seconds or a duration string" },
+    { { ttl = "2 dayz" }, "cannot read the duration '2 dayz'" },
+    { { ttl = "soon" }, "cannot read the duration 'soon'" },
+    { { ttl = "" }, "cannot read the duration ''" },
+    { { max_entries = 0 }, "option 'max_entries' must be an integer >= 1" },
+    { { max_entries = 1.5 }, "option 'max_entries' must be an integer >= 1" },
+    { { max_entries = "3" }, "option 'max_entries' must be an integer >= 1" },
+    { { validate = 1 }, "option 'validate' must be a function" },
+    { { on_release = "x" }, "option 'on_release' must be a function" },
+    { { hash_funcs = 1 }, "option 'hash_funcs' must be a table of functions" },
+    { { hash_funcs = { userdata = 1 } }, "must map each key to a function" },
+    { { hash_funcs = { [1] = print } }, "keys must be type names, __name strings or metatables" },
+    { { show_spinner = 1 }, "option 'show_spinner' must be a boolean or a string" },
+    { { show_time = "yes" }, "option 'show_time' must be a boolean" },
+    { { experimental_allow_widgets = 1 }, "option 'experimental_allow_widgets' must be a boolean" },
+    { { scope = "user" }, "option 'scope' must be \"global\" or \"session\"" },
+    { { name = "" }, "option 'name' must be a non%-empty string" },
+    { { name = 5 }, "option 'name' must be a non%-empty string" },
+  }
+  for _, case in ipairs(cases) do
+    local opts, msg = case[1], case[2]
+    local k = next(opts)
+    it("rejects " .. k .. " = " .. tostring(opts[k]), function()
+      assert.matches(msg, err_of(opts))
+    end)
+  end
+
+  it("accepts every option with a valid value", function()
+    local f = cr(function() return 1 end, {
+      ttl = "1h", max_entries = 4, validate = function() return true end,
+      on_release = function() end, hash_funcs = { userdata = tostring },
+      show_spinner = "Loading...", show_time = true, experimental_allow_widgets = false,
+      scope = "global", name = "every-option",
+    })
+    assert.equal(1, f())
+    assert.equal("every-option", support.stat("every-option").name)
+  end)
+end)
+
+describe("function identity (SPEC 3.1)", function()
+  before_each(support.reset)
+
+  it("re-created closures (a script re-run) share one cache", function()
+    local runs = { n = 0 }
+    local function make()
+      return cr(function(x) runs.n = runs.n + 1; return { x } end)
+    end
+    local a = make()(1)
+    local b = make()(1)
+    assert.equal(a, b)
+    assert.equal(1, runs.n)
+  end)
+
+  it("the same chunk loaded twice finds the previous entries", function()
+    local src = "local cr, runs = ...; return cr(function(x) runs.n = runs.n + 1; return {x} end)"
+    local runs = { n = 0 }
+    local f1 = load(src, "=app.lua")(cr, runs)
+    local f2 = load(src, "=app.lua")(cr, runs)
+    assert.equal(f1(5), f2(5))
+    assert.equal(1, runs.n)
+  end)
+
+  it("an edited function body starts a new cache", function()
+    local f1 = load("local cr = ...; return cr(function() return {1} end)", "=app.lua")(cr)
+    local f2 = load("local cr = ...; return cr(function() return {2} end)", "=app.lua")(cr)
+    assert.not_equal(f1(), f2())
+    assert.same({ 2 }, f2())
+  end)
+
+  it("closures made in a loop over different strings do not share", function()
+    local fs = {}
+    for _, s in ipairs({ "a", "b", "c" }) do
+      fs[s] = cr(function() return s end)
+    end
+    assert.equal("a", fs.a())
+    assert.equal("b", fs.b())
+    assert.equal("c", fs.c())
+  end)
+
+  it("closures over different numbers do not share either", function()
+    local fs = {}
+    for i = 1, 3 do fs[i] = cr(function() return i * 100 end) end
+    assert.same({ 100, 200, 300 }, { fs[1](), fs[2](), fs[3]() })
+  end)
+
+  it("table and function upvalues are not part of the identity", function()
+    local function make(tbl) return cr(function() return tbl end) end
+    local t1, t2 = {}, {}
+    assert.equal(t1, make(t1)())
+    assert.equal(t1, make(t2)()) -- same identity: the first entry is found
+  end)
+
+  it("a captured scalar that changed starts a new cache, visible in stats", function()
+    local counter = 1
+    local function make() return cr(function() return counter end) end
+    local before = #cr.stats()
+    make()()
+    counter = 2
+    make()()
+    assert.equal(before + 2, #cr.stats())
+  end)
+
+  it("name pins the identity across different code", function()
+    local f1 = cr(function() return { "first" } end, { name = "pinned" })
+    local f2 = cr(function() return { "second" } end, { name = "pinned" })
+    assert.equal(f1(), f2())
+    assert.same({ "first" }, f2())
+  end)
+
+  it("the same code wrapped with other options is another cache", function()
+    local function body() return {} end
+    local f1 = cr(body, { max_entries = 2 })
+    local f2 = cr(body, { max_entries = 3 })
+    assert.not_equal(f1(), f2())
+  end)
+
+  it("C functions: identity is the pointer and scalar upvalues", function()
+    local a, b = cr(string.upper), cr(string.upper)
+    a("x"); b("x")
+    local hits = 0
+    for _, s in ipairs(cr.stats()) do if s.name == "a" then hits = s.hits end end
+    assert.equal(1, hits)
+  end)
+end)
+
+describe("display name and tostring (SPEC 3.1, 5)", function()
+  before_each(support.reset)
+
+  it("uses the name the caller used at the first call", function()
+    local get_model = cr(function() return 1 end)
+    get_model()
+    assert.is_table(support.stat("get_model"))
+    assert.matches("^cache_resource: get_model %(.*wrap_spec%.lua:%d+%-%d+%)$", tostring(get_model))
+  end)
+
+  it("falls back to short_src:linedefined before any call", function()
+    local f = cr(function() return 1 end)
+    assert.matches("cache_resource: .*wrap_spec%.lua:%d+ %(", tostring(f))
+  end)
+
+  it("prefers the name option", function()
+    local f = cr(function() return 1 end, { name = "loader" })
+    f()
+    assert.matches("^cache_resource: loader ", tostring(f))
+  end)
+end)
