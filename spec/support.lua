@@ -2,11 +2,13 @@
 local cr = require "cache_resource"
 local M = {}
 
--- The stats() row of the cache with this display name.
+-- The stats() row of the newest cache with this display name.
 function M.stat(name)
+  local found
   for _, s in ipairs(cr.stats()) do
-    if s.name == name then return s end
+    if s.name == name then found = s end
   end
+  return found
 end
 
 -- Puts the module back the way a spec expects to find it.

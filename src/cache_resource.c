@@ -136,7 +136,10 @@ static int m_set_session(lua_State *L) {
     S->current = NULL;
     return 0;
   }
-  S->current = cr_session_open(L, S, session_id(L, 1, &len), len);
+  {
+    const char *id = session_id(L, 1, &len); /* sets len: not in the same call's arguments */
+    S->current = cr_session_open(L, S, id, len);
+  }
   return 0;
 }
 

@@ -1,0 +1,259 @@
+-- SPEC §4: calls.
+local cr = require "cache_resource"
+local support = require "support"
+
+-- Resumes every coroutine round-robin until all are dead; returns results.
+local function drive(cos)
+  local results, alive = {}, #cos
+  local guard = 0
+  while alive > 0 do
+    guard = guard + 1
+    assert(guard < 10000, "coroutines never finished")
+    for i, co in ipairs(cos) do
+      if coroutine.status(co) == "suspended" then
+        local r = table.pack(coroutine.resume(co))
+        if coroutine.status(co) == "dead" then
+          results[i] = r
+          alive = alive - 1
+        end
+      end
+    end
+  end
+  return results
+end
+
+describe("calls (SPEC 4)", function()
+  before_each(support.reset)
+
+  it("returns every stored value, nils included, the same objects each time", function()
+    local f = cr(function() return {}, nil, "x", nil end)
+    local a = table.pack(f())
+    local b = table.pack(f())
+    assert.equal(4, a.n)
+    assert.equal(4, b.n)
+    assert.equal(a[1], b[1])
+    assert.is_nil(b[2])
+    assert.equal("x", b[3])
+  end)
+
+  it("caches nil and false results like any other", function()
+    local runs = { n = 0 }
+    local f = cr(function(x) runs.n = runs.n + 1; if x then return false end end)
+    assert.equal(0, select("#", f()))
+    assert.equal(0, select("#", f()))
+    assert.is_false(f(1))
+    assert.is_false(f(1))
+    assert.equal(2, runs.n)
+  end)
+
+  it("passes all arguments to fn, skipped ones included", function()
+    local f = cr(function(a, _b, ...) return { a, _b, ... } end)
+    assert.same({ 1, "two", 3, 4 }, f(1, "two", 3, 4))
+  end)
+
+  it("propagates an error unchanged, stores nothing, and runs fn again next time", function()
+    local runs = { n = 0 }
+    local boom = { code = 42 }
+    local f = cr(function() runs.n = runs.n + 1; if runs.n == 1 then error(boom) end; return "ok" end)
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.equal(boom, err)
+    assert.equal("ok", f())
+    assert.equal("ok", f())
+    assert.equal(2, runs.n)
+  end)
+
+  it("keeps a string error message unchanged", function()
+    local f = cr(function() error("plain failure", 0) end)
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.equal("plain failure", err)
+  end)
+
+  it("raises 'recursive call' for the same key from inside its own computation", function()
+    local f
+    f = cr(function(k)
+      if k == "loop" then return f("loop") end
+      if k == "outer" then return "outer+" .. f("inner") end
+      return k
+    end)
+    local ok, err = pcall(function() local r = f("loop"); return r end)
+    assert.is_false(ok)
+    assert.matches("recursive call", err)
+    assert.equal("outer+inner", f("outer"))
+  end)
+
+  it("raises 'recursive call' through a coroutine the computation resumes, instead of hanging", function()
+    local f
+    f = cr(function(k)
+      local co = coroutine.wrap(function() return f(k) end)
+      return co()
+    end)
+    cr.set_waiter(function() coroutine.yield() end)
+    local ok, err = pcall(f, 1)
+    assert.is_false(ok)
+    assert.matches("recursive call", err)
+  end)
+
+  it("lets fn yield: a cached function driven by coroutine.wrap", function()
+    local runs = { n = 0 }
+    local f = cr(function(x)
+      runs.n = runs.n + 1
+      local got = coroutine.yield("need input")
+      return { x, got }
+    end)
+    local co = coroutine.wrap(function() return f(7) end)
+    assert.equal("need input", co())
+    local v = co("input")
+    assert.same({ 7, "input" }, v)
+    -- later calls hit without yielding
+    assert.equal(v, coroutine.wrap(function() return f(7) end)())
+    assert.equal(1, runs.n)
+  end)
+
+  it("a yielding fn that then fails stores nothing", function()
+    local f = cr(function() coroutine.yield(); error("late failure", 0) end)
+    local co = coroutine.create(function() return f() end)
+    assert.is_true(coroutine.resume(co))
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.equal("late failure", err)
+    assert.equal(0, support.stat("f").entries)
+  end)
+
+  it("five coroutines on one key with a waiter run fn once and share the value", function()
+    local runs = { n = 0 }
+    local f = cr(function(k)
+      runs.n = runs.n + 1
+      for _ = 1, 3 do coroutine.yield() end
+      return { k }
+    end)
+    cr.set_waiter(function() coroutine.yield() end)
+    local cos = {}
+    for i = 1, 5 do cos[i] = coroutine.create(function() return f("shared") end) end
+    local results = drive(cos)
+    assert.equal(1, runs.n)
+    for i = 1, 5 do
+      assert.is_true(results[i][1])
+      assert.equal(results[1][2], results[i][2])
+    end
+  end)
+
+  it("without a waiter, a second coroutine gets an error naming set_waiter", function()
+    local f = cr(function() coroutine.yield(); return 1 end)
+    local owner = coroutine.create(function() return f() end)
+    coroutine.resume(owner)
+    local ok, err = pcall(function() local r = f(); return r end)
+    assert.is_false(ok)
+    assert.matches("being computed by another coroutine", err)
+    assert.matches("set_waiter", err)
+    assert.is_true(coroutine.resume(owner))
+  end)
+
+  it("hands the key to a waiter when the owner fails", function()
+    local runs = { n = 0 }
+    local f = cr(function()
+      runs.n = runs.n + 1
+      local mine = runs.n
+      coroutine.yield()
+      if mine == 1 then error("owner failed", 0) end
+      return { "from run " .. mine }
+    end)
+    cr.set_waiter(function() coroutine.yield() end)
+    local cos = {}
+    for i = 1, 5 do cos[i] = coroutine.create(function() return f() end) end
+    local results = drive(cos)
+    assert.equal(2, runs.n)
+    assert.is_false(results[1][1])
+    assert.equal("owner failed", results[1][2])
+    for i = 2, 5 do
+      assert.is_true(results[i][1])
+      assert.equal(results[2][2], results[i][2])
+      assert.same({ "from run 2" }, results[i][2])
+    end
+  end)
+
+  it("a waiter takes over when the owner coroutine was closed", function()
+    local runs = { n = 0 }
+    local f = cr(function() runs.n = runs.n + 1; coroutine.yield(); return runs.n end)
+    cr.set_waiter(function() coroutine.yield() end)
+    local owner = coroutine.create(function() return f() end)
+    coroutine.resume(owner)
+    coroutine.close(owner)
+    local waiter = coroutine.create(function() return f() end)
+    local results = drive({ waiter })
+    assert.same({ true, 2, n = 2 }, results[1])
+  end)
+
+  it("errors from validate or the waiter propagate", function()
+    local f = cr(function() return 1 end, { validate = function() error("validate broke", 0) end })
+    f()
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.equal("validate broke", err)
+  end)
+
+  it("uses a monotonic clock unless set_clock replaces it", function()
+    local released = {}
+    local f = cr(function() return {} end, { ttl = 0.05, on_release = function(v) released[#released + 1] = v end })
+    local v = f()
+    assert.equal(v, f())
+    local deadline = os.clock() + 2
+    while #released == 0 and os.clock() < deadline do f() end
+    assert.equal(v, released[1])
+  end)
+
+  it("set_clock rejects a non-function", function()
+    assert.has_error(function() cr.set_clock(5) end)
+    assert.has_error(function() cr.set_waiter("x") end)
+  end)
+
+  it("reports a clock that returns no number", function()
+    cr.set_clock(function() return "noon" end)
+    local f = cr(function() return 1 end, { ttl = 5 })
+    assert.has_error(function() f() end, "cache_resource: the clock set with set_clock must return a number of seconds")
+  end)
+end)
+
+describe("a real scheduler: cqueues (SPEC 4)", function()
+  local ok_cq, cqueues = pcall(require, "cqueues")
+  local socket = ok_cq and require "cqueues.socket"
+  before_each(support.reset)
+
+  it("ten cqueues coroutines asking at once run a loopback-connecting fn once", function()
+    assert.is_true(ok_cq, "lua-cqueues for Lua 5.4 is required (make deps)")
+    local cq = cqueues.new()
+    local server = socket.listen("127.0.0.1", 0)
+    local _, _, port = server:localname()
+    local accepted = { n = 0 }
+    cq:wrap(function()
+      local conn = server:accept()
+      accepted.n = accepted.n + 1
+      conn:write("hello from the server\n")
+      conn:flush()
+      cqueues.sleep(0.2)
+      conn:close()
+    end)
+    local runs = { n = 0 }
+    local connect = cr(function(port_)
+      runs.n = runs.n + 1
+      local conn = socket.connect("127.0.0.1", port_)
+      local line = conn:read("*l")
+      cqueues.sleep(0.05) -- still computing while the others arrive
+      return { greeting = line, conn = conn }
+    end)
+    cr.set_waiter(function() cqueues.sleep(0.005) end)
+    local got = {}
+    for i = 1, 10 do
+      cq:wrap(function() got[i] = connect(port) end)
+    end
+    local ok, err = cq:loop(5)
+    assert.is_true(ok, err)
+    assert.equal(1, runs.n)
+    assert.equal(1, accepted.n)
+    for i = 1, 10 do assert.equal(got[1], got[i]) end
+    assert.equal("hello from the server", got[1].greeting)
+    got[1].conn:close()
+    server:close()
+  end)
+end)
