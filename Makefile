@@ -50,4 +50,4 @@ install: deps
 	  CFLAGS="-O2 -fPIC $(WARN)"
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan src/*.o cache_resource.so

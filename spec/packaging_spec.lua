@@ -1,0 +1,25 @@
+-- The rockspec must build what the Makefile builds.
+describe("packaging", function()
+  it("the rockspec lists every C source in src/", function()
+    local f = assert(io.open("rockspec/cache_resource-scm-1.rockspec"))
+    local rockspec = f:read("a")
+    f:close()
+    local p = assert(io.popen("ls src/*.c"))
+    local count = 0
+    for file in p:lines() do
+      count = count + 1
+      assert.truthy(rockspec:find('"' .. file .. '"', 1, true), file .. " missing from the rockspec")
+    end
+    p:close()
+    assert.is_true(count >= 6)
+  end)
+
+  it("loads as the module cache_resource with a callable module table", function()
+    local cr = require "cache_resource"
+    assert.equal("table", type(cr))
+    assert.equal("function", type(getmetatable(cr).__call))
+    for _, name in ipairs({ "clear", "stats", "expire", "hash", "set_clock", "set_waiter", "set_session", "end_session" }) do
+      assert.equal("function", type(cr[name]), name)
+    end
+  end)
+end)
