@@ -315,6 +315,23 @@ describe("session scope (SPEC 6.4)", function()
     assert.equal(a, f())
   end)
 
+  it("on_release may end the session whose store is evicting", function()
+    local released = {}
+    local f = cr(function(k) return k end, { scope = "session", max_entries = 1, on_release = function(v)
+      released[#released + 1] = v
+      cr.end_session("busy")
+    end })
+    cr.set_session("busy")
+    f(1)
+    assert.equal(2, f(2)) -- evicts 1, whose release ends the session mid-insert
+    table.sort(released)
+    assert.same({ 1, 2 }, released)
+    assert.is_nil(cr.session())
+    cr.set_session("busy")
+    assert.equal(3, f(3))
+    assert.equal(1, support.stat("f").entries)
+  end)
+
   it("a computation whose session ends meanwhile returns its values without storing", function()
     local f = cr(function() coroutine.yield(); return {} end, { scope = "session" })
     cr.set_session("gone")

@@ -50,6 +50,14 @@ describe("wrapping (SPEC 2)", function()
     assert.equal(101, f(1))
   end)
 
+  it("gives each callable table its own cache, even with the same __call", function()
+    local mt = { __call = function(self, x) return self.base + x end }
+    local f1 = cr(setmetatable({ base = 1 }, mt))
+    local f2 = cr(setmetatable({ base = 1000 }, mt))
+    assert.equal(2, f1(1))
+    assert.equal(1001, f2(1))
+  end)
+
   it("skips the self parameter of a callable table when reading parameter names", function()
     local runs = 0
     local obj = setmetatable({}, { __call = function(self, x, _conn) runs = runs + 1; return x end })

@@ -12,7 +12,7 @@ static cr_state *state_of(lua_State *L) {
 
 static int state_gc(lua_State *L) {
   cr_state *S = (cr_state *)luaL_checkudata(L, 1, CR_STATE_MT);
-  if (!S->closed) cr_state_free(S);
+  if (!S->closed) cr_state_free(L, S);
   return 0;
 }
 

@@ -105,6 +105,7 @@ struct cr_cache {
   double ttl;                   /* seconds, HUGE_VAL = forever */
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
+  int anchor_ref;               /* a callable table: its address is its identity */
   int show_spinner, show_time, allow_widgets, session_scope;
   lua_Integer hits, misses, evictions, expirations;
   size_t replay_bytes;
@@ -182,7 +183,7 @@ cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t le
 void cr_session_end(lua_State *L, cr_state *S, cr_session *ss);
 void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions);
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
-void cr_state_free(cr_state *S);
+void cr_state_free(lua_State *L, cr_state *S);
 void cr_report(lua_State *L, const char *msg);
 
 /* cr_call.c */

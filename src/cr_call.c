@@ -232,8 +232,10 @@ int cr_func_call(lua_State *L) {
     if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
-  st = cr_store_for(L, c, 0);
+  if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   cr_key_for_call(L, S, f, 2, nargs, &key);
+  /* looked up after hashing: a finalizer run meanwhile may have ended a session */
+  st = cr_store_for(L, c, 0);
   if (st && c->validate_ref == LUA_NOREF &&
       (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
     cr_key_done(&key);
@@ -262,12 +264,12 @@ int cr_func_clear(lua_State *L) {
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1); /* the key builder names parameters from arg 1 */
-  one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
   cr_key_for_call(L, S, f, 2, n, &key);
   /* copy the key: releasing runs on_release, which may hash other keys */
   bytes = (unsigned char *)lua_newuserdatauv(L, key.len ? key.len : 1, 0);
   memcpy(bytes, key.bytes, key.len);
   cr_key_done(&key);
+  one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
   st = one ? one : (c->session_scope ? c->session_stores : c->global);
   while (st) {
     cr_entry *e = cr_store_find(st, key.hash, bytes, key.len, key.is_digest);

@@ -376,27 +376,33 @@ void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
 
 /* At lua_close: free memory only; no callbacks run (Streamlit does not
  * release resources at shutdown either; they have their own __gc). */
-static void store_free_entries(cr_state *S, cr_store *st) {
+static void store_free_entries(lua_State *L, cr_store *st) {
   cr_entry *e, *older;
-  (void)S;
+  int i;
   for (e = st->newest; e; e = older) {
     older = e->older;
+    for (i = 0; i < e->nvalues; i++) luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
     free(e);
   }
   store_free(st);
 }
 
-void cr_state_free(cr_state *S) {
+void cr_state_free(lua_State *L, cr_state *S) {
   cr_cache *c, *cnext;
   cr_session *ss, *snext;
   for (c = S->caches; c; c = cnext) {
     cr_store *st, *next;
     cnext = c->next;
-    if (c->global) store_free_entries(S, c->global);
+    if (c->global) store_free_entries(L, c->global);
     for (st = c->session_stores; st; st = next) {
       next = st->next_of_cache;
-      store_free_entries(S, st);
+      store_free_entries(L, st);
     }
+    luaL_unref(L, LUA_REGISTRYINDEX, c->validate_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->on_release_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->spinner_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
     free(c->name);
     free(c->where);
     free(c);
@@ -406,6 +412,10 @@ void cr_state_free(cr_state *S) {
     free(ss);
   }
   free(S->heap);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
   cr_keybufs_free(&S->keybufs);
   cr_buffer_free(&S->dumpbuf);
   S->caches = NULL;
