@@ -234,7 +234,7 @@ int luaopen_cache_resource(lua_State *L) {
 
   S = (cr_state *)lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
-  S->clock_ref = S->waiter_ref = LUA_NOREF;
+  S->clock_ref = S->waiter_ref = S->spinner_ref = S->widget_source_ref = LUA_NOREF;
   S->seed = random_seed(S);
   luaL_setmetatable(L, CR_STATE_MT);
   lua_newtable(L);
@@ -245,6 +245,8 @@ int luaopen_cache_resource(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   S->fnids_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->replayables_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* anchored until lua_close: caches and cached functions point into it */
   lua_pushvalue(L, -1);
   luaL_ref(L, LUA_REGISTRYINDEX);
@@ -252,6 +254,7 @@ int luaopen_cache_resource(lua_State *L) {
   lua_newtable(L);                /* the module */
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, module_fns, 1);
+  cr_replay_open(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */

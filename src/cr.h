@@ -34,6 +34,17 @@ typedef struct cr_store cr_store;
 typedef struct cr_entry cr_entry;
 typedef struct cr_session cr_session;
 typedef struct cr_call cr_call;
+typedef struct cr_replay cr_replay;
+
+/* Recorded UI calls of one computation (SPEC 6.1). Shared by the entry
+ * and by every call replaying it, hence the count. */
+struct cr_replay {
+  int refcount;
+  size_t nrecords;
+  cr_buffer buf;                /* records: id, nargs, arguments */
+  int *refs;                    /* arguments kept by registry reference */
+  size_t nrefs, caprefs;
+};
 
 /* Why an entry leaves its store: decides the statistic and on_release. */
 enum cr_reason { CR_EVICT, CR_EXPIRE, CR_CLEAR, CR_DROP };
@@ -67,6 +78,7 @@ struct cr_entry {
   uint64_t gen;                 /* unique per stored entry, survives yields */
   double expires_at;            /* HUGE_VAL without ttl */
   size_t heap_pos;              /* index in the expiry heap, or CR_NO_HEAP */
+  cr_replay *replay;            /* UI calls to replay on a hit, or NULL */
   size_t keylen;
   int is_digest;
   int nvalues;
@@ -106,6 +118,7 @@ struct cr_cache {
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
+  int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3) */
   int show_spinner, show_time, allow_widgets, session_scope;
   lua_Integer hits, misses, evictions, expirations;
   size_t replay_bytes;
@@ -123,7 +136,9 @@ typedef struct cr_func {
   unsigned char skip[CR_MAX_PARAMS]; /* 1 = parameter named _x, not hashed */
 } cr_func;
 
-/* A call that left the fast path; lives on the caller's Lua stack. */
+/* A call that left the fast path; lives on the caller's Lua stack.
+ * Uservalues: 1 the owner thread, 2 replay results, 3 the argument key
+ * before widget values were added. */
 struct cr_call {
   cr_state *S;
   cr_cache *cache;
@@ -132,8 +147,14 @@ struct cr_call {
   cr_call *prev, *next;         /* S->calls: every call in flight */
   int linked;
   int computing;                /* owns the key: others wait on it */
-  int nvalues;                  /* values pushed for validate */
+  int nvalues;                  /* values pushed for validate or replay */
   uint64_t gen;                 /* entry being validated */
+  int spinner;                  /* this computation started the spinner */
+  cr_replay *recording;         /* UI calls recorded while computing */
+  int results_ref;              /* table: value returned by a recorded call -> its index */
+  int widgets_ref;              /* table: ids (in order) and values of widgets read */
+  cr_replay *replaying;         /* entry records being replayed */
+  size_t replay_pos, replay_index;
   uint64_t hash;
   size_t keylen;
   int is_digest;
@@ -152,6 +173,10 @@ struct cr_state {
   size_t heap_len, heap_cap;
   cr_call *calls;
   int clock_ref, waiter_ref;
+  int spinner_ref;              /* UI hook: spinner("start", text, show_time) / ("stop") */
+  int widget_source_ref;        /* UI hook: current value of a widget id */
+  int replayables_ref;          /* table: id -> replayable, fn -> replayable */
+  lua_Integer next_replayable;
   int identities_ref;           /* table: identity digest -> light userdata cache */
   int fnids_ref;                /* weak table: Lua function -> static identity */
   uint64_t next_gen;
@@ -172,7 +197,7 @@ int cr_keybufs_gc(lua_State *L);
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_touch(cr_store *st, cr_entry *e);
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_call *call, int first, int n);
+cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_drain(lua_State *L, cr_store *st);
 void cr_store_unpin(cr_store *st);
@@ -185,6 +210,16 @@ void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions);
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
 void cr_state_free(lua_State *L, cr_state *S);
 void cr_report(lua_State *L, const char *msg);
+
+/* cr_key.c, widgets: argument key + the values of the widgets read */
+void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);
+
+/* cr_replay.c */
+cr_replay *cr_replay_new(lua_State *L);
+void cr_replay_unref(lua_State *L, cr_replay *rp);
+int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results);
+void cr_replay_free_frame(lua_State *L, cr_call *call);
+void cr_replay_open(lua_State *L);
 
 /* cr_call.c */
 int cr_func_call(lua_State *L);

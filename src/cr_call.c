@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include "cr.h"
 
-enum { PHASE_WAIT = 1, PHASE_VALIDATE = 2, PHASE_COMPUTE = 3 };
-#define CTX(base, phase) ((lua_KContext)(base) * 4 + (phase))
+enum { PHASE_WAIT = 1, PHASE_VALIDATE, PHASE_COMPUTE, PHASE_REPLAY };
+#define CTX(base, phase) ((lua_KContext)(base) * 8 + (phase))
 
 static int resume(lua_State *L, int status, lua_KContext ctx);
 
@@ -42,7 +42,9 @@ static void call_unlink(cr_call *call) {
 /* A coroutine that dropped its computation (closed, or collected) unlinks
  * here; until then waiters see it as dead and take over. */
 int cr_call_gc(lua_State *L) {
-  call_unlink((cr_call *)luaL_checkudata(L, 1, CR_CALL_MT));
+  cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
+  call_unlink(call);
+  cr_replay_free_frame(L, call);
   return 0;
 }
 
@@ -72,17 +74,81 @@ static int owner_state(lua_State *L, lua_State *co) {
 
 /* ---- steps ----------------------------------------------------------- */
 
-static int hit(lua_State *L, cr_call *call, cr_entry *e) {
+/* Replays the next record of call->replaying above the values, or returns
+ * the values when all records have been replayed (SPEC 6.2). */
+static int replay_next(lua_State *L, int base, cr_call *call) {
+  cr_replay *rp = call->replaying;
+  int nargs;
+  if (call->replay_pos >= rp->buf.len) {
+    cr_replay_unref(L, rp);
+    call->replaying = NULL;
+    call_unlink(call);
+    return call->nvalues;
+  }
+  lua_getiuservalue(L, base, 2);
+  nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, lua_gettop(L));
+  lua_callk(L, nargs, 1, CTX(base, PHASE_REPLAY), resume);
+  return resume(L, LUA_OK, CTX(base, PHASE_REPLAY));
+}
+
+/* The values are on the stack above base: replay, then return them. */
+static int finish_hit(lua_State *L, int base, cr_call *call, cr_replay *rp) {
+  if (rp == NULL) {
+    call_unlink(call);
+    return call->nvalues;
+  }
+  rp->refcount++; /* the entry may go while we replay */
+  call->replaying = rp;
+  call->owner = L; /* cache_resource.replaying() looks for it */
+  call->replay_pos = call->replay_index = 0;
+  lua_newtable(L);
+  lua_setiuservalue(L, base, 2);
+  return replay_next(L, base, call);
+}
+
+static int hit(lua_State *L, int base, cr_call *call, cr_entry *e) {
   cr_store_touch(e->store, e);
   call->cache->hits++;
-  call_unlink(call);
   luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
   cr_push_values(L, e);
-  return e->nvalues;
+  call->nvalues = e->nvalues;
+  return finish_hit(L, base, call, e->replay);
+}
+
+/* The spinner of SPEC 2 / 7: a transient UI element, started only by the
+ * outermost computation of a coroutine and never recorded. */
+static void spinner_event(lua_State *L, cr_call *call, int start, int nargs) {
+  cr_state *S = call->S;
+  cr_cache *c = call->cache;
+  int n = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->spinner_ref);
+  lua_pushstring(L, start ? "start" : "stop");
+  if (start) {
+    if (c->spinner_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->spinner_ref);
+    else lua_pushfstring(L, "Running `%s(%s)`.", c->name, nargs ? "..." : "");
+    lua_pushboolean(L, c->show_time);
+    n = 3;
+  }
+  if (lua_pcall(L, n, 0, 0) != LUA_OK) {
+    lua_pushfstring(L, "cache_resource: the spinner hook raised an error: %s", lua_tostring(L, -1));
+    cr_report(L, lua_tostring(L, -1));
+    lua_pop(L, 2);
+  }
+}
+
+static int outermost(cr_state *S, lua_State *L) {
+  cr_call *c;
+  for (c = S->calls; c; c = c->next)
+    if (c->computing && c->owner == L) return 0;
+  return 1;
 }
 
 static int compute(lua_State *L, int base, cr_call *call) {
   int nargs = base - 2, i;
+  if (call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF && outermost(call->S, L)) {
+    spinner_event(L, call, 1, nargs);
+    call->spinner = 1;
+  }
   call->computing = 1;
   call->owner = L;
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
@@ -119,7 +185,7 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       lua_callk(L, n, 1, CTX(base, PHASE_VALIDATE), resume);
       return resume(L, LUA_OK, CTX(base, PHASE_VALIDATE));
     }
-    if (e) return hit(L, call, e);
+    if (e) return hit(L, base, call, e);
     other = find_owner(S, call);
     if (other == NULL) return compute(L, base, call);
     switch (owner_state(L, other->owner)) {
@@ -143,8 +209,125 @@ static int lookup(lua_State *L, int base, cr_call *call) {
   }
 }
 
+/* ---- widgets (SPEC 6.3) ---------------------------------------------- */
+
+/* Pushes the current value of widget `id` (at idx) from the UI's source. */
+static void push_widget_value(lua_State *L, cr_state *S, int idx) {
+  if (S->widget_source_ref == LUA_NOREF) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->widget_source_ref);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+}
+
+/* Pushes the cache's table of widget ids per argument key (created lazily). */
+static void push_widget_sets(lua_State *L, cr_cache *c) {
+  if (c->widget_sets_ref == LUA_NOREF) {
+    lua_newtable(L);
+    c->widget_sets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+}
+
+/* Lookup key: the argument key (string at argkey) + the current values of
+ * the widgets this function read before for those arguments. */
+static void widget_lookup_key(lua_State *L, cr_cache *c, int argkey, cr_key *key) {
+  int ids, values, i, n;
+  luaL_checkstack(L, 8, "cache_resource: widget key");
+  push_widget_sets(L, c);
+  lua_pushvalue(L, argkey);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  ids = lua_gettop(L);
+  n = (int)lua_rawlen(L, ids);
+  lua_createtable(L, n, 0);
+  values = lua_gettop(L);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, ids, i);
+    push_widget_value(L, c->S, lua_gettop(L));
+    lua_rawseti(L, values, i);
+    lua_pop(L, 1);
+  }
+  cr_key_widgets(L, c->S, argkey, values, n, key);
+}
+
+/* Stores the n values above base. For widget caches the key is rebuilt:
+ * the widgets read by this run widen the set kept for the arguments, and
+ * their values (as read) complete the key. */
+static void store_result(lua_State *L, int base, cr_call *call, int n) {
+  cr_cache *c = call->cache;
+  cr_replay *rp = call->recording;
+  cr_key key;
+  call->recording = NULL;
+  if (!c->allow_widgets) {
+    key.bytes = call->key;
+    key.len = call->keylen;
+    key.hash = call->hash;
+    key.is_digest = call->is_digest;
+    key.bufs = NULL;
+    cr_store_insert(L, call->store, &key, base + 1, n, rp);
+    return;
+  } else {
+    int argkey, ids, reads, values, i, count;
+    luaL_checkstack(L, 12, "cache_resource: widget key");
+    lua_getiuservalue(L, base, 3);
+    argkey = lua_gettop(L);
+    push_widget_sets(L, c);
+    lua_pushvalue(L, argkey);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, argkey);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, -4);
+    }
+    ids = lua_gettop(L);
+    if (call->widgets_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, call->widgets_ref);
+    else lua_newtable(L);
+    reads = lua_gettop(L);
+    if (lua_getfield(L, reads, "ids") == LUA_TTABLE) { /* widen: append ids not seen before */
+      int nr = (int)lua_rawlen(L, -1), j;
+      for (j = 1; j <= nr; j++) {
+        int known = 0, k, nk = (int)lua_rawlen(L, ids);
+        lua_rawgeti(L, -1, j);
+        for (k = 1; k <= nk && !known; k++) {
+          lua_rawgeti(L, ids, k);
+          known = lua_rawequal(L, -1, -2);
+          lua_pop(L, 1);
+        }
+        if (!known) lua_rawseti(L, ids, nk + 1);
+        else lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, reads, "values");
+    count = (int)lua_rawlen(L, ids);
+    lua_createtable(L, count, 0);
+    values = lua_gettop(L);
+    for (i = 1; i <= count; i++) {
+      lua_rawgeti(L, ids, i);
+      if (lua_istable(L, values - 1) && (lua_pushvalue(L, -1), lua_rawget(L, values - 1)) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1); /* the value this run read */
+        lua_replace(L, -2);
+      } else {
+        if (lua_istable(L, values - 1)) lua_pop(L, 1);
+        push_widget_value(L, c->S, lua_gettop(L));
+      }
+      lua_rawseti(L, values, i);
+      lua_pop(L, 1);
+    }
+    cr_key_widgets(L, c->S, argkey, values, count, &key);
+    cr_store_insert(L, call->store, &key, base + 1, n, rp);
+    cr_key_done(&key);
+  }
+}
+
 static int resume(lua_State *L, int status, lua_KContext ctx) {
-  int base = (int)(ctx / 4), phase = (int)(ctx % 4), n;
+  int base = (int)(ctx / 8), phase = (int)(ctx % 8), n;
   cr_call *call = (cr_call *)lua_touserdata(L, base);
   switch (phase) {
     case PHASE_WAIT:
@@ -159,23 +342,34 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       if (ok) {
         if (e) cr_store_touch(e->store, e);
         call->cache->hits++;
-        call_unlink(call);
-        return call->nvalues;
+        return finish_hit(L, base, call, e ? e->replay : NULL);
       }
       if (e) cr_entry_release(L, e, CR_DROP);
       lua_settop(L, base);
       return lookup(L, base, call);
     }
+    case PHASE_REPLAY:
+      if (!lua_isnil(L, -1)) lua_rawseti(L, -2, (lua_Integer)call->replay_index);
+      call->replay_index++;
+      lua_settop(L, base + call->nvalues);
+      return replay_next(L, base, call);
     default: /* PHASE_COMPUTE */
       call->computing = 0;
       call->owner = NULL;
+      if (call->spinner) {
+        call->spinner = 0;
+        spinner_event(L, call, 0, 0);
+      }
       if (status != LUA_OK && status != LUA_YIELD) {
         call_unlink(call);
-        return lua_error(L); /* the error object, unchanged */
+        cr_replay_free_frame(L, call); /* a failed run shows nothing later */
+        return lua_error(L);           /* the error object, unchanged */
       }
       n = lua_gettop(L) - base;
-      if (call->store) cr_store_insert(L, call->store, call, base + 1, n);
+      if (call->store) store_result(L, base, call, n);
+      cr_replay_free_frame(L, call);
       call_unlink(call);
+      lua_settop(L, base + n);
       return n;
   }
 }
@@ -197,20 +391,36 @@ static void infer_name(lua_State *L, cr_cache *c) {
 static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   cr_cache *c = f->cache;
   cr_state *S = c->S;
-  int base = nargs + 2;
+  int base = nargs + 2, argkey = 0;
+  cr_call *call;
+  if (c->allow_widgets) { /* the argument key, flagged digest or not */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, key->is_digest ? 'D' : 'K');
+    luaL_addlstring(&b, (const char *)key->bytes, key->len);
+    luaL_pushresult(&b);
+    argkey = lua_gettop(L);
+    cr_key_done(key);
+    widget_lookup_key(L, c, argkey, key);
+  }
   /* key->bufs stays busy until the bytes are copied: a finalizer run by
    * this allocation may serialize another key meanwhile */
-  cr_call *call = (cr_call *)lua_newuserdatauv(L, sizeof *call + key->len, 1);
+  call = (cr_call *)lua_newuserdatauv(L, sizeof *call + key->len, 3);
   memset(call, 0, sizeof *call);
   call->S = S;
   call->cache = c;
   call->hash = key->hash;
   call->keylen = key->len;
   call->is_digest = key->is_digest;
+  call->results_ref = call->widgets_ref = LUA_NOREF;
   memcpy(call->key, key->bytes, key->len);
   cr_key_done(key);
   luaL_setmetatable(L, CR_CALL_MT);
-  if (lua_gettop(L) > base) { /* a boxed key buffer sat at base */
+  if (argkey) {
+    lua_pushvalue(L, argkey);
+    lua_setiuservalue(L, -2, 3);
+  }
+  if (lua_gettop(L) > base) { /* key buffers or widget tables sat above the args */
     lua_replace(L, base);
     lua_settop(L, base);
   }
@@ -236,8 +446,8 @@ int cr_func_call(lua_State *L) {
   cr_key_for_call(L, S, f, 2, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = cr_store_for(L, c, 0);
-  if (st && c->validate_ref == LUA_NOREF &&
-      (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
+  if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
+      (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL && e->replay == NULL) {
     cr_key_done(&key);
     cr_store_touch(st, e);
     c->hits++;

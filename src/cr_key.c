@@ -579,3 +579,31 @@ void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *na
   memcpy(out, canon.digest, 16);
   s.kb->busy = 0;
 }
+
+/* The key of an entry of a cache with experimental_allow_widgets: the
+ * argument key (a Lua string at argkey) followed by the values (the array
+ * at `values`, n of them) of the widgets the function has read. */
+void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key) {
+  ser s;
+  size_t len;
+  const char *a = lua_tolstring(L, argkey, &len);
+  int i;
+  values = lua_absindex(L, values);
+  s.L = L;
+  s.S = S;
+  s.kb = take_bufs(L, S);
+  s.fname = "a widget value";
+  s.func = NULL;
+  s.argname = "widget";
+  s.argpos = 0;
+  s.hf = 0;
+  cr_buffer_byte(L, &s.kb->out, 'W');
+  cr_buffer_varint(L, &s.kb->out, len);
+  cr_buffer_put(L, &s.kb->out, a, len);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, values, i);
+    ser_value(&s, lua_gettop(L), 0, 0);
+    lua_pop(L, 1);
+  }
+  finish_key(S, s.kb, key);
+}

@@ -257,7 +257,7 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   c->S = S;
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
-  c->anchor_ref = LUA_NOREF;
+  c->anchor_ref = c->widget_sets_ref = LUA_NOREF;
   if (lua_istable(L, fn) && name == NULL) { /* no other table may reuse the address */
     lua_pushvalue(L, fn);
     c->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);

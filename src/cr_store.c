@@ -202,32 +202,38 @@ static void grow_buckets(cr_store *st) {
   st->mask = n - 1;
 }
 
-/* Stores the n values at first.. under the call's key; evicts over max. */
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_call *call, int first, int n) {
+/* Stores the n values at first.. under key, with its recorded UI calls
+ * (ownership of rp moves to the entry); evicts over max_entries. */
+cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry *e, *old;
   int i;
   double expires = HUGE_VAL;
   if (c->ttl != HUGE_VAL) expires = cr_now(L, S) + c->ttl;
-  old = cr_store_find(st, call->hash, call->key, call->keylen, call->is_digest);
+  old = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
   if (old) cr_entry_release(L, old, CR_CLEAR); /* a takeover raced an owner */
-  e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + call->keylen);
-  if (e == NULL) luaL_error(L, "cache_resource: out of memory (entry)");
+  e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
+  if (e == NULL) {
+    cr_replay_unref(L, rp);
+    luaL_error(L, "cache_resource: out of memory (entry)");
+  }
   e->store = st;
-  e->hash = call->hash;
+  e->hash = key->hash;
   e->gen = ++S->next_gen;
   e->expires_at = expires;
   e->heap_pos = CR_NO_HEAP;
-  e->keylen = call->keylen;
-  e->is_digest = call->is_digest;
+  e->keylen = key->len;
+  e->is_digest = key->is_digest;
   e->nvalues = n;
+  e->replay = rp;
+  if (rp) c->replay_bytes += rp->buf.len;
   for (i = 0; i < n; i++) {
     lua_pushvalue(L, first + i);
     e->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     if (e->refs[i] != LUA_REFNIL) S->live_refs++;
   }
-  memcpy(CR_ENTRY_KEY(e), call->key, call->keylen);
+  memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
   if (expires != HUGE_VAL) heap_push(L, S, e); /* before linking: may raise */
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
@@ -265,6 +271,10 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
   for (i = 0; i < n; i++) {
     if (e->refs[i] != LUA_REFNIL) S->live_refs--;
     luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
+  }
+  if (e->replay) {
+    c->replay_bytes -= e->replay->buf.len;
+    cr_replay_unref(L, e->replay);
   }
   free(e);
   if (notify && lua_pcall(L, n, 0, 0) != LUA_OK) {
@@ -382,6 +392,7 @@ static void store_free_entries(lua_State *L, cr_store *st) {
   for (e = st->newest; e; e = older) {
     older = e->older;
     for (i = 0; i < e->nvalues; i++) luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
+    cr_replay_unref(L, e->replay);
     free(e);
   }
   store_free(st);
@@ -403,6 +414,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->spinner_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
     free(c->name);
     free(c->where);
     free(c);
@@ -414,6 +426,9 @@ void cr_state_free(lua_State *L, cr_state *S) {
   free(S->heap);
   luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
   cr_keybufs_free(&S->keybufs);

@@ -1,0 +1,387 @@
+/* Replay of UI calls (SPEC 6): replayable UI functions, the record format,
+ * per-coroutine recording frames and the widget hooks.
+ *
+ * A record is [varint replayable id][varint nargs][argument]*. Arguments
+ * that are nil, booleans, numbers, strings or plain tables of those are
+ * copied (later mutation by the caller changes nothing); a value that an
+ * earlier recorded call of the same computation returned (a container
+ * block) is written as RESULT(i), so replay binds it to what the replayed
+ * call i returned; anything else is kept by registry reference until the
+ * entry goes. */
+#include <stdlib.h>
+#include <string.h>
+#include "cr.h"
+
+enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
+
+/* ---- buffers ----------------------------------------------------------- */
+
+cr_replay *cr_replay_new(lua_State *L) {
+  cr_replay *rp = (cr_replay *)calloc(1, sizeof *rp);
+  if (rp == NULL) luaL_error(L, "cache_resource: out of memory (replay buffer)");
+  rp->refcount = 1;
+  return rp;
+}
+
+void cr_replay_unref(lua_State *L, cr_replay *rp) {
+  size_t i;
+  if (rp == NULL || --rp->refcount > 0) return;
+  for (i = 0; i < rp->nrefs; i++) luaL_unref(L, LUA_REGISTRYINDEX, rp->refs[i]);
+  free(rp->refs);
+  cr_buffer_free(&rp->buf);
+  free(rp);
+}
+
+static size_t add_ref(lua_State *L, cr_replay *rp, int idx) {
+  if (rp->nrefs == rp->caprefs) {
+    size_t cap = rp->caprefs ? rp->caprefs * 2 : 4;
+    int *r = (int *)realloc(rp->refs, cap * sizeof *r);
+    if (r == NULL) luaL_error(L, "cache_resource: out of memory (replay references)");
+    rp->refs = r;
+    rp->caprefs = cap;
+  }
+  lua_pushvalue(L, idx);
+  rp->refs[rp->nrefs] = luaL_ref(L, LUA_REGISTRYINDEX);
+  return rp->nrefs++;
+}
+
+/* Copies the value at idx; 0 when it cannot be copied (the caller then
+ * keeps a reference instead). */
+static int copy_value(lua_State *L, cr_buffer *b, int idx, int depth, const void **path) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: cr_buffer_byte(L, b, R_NIL); return 1;
+    case LUA_TBOOLEAN: cr_buffer_byte(L, b, lua_toboolean(L, idx) ? R_TRUE : R_FALSE); return 1;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        cr_buffer_byte(L, b, R_INT);
+        cr_buffer_u64(L, b, (uint64_t)lua_tointeger(L, idx));
+      } else {
+        double d = (double)lua_tonumber(L, idx);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        cr_buffer_byte(L, b, R_FLOAT);
+        cr_buffer_u64(L, b, bits);
+      }
+      return 1;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      cr_buffer_byte(L, b, R_STR);
+      cr_buffer_varint(L, b, len);
+      cr_buffer_put(L, b, s, len);
+      return 1;
+    }
+    case LUA_TTABLE: {
+      const void *p = lua_topointer(L, idx);
+      int i;
+      if (depth >= CR_MAX_DEPTH) return 0;
+      if (lua_getmetatable(L, idx)) { /* objects are not plain data */
+        lua_pop(L, 1);
+        return 0;
+      }
+      for (i = 0; i < depth; i++)
+        if (path[i] == p) return 0;
+      path[depth] = p;
+      luaL_checkstack(L, 4, "cache_resource: recording a table");
+      cr_buffer_byte(L, b, R_TABLE);
+      lua_pushnil(L);
+      while (lua_next(L, idx)) {
+        int top = lua_gettop(L);
+        if (!copy_value(L, b, top - 1, depth + 1, path) || !copy_value(L, b, top, depth + 1, path)) {
+          lua_pop(L, 2);
+          return 0;
+        }
+        lua_pop(L, 1);
+      }
+      cr_buffer_byte(L, b, R_END);
+      return 1;
+    }
+    default: return 0;
+  }
+}
+
+/* Appends one record to a frame: replayable id, then args first..first+n-1. */
+static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result) {
+  cr_replay *rp;
+  cr_buffer *b;
+  const void *path[CR_MAX_DEPTH + 1];
+  size_t index;
+  int i;
+  if (frame->recording == NULL) frame->recording = cr_replay_new(L);
+  rp = frame->recording;
+  b = &rp->buf;
+  index = rp->nrecords;
+  cr_buffer_varint(L, b, (uint64_t)id);
+  cr_buffer_varint(L, b, (uint64_t)n);
+  for (i = first; i < first + n; i++) {
+    size_t mark = b->len;
+    int t = lua_type(L, i);
+    if (frame->results_ref != LUA_NOREF && (t == LUA_TTABLE || t == LUA_TUSERDATA || t == LUA_TFUNCTION)) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, frame->results_ref);
+      lua_pushvalue(L, i);
+      if (lua_rawget(L, -2) == LUA_TNUMBER) {
+        cr_buffer_byte(L, b, R_RESULT);
+        cr_buffer_varint(L, b, (uint64_t)lua_tointeger(L, -1));
+        lua_pop(L, 2);
+        continue;
+      }
+      lua_pop(L, 2);
+    }
+    if (!copy_value(L, b, i, 0, path)) {
+      b->len = mark;
+      cr_buffer_byte(L, b, R_REF);
+      cr_buffer_varint(L, b, add_ref(L, rp, i));
+    }
+  }
+  rp->nrecords++;
+  if (result) { /* remember what this call returned: later records may use it */
+    int t = lua_type(L, result);
+    if (t == LUA_TTABLE || t == LUA_TUSERDATA || t == LUA_TFUNCTION) {
+      if (frame->results_ref == LUA_NOREF) {
+        lua_newtable(L);
+        frame->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      }
+      lua_rawgeti(L, LUA_REGISTRYINDEX, frame->results_ref);
+      lua_pushvalue(L, result);
+      lua_pushinteger(L, (lua_Integer)index);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+    }
+  }
+}
+
+/* Drops a computation's recording state (done, failed or abandoned). */
+void cr_replay_free_frame(lua_State *L, cr_call *call) {
+  cr_replay_unref(L, call->recording);
+  call->recording = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, call->results_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, call->widgets_ref);
+  call->results_ref = call->widgets_ref = LUA_NOREF;
+  cr_replay_unref(L, call->replaying);
+  call->replaying = NULL;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+static uint64_t get_varint(const cr_buffer *b, size_t *pos) {
+  uint64_t v = 0;
+  int shift = 0;
+  while (*pos < b->len) {
+    unsigned char c = b->data[(*pos)++];
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) break;
+    shift += 7;
+  }
+  return v;
+}
+
+static uint64_t get_u64(const cr_buffer *b, size_t *pos) {
+  uint64_t v = 0;
+  int i;
+  for (i = 0; i < 8; i++) v |= (uint64_t)b->data[*pos + i] << (8 * i);
+  *pos += 8;
+  return v;
+}
+
+/* Pushes one decoded value; returns its tag (R_END ends a table). */
+static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results) {
+  const cr_buffer *b = &rp->buf;
+  int tag = b->data[(*pos)++];
+  luaL_checkstack(L, 3, "cache_resource: replaying a table");
+  switch (tag) {
+    case R_NIL: lua_pushnil(L); break;
+    case R_FALSE: lua_pushboolean(L, 0); break;
+    case R_TRUE: lua_pushboolean(L, 1); break;
+    case R_INT: lua_pushinteger(L, (lua_Integer)get_u64(b, pos)); break;
+    case R_FLOAT: {
+      uint64_t bits = get_u64(b, pos);
+      double d;
+      memcpy(&d, &bits, sizeof d);
+      lua_pushnumber(L, (lua_Number)d);
+      break;
+    }
+    case R_STR: {
+      size_t len = (size_t)get_varint(b, pos);
+      lua_pushlstring(L, (const char *)b->data + *pos, len);
+      *pos += len;
+      break;
+    }
+    case R_TABLE:
+      lua_newtable(L);
+      while (push_value(L, rp, pos, results) != R_END) {
+        push_value(L, rp, pos, results);
+        lua_rawset(L, -3);
+      }
+      break;
+    case R_REF: lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[get_varint(b, pos)]); break;
+    case R_RESULT: lua_rawgeti(L, results, (lua_Integer)get_varint(b, pos)); break;
+    default: break; /* R_END pushes nothing */
+  }
+  return tag;
+}
+
+/* Pushes the replayable and the arguments of the record at *pos; returns
+ * the argument count. `results` indexes the table of replayed results. */
+int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results) {
+  lua_Integer id = (lua_Integer)get_varint(&rp->buf, pos);
+  int n = (int)get_varint(&rp->buf, pos), i;
+  luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);
+  lua_rawgeti(L, -1, id);
+  lua_remove(L, -2);
+  for (i = 0; i < n; i++) push_value(L, rp, pos, results);
+  return n;
+}
+
+/* ---- replayables ------------------------------------------------------- */
+
+static cr_state *state_up(lua_State *L) {
+  return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* After the live call: record into every computation of this coroutine,
+ * innermost first. Upvalues: 1 state, 2 fn, 3 id. */
+static int replayable_done(lua_State *L, int status, lua_KContext ctx) {
+  cr_state *S = state_up(L);
+  int nargs = (int)ctx, nres = lua_gettop(L) - nargs;
+  lua_Integer id = lua_tointeger(L, lua_upvalueindex(3));
+  cr_call *c;
+  (void)status;
+  for (c = S->calls; c; c = c->next)
+    if (c->computing && c->owner == L) record_into(L, c, id, 1, nargs, nres > 0 ? nargs + 1 : 0);
+  return nres;
+}
+
+static int replayable_call(lua_State *L) {
+  int nargs = lua_gettop(L), i;
+  luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
+  lua_pushvalue(L, lua_upvalueindex(2));
+  for (i = 1; i <= nargs; i++) lua_pushvalue(L, i);
+  lua_callk(L, nargs, LUA_MULTRET, nargs, replayable_done);
+  return replayable_done(L, LUA_OK, nargs);
+}
+
+/* cache_resource.replayable(fn [, name]): the same fn gives the same UI
+ * call, so script re-runs do not grow the table of replayables. */
+static int m_replayable(lua_State *L) {
+  cr_state *S = state_up(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_optstring(L, 2, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) return 1;
+  lua_pop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, ++S->next_replayable);
+  lua_pushcclosure(L, replayable_call, 3);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, S->next_replayable);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  return 1;
+}
+
+/* cache_resource.widget_used(id, value): a widget function reports the
+ * value it returned. Computations that allow widgets remember it (their key
+ * grows by it); returns true when some enclosing computation does not
+ * allow widgets, so the UI shows CachedWidgetWarning. */
+static int m_widget_used(lua_State *L) {
+  cr_state *S = state_up(L);
+  cr_call *c;
+  int warn = 0;
+  luaL_checkany(L, 1);
+  lua_settop(L, 2);
+  for (c = S->calls; c; c = c->next) {
+    if (!c->computing || c->owner != L) continue;
+    if (!c->cache->allow_widgets) {
+      warn = 1;
+      continue;
+    }
+    if (c->widgets_ref == LUA_NOREF) {
+      lua_createtable(L, 0, 2);
+      lua_newtable(L);
+      lua_setfield(L, -2, "ids");
+      lua_newtable(L);
+      lua_setfield(L, -2, "values");
+      c->widgets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->widgets_ref);
+    lua_getfield(L, -1, "values");
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TNIL) { /* first read of this id: keep its order */
+      lua_getfield(L, -3, "ids");
+      lua_pushvalue(L, 1);
+      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    lua_createtable(L, 1, 0); /* boxed: a nil or false value is a value too */
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+  }
+  lua_pushboolean(L, warn);
+  return 1;
+}
+
+/* cache_resource.computing(): the display name of the innermost cached
+ * function this coroutine is computing, or nil. */
+static int m_computing(lua_State *L) {
+  cr_state *S = state_up(L);
+  cr_call *c;
+  for (c = S->calls; c; c = c->next)
+    if (c->computing && c->owner == L) {
+      lua_pushstring(L, c->cache->name);
+      return 1;
+    }
+  lua_pushnil(L);
+  return 1;
+}
+
+/* cache_resource.replaying(): the display name of the innermost cached
+ * function whose recorded UI calls this coroutine is replaying, or nil. */
+static int m_replaying(lua_State *L) {
+  cr_state *S = state_up(L);
+  cr_call *c;
+  for (c = S->calls; c; c = c->next)
+    if (c->replaying && c->owner == L) {
+      lua_pushstring(L, c->cache->name);
+      return 1;
+    }
+  lua_pushnil(L);
+  return 1;
+}
+
+static int set_hook(lua_State *L, int *ref) {
+  luaL_argexpected(L, lua_isnoneornil(L, 1) || lua_isfunction(L, 1), 1, "function or nil");
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 1)) {
+    lua_pushvalue(L, 1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 0;
+}
+
+static int m_set_spinner(lua_State *L) {
+  return set_hook(L, &state_up(L)->spinner_ref);
+}
+
+static int m_set_widget_source(lua_State *L) {
+  return set_hook(L, &state_up(L)->widget_source_ref);
+}
+
+/* Adds the replay functions to the module table at the top of the stack;
+ * the state userdata is just below it. */
+void cr_replay_open(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"replayable", m_replayable}, {"widget_used", m_widget_used}, {"computing", m_computing}, {"replaying", m_replaying},
+    {"set_spinner", m_set_spinner}, {"set_widget_source", m_set_widget_source}, {NULL, NULL}
+  };
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, fns, 1);
+}
