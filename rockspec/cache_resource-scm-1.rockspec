@@ -40,5 +40,6 @@ build = {
       libdirs = { "$(XXHASH_LIBDIR)" },
       libraries = { "xxhash" },
     },
+    ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
   },
 }

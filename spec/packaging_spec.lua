@@ -14,6 +14,22 @@ describe("packaging", function()
     assert.is_true(count >= 6)
   end)
 
+  it("the rockspec installs every pure-Lua module in lua/", function()
+    local f = assert(io.open("rockspec/cache_resource-scm-1.rockspec"))
+    local rockspec = f:read("a")
+    f:close()
+    local p = assert(io.popen("cd lua && find . -name '*.lua'"))
+    local count = 0
+    for file in p:lines() do
+      count = count + 1
+      local path = "lua/" .. file:sub(3)
+      local module = file:sub(3, -5):gsub("/", ".")
+      assert.truthy(rockspec:find('["' .. module .. '"] = "' .. path .. '"', 1, true), path .. " missing from the rockspec")
+    end
+    p:close()
+    assert.is_true(count >= 1)
+  end)
+
   it("loads as the module cache_resource with a callable module table", function()
     local cr = require "cache_resource"
     assert.equal("table", type(cr))
