@@ -9,10 +9,11 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS_ALL = $(WARN) $(OPT) -fPIC -I$(LUA_INC) $(EXTRA_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 HDRS     := $(wildcard src/*.h)
-DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks libxxhash-dev lua-cqueues
+DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
+E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
-.PHONY: all deps test asan install clean
+.PHONY: all deps e2e-deps apt demo serve e2e test asan install clean
 
 all: build/cache_resource.so
 
@@ -27,11 +28,30 @@ build-asan/cache_resource.so: $(SRCS) $(HDRS)
 	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS) -lxxhash
 
 deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
+
+e2e-deps:
+	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) $(E2E_PKGS)"
+
+# Installs the Debian packages in PKGS that are missing; a no-op otherwise.
+apt:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The demo app in the terminal: five runs of one session, then stats.
+demo: deps all
+	$(LUA) examples/demo.lua
+
+# The demo app as a web page on 127.0.0.1:8501 (CR_PORT, CR_HOST, CR_IDLE).
+serve: deps all
+	$(LUA) examples/serve.lua $(APP)
+
+# Headless Chromium against `make serve`; saves docs/screenshot.png.
+e2e: e2e-deps all
+	bash spec/e2e/run.sh
 
 test: deps all
 	@mkdir -p build

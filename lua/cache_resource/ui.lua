@@ -296,10 +296,11 @@ local function render_html(elements, out)
       out[#out + 1] = string.format('<label class="cr-%s"><input type="checkbox" name="%s" data-widget="%s"%s> %s</label>',
         k, id, k, el.value and " checked" or "", label)
     elseif k == "slider" or k == "number_input" then
-      out[#out + 1] = string.format('<label class="cr-%s">%s <input type="%s" name="%s" data-widget="%s" value="%s"%s%s%s></label>',
+      out[#out + 1] = string.format('<label class="cr-%s">%s <input type="%s" name="%s" data-widget="%s" value="%s"%s%s%s>%s</label>',
         k, label, k == "slider" and "range" or "number", id, k, esc(el.value),
         el.min and (' min="' .. esc(el.min) .. '"') or "", el.max and (' max="' .. esc(el.max) .. '"') or "",
-        el.step and (' step="' .. esc(el.step) .. '"') or "")
+        el.step and (' step="' .. esc(el.step) .. '"') or "",
+        k == "slider" and (' <output class="cr-value">' .. esc(el.value) .. "</output>") or "")
     elseif k == "text_input" then
       out[#out + 1] = string.format('<label class="cr-text_input">%s <input type="text" name="%s" data-widget="text_input" value="%s"></label>',
         label, id, esc(el.value))
@@ -403,8 +404,9 @@ function Session:run(script, ...)
 end
 
 --- session:set(label_or_key, value): a user interaction, seen by the next run.
+-- A widget id ("checkbox:Show raw data", what HTML forms post) works too.
 function Session:set(name, value)
-  local found
+  local found = self.known[name] and name
   for id, w in pairs(self.known) do
     if w.key == name then found = found or id end
   end

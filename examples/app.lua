@@ -1,0 +1,69 @@
+-- The demo app: a script re-run top to bottom on every interaction, like a
+-- Streamlit app. `make demo` runs it in the terminal, `make serve` in a
+-- browser. Three cached resources: a word model that takes real work to
+-- build, a SQLite connection, and a widget-keyed view.
+local cache_resource = require "cache_resource"
+local ui = require "cache_resource.ui"
+local corpus = require "corpus"
+local luasql = require "luasql.sqlite3"
+
+local DB_PATH = os.getenv("CR_DEMO_DB") or "build/demo.sqlite3"
+
+ui.title("Word model explorer")
+
+-- Built once (about a second); every later run gets the same table and the
+-- header and success message are replayed.
+local load_model = cache_resource(function(size)
+  ui.header("Data analysis")
+  local model = corpus.build_model(size)
+  ui.success(string.format("Loaded model: %d words, %d distinct", model.total, model.distinct))
+  return model
+end, { show_spinner = "Building the word model...", show_time = true })
+
+-- One connection, checked on every hit, closed when it leaves the cache.
+local get_db = cache_resource(function(path)
+  local env = assert(luasql.sqlite3())
+  local conn = assert(env:connect(path))
+  assert(conn:execute("CREATE TABLE IF NOT EXISTS visits (id INTEGER PRIMARY KEY, at TEXT)"))
+  ui.info("Opened SQLite database " .. path)
+  return conn, env
+end, {
+  ttl = "10m",
+  validate = function(conn)
+    local ok, cur = pcall(conn.execute, conn, "SELECT 1")
+    if ok and cur then cur:close() end
+    return ok and cur ~= nil
+  end,
+  on_release = function(conn, env)
+    conn:close()
+    env:close()
+  end,
+})
+
+-- The slider is read inside the cached function: its value is part of the
+-- key (experimental_allow_widgets), and `_model` is left out of it.
+local top_words = cache_resource(function(_model)
+  local n = ui.slider("Top words", { min = 3, max = 10, value = 5 })
+  local list = corpus.top(_model, n)
+  ui.subheader(string.format("Top %d words", n))
+  ui.write(table.concat(list, ", "))
+  return list
+end, { experimental_allow_widgets = true })
+
+local model = load_model(corpus.DEFAULT_SIZE)
+local db = get_db(DB_PATH)
+
+assert(db:execute("INSERT INTO visits (at) VALUES (datetime('now'))"))
+local cur = assert(db:execute("SELECT count(*) FROM visits"))
+local visits = cur:fetch()
+cur:close()
+
+local top = top_words(model)
+ui.text(string.format("After '%s' comes '%s'.", top[1]:match("^%S+"), corpus.next_word(model, top[1]:match("^%S+"))))
+ui.caption(string.format("This page has been rendered %d times (counted in SQLite).", visits))
+
+if ui.checkbox("Show raw data") then
+  local sample = {}
+  for i, w in ipairs(corpus.top(model, 3)) do sample[i] = w end
+  ui.json({ total_words = model.total, distinct = model.distinct, most_common = sample })
+end
