@@ -13,7 +13,7 @@ DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks libxxhash-dev lua-cqueues l
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
-.PHONY: all deps e2e-deps apt demo serve e2e test asan install clean
+.PHONY: all deps e2e-deps apt demo serve e2e bench test asan install clean
 
 all: build/cache_resource.so
 
@@ -71,3 +71,7 @@ install: deps
 
 clean:
 	rm -rf build build-asan src/*.o cache_resource.so
+
+# Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
+bench: deps all
+	QUICK=$(QUICK) $(LUA) bench/bench.lua

@@ -210,6 +210,8 @@ int luaopen_cache_resource(lua_State *L) {
   if (luaL_newmetatable(L, CR_FUNC_MT)) {
     lua_pushcfunction(L, cr_func_call);
     lua_setfield(L, -2, "__call");
+    lua_pushliteral(L, CR_FUNC_MT); /* getmetatable(f) gives this name, not the table */
+    lua_setfield(L, -2, "__metatable");
     lua_pushcfunction(L, func_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, func_tostring);

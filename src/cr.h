@@ -27,6 +27,7 @@
 #define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
+#define CR_FUNC_MAGIC 0x63724675u
 
 typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
@@ -129,6 +130,7 @@ struct cr_cache {
 
 /* The userdata behind a cached function; uservalue 1 is the wrapped fn. */
 typedef struct cr_func {
+  uint32_t magic;               /* CR_FUNC_MAGIC: the call path's cheap self check */
   cr_cache *cache;
   int nparams;
   int any_skip;
@@ -187,6 +189,8 @@ struct cr_state {
 /* cr_key.c */
 void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key);
 void cr_key_done(cr_key *key);
+int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
+                   unsigned char *buf);
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
 void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
 cr_keybufs *cr_keybufs_box(lua_State *L);
@@ -233,6 +237,7 @@ int cr_parse_duration(const char *s, double *out);
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   int i;
+  if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
   for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
 }
 

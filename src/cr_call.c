@@ -429,21 +429,30 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   return lookup(L, base, call);
 }
 
+/* __call of cached functions. Their metatable is protected (__metatable),
+ * so Lua code cannot call this with another object; the size and magic
+ * check costs a fraction of luaL_checkudata's lookup by name. */
 int cr_func_call(lua_State *L) {
-  cr_func *f = (cr_func *)luaL_checkudata(L, 1, CR_FUNC_MT);
-  cr_cache *c = f->cache;
-  cr_state *S = c->S;
+  cr_func *f = (cr_func *)lua_touserdata(L, 1);
+  cr_cache *c;
+  cr_state *S;
   int nargs = lua_gettop(L) - 1;
   cr_store *st;
   cr_entry *e;
   cr_key key;
+  unsigned char buf[CR_KEY_INLINE_MAX];
+  if (f == NULL || lua_rawlen(L, 1) != sizeof *f || f->magic != CR_FUNC_MAGIC)
+    return luaL_typeerror(L, 1, CR_FUNC_MT);
+  c = f->cache;
+  S = c->S;
   if (S->heap_len) { /* one comparison unless something has expired */
     double now = cr_now(L, S);
     if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
-  cr_key_for_call(L, S, f, 2, nargs, &key);
+  if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 2, nargs, &key, buf))
+    cr_key_for_call(L, S, f, 2, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = cr_store_for(L, c, 0);
   if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
@@ -451,7 +460,6 @@ int cr_func_call(lua_State *L) {
     cr_key_done(&key);
     cr_store_touch(st, e);
     c->hits++;
-    luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
     cr_push_values(L, e);
     return e->nvalues;
   }

@@ -469,6 +469,62 @@ static void ser_value(ser *s, int idx, int depth, int use_hf) {
 
 /* ---- entry points ---------------------------------------------------- */
 
+/* The hit path's serializer: argument lists of scalars only, no hash_funcs,
+ * written into buf (CR_KEY_INLINE_MAX bytes) with exactly the bytes the
+ * general serializer writes. Returns 0 when it does not apply. */
+int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
+                   unsigned char *buf) {
+  size_t len = 0;
+  int i;
+  while (nargs > 0 && lua_isnil(L, first + nargs - 1)) nargs--;
+  for (i = 1; i <= nargs; i++) {
+    int idx = first + i - 1;
+    if (f->any_skip && i <= f->nparams && f->skip[i - 1]) continue;
+    if (len + 10 + 9 > CR_KEY_INLINE_MAX) return 0;
+    switch (lua_type(L, idx)) {
+      case LUA_TNIL: buf[len++] = TAG_NIL; break;
+      case LUA_TBOOLEAN: buf[len++] = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE; break;
+      case LUA_TNUMBER: {
+        uint64_t v;
+        int k;
+        if (lua_isinteger(L, idx)) {
+          buf[len++] = TAG_INT;
+          v = (uint64_t)lua_tointeger(L, idx);
+        } else {
+          double d = (double)lua_tonumber(L, idx);
+          buf[len++] = TAG_FLOAT;
+          if (d != d) v = UINT64_C(0x7ff8000000000000);
+          else memcpy(&v, &d, sizeof v);
+        }
+        for (k = 0; k < 8; k++) buf[len++] = (unsigned char)(v >> (8 * k));
+        break;
+      }
+      case LUA_TSTRING: {
+        size_t sl;
+        const char *p = lua_tolstring(L, idx, &sl);
+        uint64_t v = sl;
+        if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
+        buf[len++] = TAG_STRING;
+        do { /* varint, as cr_buffer_varint writes it */
+          unsigned char c = (unsigned char)(v & 0x7f);
+          v >>= 7;
+          buf[len++] = (unsigned char)(c | (v ? 0x80 : 0));
+        } while (v);
+        memcpy(buf + len, p, sl);
+        len += sl;
+        break;
+      }
+      default: return 0;
+    }
+  }
+  key->bytes = buf;
+  key->len = len;
+  key->is_digest = 0;
+  key->bufs = NULL;
+  key->hash = XXH3_64bits_withSeed(buf, len, S->seed);
+  return 1;
+}
+
 static void finish_key(cr_state *S, cr_keybufs *kb, cr_key *key) {
   key->bufs = kb;
   if (kb->out.len <= CR_KEY_INLINE_MAX) {

@@ -331,6 +331,7 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   lua_pop(L, 1);
   apply_options(L, c, &o, opts);
   f = (cr_func *)lua_newuserdatauv(L, sizeof *f, 2);
+  f->magic = CR_FUNC_MAGIC;
   f->cache = c;
   fill_params(L, f, fn);
   luaL_setmetatable(L, CR_FUNC_MT);
