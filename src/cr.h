@@ -41,6 +41,7 @@ typedef struct cr_replay cr_replay;
  * and by every call replaying it, hence the count. */
 struct cr_replay {
   int refcount;
+  int uses_results;             /* some record refers to an earlier call's result */
   size_t nrecords;
   cr_buffer buf;                /* records: id, nargs, arguments */
   int *refs;                    /* arguments kept by registry reference */
@@ -221,7 +222,7 @@ void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr
 /* cr_replay.c */
 cr_replay *cr_replay_new(lua_State *L);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
-int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results);
+int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results, int direct);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_open(lua_State *L);
 

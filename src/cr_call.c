@@ -76,17 +76,22 @@ static int owner_state(lua_State *L, lua_State *co) {
 
 /* Replays the next record of call->replaying above the values, or returns
  * the values when all records have been replayed (SPEC 6.2). */
+static int outermost(cr_state *S, lua_State *L);
+
 static int replay_next(lua_State *L, int base, cr_call *call) {
   cr_replay *rp = call->replaying;
-  int nargs;
+  int nargs, results = 0;
   if (call->replay_pos >= rp->buf.len) {
     cr_replay_unref(L, rp);
     call->replaying = NULL;
     call_unlink(call);
     return call->nvalues;
   }
-  lua_getiuservalue(L, base, 2);
-  nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, lua_gettop(L));
+  if (rp->uses_results) {
+    lua_getiuservalue(L, base, 2);
+    results = lua_gettop(L);
+  }
+  nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, results, outermost(call->S, L));
   lua_callk(L, nargs, 1, CTX(base, PHASE_REPLAY), resume);
   return resume(L, LUA_OK, CTX(base, PHASE_REPLAY));
 }
@@ -101,8 +106,10 @@ static int finish_hit(lua_State *L, int base, cr_call *call, cr_replay *rp) {
   call->replaying = rp;
   call->owner = L; /* cache_resource.replaying() looks for it */
   call->replay_pos = call->replay_index = 0;
-  lua_newtable(L);
-  lua_setiuservalue(L, base, 2);
+  if (rp->uses_results) { /* only when a record refers back to a result */
+    lua_newtable(L);
+    lua_setiuservalue(L, base, 2);
+  }
   return replay_next(L, base, call);
 }
 
@@ -349,7 +356,8 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       return lookup(L, base, call);
     }
     case PHASE_REPLAY:
-      if (!lua_isnil(L, -1)) lua_rawseti(L, -2, (lua_Integer)call->replay_index);
+      if (call->replaying->uses_results && !lua_isnil(L, -1))
+        lua_rawseti(L, -2, (lua_Integer)call->replay_index);
       call->replay_index++;
       lua_settop(L, base + call->nvalues);
       return replay_next(L, base, call);

@@ -20,9 +20,10 @@ enum {
 };
 
 typedef struct pair_rec {
-  size_t off;   /* offset of the pair in out */
-  size_t klen;  /* bytes of its key */
-  size_t len;   /* bytes of key and value */
+  uint64_t prefix; /* first 8 key bytes, big-endian, zero-padded: most compares end here */
+  size_t off;      /* offset of the pair in out */
+  size_t klen;     /* bytes of its key */
+  size_t len;      /* bytes of key and value */
 } pair_rec;
 
 typedef struct ser {
@@ -139,28 +140,60 @@ static void unhashable(ser *s, int idx, int depth) {
 
 /* ---- scalars --------------------------------------------------------- */
 
-static void ser_number(ser *s, int idx) {
-  lua_State *L = s->L;
-  cr_buffer *out = &s->kb->out;
-  if (lua_isinteger(L, idx)) {
-    cr_buffer_byte(L, out, TAG_INT);
-    cr_buffer_u64(L, out, (uint64_t)lua_tointeger(L, idx));
-  } else {
-    double d = (double)lua_tonumber(L, idx);
-    uint64_t bits;
-    if (d != d) bits = UINT64_C(0x7ff8000000000000); /* every NaN is one key */
-    else memcpy(&bits, &d, sizeof bits);            /* keeps -0.0 apart from 0.0 */
-    cr_buffer_byte(L, out, TAG_FLOAT);
-    cr_buffer_u64(L, out, bits);
-  }
+static inline unsigned char *room(lua_State *L, cr_buffer *b, size_t n) {
+  if (b->cap - b->len < n) cr_buffer_reserve(L, b, n);
+  return b->data + b->len;
 }
 
-static void ser_string(ser *s, int idx) {
-  size_t len;
-  const char *p = lua_tolstring(s->L, idx, &len);
-  cr_buffer_byte(s->L, &s->kb->out, TAG_STRING);
-  cr_buffer_varint(s->L, &s->kb->out, len);
-  cr_buffer_put(s->L, &s->kb->out, p, len);
+static inline unsigned char *put_u64(unsigned char *p, uint64_t v) {
+  int i;
+  for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+  return p + 8;
+}
+
+static inline unsigned char *put_varint(unsigned char *p, uint64_t v) {
+  do {
+    unsigned char c = (unsigned char)(v & 0x7f);
+    v >>= 7;
+    *p++ = (unsigned char)(c | (v ? 0x80 : 0));
+  } while (v);
+  return p;
+}
+
+/* One scalar of type t, with a single capacity check. */
+static void ser_scalar_t(ser *s, int idx, int t) {
+  lua_State *L = s->L;
+  cr_buffer *b = &s->kb->out;
+  unsigned char *p;
+  if (t == LUA_TSTRING) {
+    size_t len;
+    const char *str = lua_tolstring(L, idx, &len);
+    p = room(L, b, 11 + len);
+    *p++ = TAG_STRING;
+    p = put_varint(p, len);
+    memcpy(p, str, len);
+    b->len = (size_t)(p + len - b->data);
+    return;
+  }
+  p = room(L, b, 9);
+  if (t == LUA_TNUMBER) {
+    if (lua_isinteger(L, idx)) {
+      *p++ = TAG_INT;
+      p = put_u64(p, (uint64_t)lua_tointeger(L, idx));
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      uint64_t bits;
+      if (d != d) bits = UINT64_C(0x7ff8000000000000); /* every NaN is one key */
+      else memcpy(&bits, &d, sizeof bits);            /* keeps -0.0 apart from 0.0 */
+      *p++ = TAG_FLOAT;
+      p = put_u64(p, bits);
+    }
+  } else if (t == LUA_TBOOLEAN) {
+    *p++ = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE;
+  } else {
+    *p++ = TAG_NIL;
+  }
+  b->len = (size_t)(p - b->data);
 }
 
 static int is_scalar(int t) {
@@ -168,15 +201,7 @@ static int is_scalar(int t) {
 }
 
 static void ser_scalar(ser *s, int idx) {
-  lua_State *L = s->L;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: cr_buffer_byte(L, &s->kb->out, TAG_NIL); break;
-    case LUA_TBOOLEAN:
-      cr_buffer_byte(L, &s->kb->out, lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE);
-      break;
-    case LUA_TNUMBER: ser_number(s, idx); break;
-    default: ser_string(s, idx); break;
-  }
+  ser_scalar_t(s, idx, lua_type(s->L, idx));
 }
 
 /* ---- functions (SPEC 3.1) -------------------------------------------- */
@@ -271,7 +296,9 @@ static void ser_function(ser *s, int idx) {
 
 static int pair_cmp(const unsigned char *base, const pair_rec *a, const pair_rec *b) {
   size_t m = a->klen < b->klen ? a->klen : b->klen;
-  int c = memcmp(base + a->off, base + b->off, m);
+  int c;
+  if (a->prefix != b->prefix) return a->prefix < b->prefix ? -1 : 1; /* same order as memcmp */
+  c = memcmp(base + a->off, base + b->off, m);
   if (c) return c;
   if (a->klen != b->klen) return a->klen < b->klen ? -1 : 1;
   /* equal keys only come from equal-content table keys: order by value */
@@ -310,6 +337,9 @@ static void order_pairs(ser *s, size_t first_rec, size_t region) {
   size_t bytes = kb->out.len - region;
   pair_rec *recs;
   if (n < 2) return;
+  recs = (pair_rec *)(void *)kb->pairs.data + first_rec;
+  for (i = 1; i < n && pair_cmp(kb->out.data, &recs[i - 1], &recs[i]) < 0; i++) {}
+  if (i == n) return; /* already in canonical order */
   kb->tmp.len = 0;
   cr_buffer_reserve(L, &kb->tmp, n * sizeof(pair_rec) > bytes ? n * sizeof(pair_rec) : bytes);
   recs = (pair_rec *)(void *)kb->pairs.data + first_rec;
@@ -367,7 +397,7 @@ static void ser_table(ser *s, int idx, int depth) {
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
     pair_rec r;
-    if (lua_isinteger(L, -2)) {
+    if (n > 0 && lua_isinteger(L, -2)) {
       lua_Integer k = lua_tointeger(L, -2);
       if (k >= 1 && k <= n) {
         lua_pop(L, 1);
@@ -377,6 +407,11 @@ static void ser_table(ser *s, int idx, int depth) {
     r.off = kb->out.len;
     ser_value(s, top - 1, depth + 1, 1);
     r.klen = kb->out.len - r.off;
+    {
+      size_t j;
+      r.prefix = 0;
+      for (j = 0; j < 8; j++) r.prefix = (r.prefix << 8) | (j < r.klen ? kb->out.data[r.off + j] : 0);
+    }
     ser_value(s, top, depth + 1, 1);
     r.len = kb->out.len - r.off;
     cr_buffer_put(L, &kb->pairs, &r, sizeof r);
@@ -452,7 +487,7 @@ static void ser_value(ser *s, int idx, int depth, int use_hf) {
     case LUA_TNIL:
     case LUA_TBOOLEAN:
     case LUA_TNUMBER:
-    case LUA_TSTRING: ser_scalar(s, idx); break;
+    case LUA_TSTRING: ser_scalar_t(s, idx, t); break;
     case LUA_TTABLE: ser_table(s, idx, depth); break;
     case LUA_TFUNCTION: ser_function(s, idx); break;
     case LUA_TUSERDATA: {

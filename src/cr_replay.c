@@ -121,6 +121,7 @@ static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first,
       lua_pushvalue(L, i);
       if (lua_rawget(L, -2) == LUA_TNUMBER) {
         cr_buffer_byte(L, b, R_RESULT);
+        rp->uses_results = 1;
         cr_buffer_varint(L, b, (uint64_t)lua_tointeger(L, -1));
         lua_pop(L, 2);
         continue;
@@ -220,14 +221,16 @@ static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results) {
   return tag;
 }
 
-/* Pushes the replayable and the arguments of the record at *pos; returns
- * the argument count. `results` indexes the table of replayed results. */
-int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results) {
+/* Pushes the function to call and the arguments of the record at *pos;
+ * returns the argument count. `results` indexes the table of replayed
+ * results. `direct`: nothing would record this call, so push the UI
+ * function itself rather than its replayable (one C layer less). */
+int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results, int direct) {
   lua_Integer id = (lua_Integer)get_varint(&rp->buf, pos);
   int n = (int)get_varint(&rp->buf, pos), i;
   luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);
-  lua_rawgeti(L, -1, id);
+  lua_rawgeti(L, -1, direct ? -id : id);
   lua_remove(L, -2);
   for (i = 0; i < n; i++) push_value(L, rp, pos, results);
   return n;
@@ -277,6 +280,8 @@ static int m_replayable(lua_State *L) {
   lua_pushcclosure(L, replayable_call, 3);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, S->next_replayable);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -3, -S->next_replayable); /* the plain fn, for replays nobody records */
   lua_pushvalue(L, 1);
   lua_pushvalue(L, -2);
   lua_rawset(L, -4);
