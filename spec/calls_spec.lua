@@ -139,6 +139,17 @@ describe("calls (SPEC 4)", function()
     end
   end)
 
+  it("a waiter that makes progress without yielding (it resumes the owner) works", function()
+    local f = cr(function() coroutine.yield(); return { "from the owner" } end)
+    local owner = coroutine.create(function() return f() end)
+    coroutine.resume(owner)
+    local waits = 0
+    cr.set_waiter(function() waits = waits + 1; coroutine.resume(owner) end)
+    local v = f() -- the main thread cannot yield; its waiter drives the owner instead
+    assert.same({ "from the owner" }, v)
+    assert.equal(1, waits)
+  end)
+
   it("without a waiter, a second coroutine gets an error naming set_waiter", function()
     local f = cr(function() coroutine.yield(); return 1 end)
     local owner = coroutine.create(function() return f() end)

@@ -147,6 +147,16 @@ describe("replay (SPEC 6)", function()
     assert.same({ "hello" }, blocks[2].lines)
   end)
 
+  it("replays 100000 records in a loop, without growing the C stack per record", function()
+    local n = 0
+    local tick = cr.replayable(function() n = n + 1 end)
+    local f = cr(function() for i = 1, 100000 do tick(i) end; return "done" end)
+    f()
+    n = 0
+    assert.equal("done", f())
+    assert.equal(100000, n)
+  end)
+
   it("replayed calls may yield", function()
     local slow = cr.replayable(function(s) coroutine.yield("ui"); shown[#shown + 1] = s end)
     local f = cr(function() slow("x"); return "v" end)

@@ -249,6 +249,8 @@ int luaopen_cache_resource(lua_State *L) {
   S->fnids_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   S->replayables_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->replay_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* anchored until lua_close: caches and cached functions point into it */
   lua_pushvalue(L, -1);
   luaL_ref(L, LUA_REGISTRYINDEX);

@@ -42,6 +42,7 @@ typedef struct cr_replay cr_replay;
 struct cr_replay {
   int refcount;
   int uses_results;             /* some record refers to an earlier call's result */
+  int strings_ref;              /* table: buffer offset -> decoded string, made on first replay */
   size_t nrecords;
   cr_buffer buf;                /* records: id, nargs, arguments */
   int *refs;                    /* arguments kept by registry reference */
@@ -179,6 +180,7 @@ struct cr_state {
   int spinner_ref;              /* UI hook: spinner("start", text, show_time) / ("stop") */
   int widget_source_ref;        /* UI hook: current value of a widget id */
   int replayables_ref;          /* table: id -> replayable, fn -> replayable */
+  int replay_fns_ref;           /* table: id -> the plain UI function */
   lua_Integer next_replayable;
   int identities_ref;           /* table: identity digest -> light userdata cache */
   int fnids_ref;                /* weak table: Lua function -> static identity */

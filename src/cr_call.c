@@ -78,22 +78,35 @@ static int owner_state(lua_State *L, lua_State *co) {
  * the values when all records have been replayed (SPEC 6.2). */
 static int outermost(cr_state *S, lua_State *L);
 
+/* After a replayed call: keep its result if later records refer to it. */
+static void replay_step_done(lua_State *L, int base, cr_call *call) {
+  if (call->replaying->uses_results && !lua_isnil(L, -1))
+    lua_rawseti(L, -2, (lua_Integer)call->replay_index);
+  call->replay_index++;
+  lua_settop(L, base + call->nvalues);
+}
+
+/* Replays the remaining records of call->replaying above the values, then
+ * returns the values. A loop, not a recursion: the continuation is only
+ * entered after a replayed call yielded. */
 static int replay_next(lua_State *L, int base, cr_call *call) {
-  cr_replay *rp = call->replaying;
-  int nargs, results = 0;
-  if (call->replay_pos >= rp->buf.len) {
-    cr_replay_unref(L, rp);
-    call->replaying = NULL;
-    call_unlink(call);
-    return call->nvalues;
+  for (;;) {
+    cr_replay *rp = call->replaying;
+    int nargs, results = 0;
+    if (call->replay_pos >= rp->buf.len) {
+      cr_replay_unref(L, rp);
+      call->replaying = NULL;
+      call_unlink(call);
+      return call->nvalues;
+    }
+    if (rp->uses_results) {
+      lua_getiuservalue(L, base, 2);
+      results = lua_gettop(L);
+    }
+    nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, results, outermost(call->S, L));
+    lua_callk(L, nargs, 1, CTX(base, PHASE_REPLAY), resume);
+    replay_step_done(L, base, call);
   }
-  if (rp->uses_results) {
-    lua_getiuservalue(L, base, 2);
-    results = lua_gettop(L);
-  }
-  nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, results, outermost(call->S, L));
-  lua_callk(L, nargs, 1, CTX(base, PHASE_REPLAY), resume);
-  return resume(L, LUA_OK, CTX(base, PHASE_REPLAY));
 }
 
 /* The values are on the stack above base: replay, then return them. */
@@ -212,7 +225,7 @@ static int lookup(lua_State *L, int base, cr_call *call) {
                         c->name);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->waiter_ref);
     lua_callk(L, 0, 0, CTX(base, PHASE_WAIT), resume);
-    return resume(L, LUA_OK, CTX(base, PHASE_WAIT));
+    lua_settop(L, base); /* the waiter returned without yielding: look again */
   }
 }
 
@@ -355,11 +368,8 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       lua_settop(L, base);
       return lookup(L, base, call);
     }
-    case PHASE_REPLAY:
-      if (call->replaying->uses_results && !lua_isnil(L, -1))
-        lua_rawseti(L, -2, (lua_Integer)call->replay_index);
-      call->replay_index++;
-      lua_settop(L, base + call->nvalues);
+    case PHASE_REPLAY: /* a replayed call yielded and has now returned */
+      replay_step_done(L, base, call);
       return replay_next(L, base, call);
     default: /* PHASE_COMPUTE */
       call->computing = 0;

@@ -20,6 +20,7 @@ cr_replay *cr_replay_new(lua_State *L) {
   cr_replay *rp = (cr_replay *)calloc(1, sizeof *rp);
   if (rp == NULL) luaL_error(L, "cache_resource: out of memory (replay buffer)");
   rp->refcount = 1;
+  rp->strings_ref = LUA_NOREF;
   return rp;
 }
 
@@ -27,6 +28,7 @@ void cr_replay_unref(lua_State *L, cr_replay *rp) {
   size_t i;
   if (rp == NULL || --rp->refcount > 0) return;
   for (i = 0; i < rp->nrefs; i++) luaL_unref(L, LUA_REGISTRYINDEX, rp->refs[i]);
+  luaL_unref(L, LUA_REGISTRYINDEX, rp->strings_ref);
   free(rp->refs);
   cr_buffer_free(&rp->buf);
   free(rp);
@@ -184,11 +186,13 @@ static uint64_t get_u64(const cr_buffer *b, size_t *pos) {
   return v;
 }
 
-/* Pushes one decoded value; returns its tag (R_END ends a table). */
-static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results) {
+/* Pushes one decoded value; returns its tag (R_END ends a table).
+ * `strings` indexes a table caching the strings already decoded from this
+ * buffer: interning them anew on every replay costs more than the call. */
+static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results, int strings) {
   const cr_buffer *b = &rp->buf;
+  size_t at = *pos;
   int tag = b->data[(*pos)++];
-  luaL_checkstack(L, 3, "cache_resource: replaying a table");
   switch (tag) {
     case R_NIL: lua_pushnil(L); break;
     case R_FALSE: lua_pushboolean(L, 0); break;
@@ -203,14 +207,20 @@ static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results) {
     }
     case R_STR: {
       size_t len = (size_t)get_varint(b, pos);
-      lua_pushlstring(L, (const char *)b->data + *pos, len);
+      if (lua_rawgeti(L, strings, (lua_Integer)at) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, (const char *)b->data + *pos, len);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, strings, (lua_Integer)at);
+      }
       *pos += len;
       break;
     }
-    case R_TABLE:
+    case R_TABLE: /* a fresh table every replay: callees may change it */
+      luaL_checkstack(L, 4, "cache_resource: replaying a table");
       lua_newtable(L);
-      while (push_value(L, rp, pos, results) != R_END) {
-        push_value(L, rp, pos, results);
+      while (push_value(L, rp, pos, results, strings) != R_END) {
+        push_value(L, rp, pos, results, strings);
         lua_rawset(L, -3);
       }
       break;
@@ -227,12 +237,19 @@ static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results) {
  * function itself rather than its replayable (one C layer less). */
 int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results, int direct) {
   lua_Integer id = (lua_Integer)get_varint(&rp->buf, pos);
-  int n = (int)get_varint(&rp->buf, pos), i;
-  luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);
-  lua_rawgeti(L, -1, direct ? -id : id);
-  lua_remove(L, -2);
-  for (i = 0; i < n; i++) push_value(L, rp, pos, results);
+  int n = (int)get_varint(&rp->buf, pos), i, strings;
+  if (n > LUA_MINSTACK - 6) luaL_checkstack(L, n + 6, "cache_resource: too many recorded arguments");
+  if (rp->strings_ref == LUA_NOREF) {
+    lua_newtable(L);
+    rp->strings_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
+  lua_rawgeti(L, -1, id);
+  lua_replace(L, -2); /* the function, without its table */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->strings_ref);
+  strings = lua_gettop(L);
+  for (i = 0; i < n; i++) push_value(L, rp, pos, results, strings);
+  lua_remove(L, strings);
   return n;
 }
 
@@ -280,8 +297,10 @@ static int m_replayable(lua_State *L) {
   lua_pushcclosure(L, replayable_call, 3);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, S->next_replayable);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
   lua_pushvalue(L, 1);
-  lua_rawseti(L, -3, -S->next_replayable); /* the plain fn, for replays nobody records */
+  lua_rawseti(L, -2, S->next_replayable); /* the plain fn, for replays nobody records */
+  lua_pop(L, 1);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, -2);
   lua_rawset(L, -4);

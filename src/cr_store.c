@@ -429,6 +429,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
   cr_keybufs_free(&S->keybufs);
