@@ -13,7 +13,7 @@ DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks libxxhash-dev lua-cqueues l
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
-.PHONY: all deps e2e-deps apt demo serve e2e bench test asan install clean
+.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench fuzz valgrind test asan install clean
 
 all: build/cache_resource.so
 
@@ -75,3 +75,21 @@ clean:
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+
+# libFuzzer on keys and the replay recorder (clang-14 + libclang-rt-14-dev).
+# FUZZ_TIME seconds (default 60); FUZZ_RUNS=N for a run of N executions.
+FUZZ_TIME ?= 60
+FUZZ_FLAGS = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
+build/fuzz_keys: fuzz/fuzz_keys.c $(SRCS) $(HDRS)
+	@mkdir -p build
+	clang-14 -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -I$(LUA_INC) -o $@ fuzz/fuzz_keys.c $(SRCS) -llua5.4 -lxxhash -lm
+
+fuzz: fuzz-deps build/fuzz_keys
+	@mkdir -p build/fuzz-corpus
+	ASAN_OPTIONS=detect_leaks=1 ./build/fuzz_keys $(FUZZ_FLAGS) -max_len=512 -print_final_stats=1 \
+	  build/fuzz-corpus fuzz/seeds 2>&1 | tee build/fuzz.log | grep -E 'Done|stat::number_of_executed_units|ERROR|invariant' ; \
+	  exit $${PIPESTATUS[0]}
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) clang-14 libclang-rt-14-dev"
