@@ -504,6 +504,27 @@ static void ser_value(ser *s, int idx, int depth, int use_hf) {
 
 /* ---- entry points ---------------------------------------------------- */
 
+/* A serializer over fresh buffers; fname/func/argname name things in errors. */
+static void ser_begin(ser *s, lua_State *L, cr_state *S, const char *fname, const cr_func *func,
+                      const char *argname) {
+  s->L = L;
+  s->S = S;
+  s->kb = take_bufs(L, S);
+  s->fname = fname;
+  s->func = func;
+  s->argname = argname;
+  s->argpos = 0;
+  s->hf = 0;
+}
+
+/* The unseeded 128-bit digest of what was serialized (hash(), identities). */
+static void ser_digest(ser *s, unsigned char out[16]) {
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, XXH3_128bits(s->kb->out.data, s->kb->out.len));
+  memcpy(out, canon.digest, 16);
+  s->kb->busy = 0;
+}
+
 /* The hit path's serializer: argument lists of scalars only, no hash_funcs,
  * written into buf (CR_KEY_INLINE_MAX bytes) with exactly the bytes the
  * general serializer writes. Returns 0 when it does not apply. */
@@ -583,13 +604,7 @@ void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int
   ser s;
   int i;
   while (nargs > 0 && lua_isnil(L, first + nargs - 1)) nargs--; /* trailing nils */
-  s.L = L;
-  s.S = S;
-  s.kb = take_bufs(L, S);
-  s.fname = f->cache->name;
-  s.func = f;
-  s.argname = NULL;
-  s.hf = 0;
+  ser_begin(&s, L, S, f->cache->name, f, NULL);
   if (f->cache->hash_funcs_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->cache->hash_funcs_ref);
     s.hf = lua_gettop(L);
@@ -614,22 +629,13 @@ void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]) {
   ser s;
   int i;
-  XXH128_canonical_t canon;
   while (nargs > 0 && lua_isnil(L, first + nargs - 1)) nargs--;
-  s.L = L;
-  s.S = S;
-  s.kb = take_bufs(L, S);
-  s.fname = "cache_resource.hash";
-  s.func = NULL;
-  s.argname = NULL;
-  s.hf = 0;
+  ser_begin(&s, L, S, "cache_resource.hash", NULL, NULL);
   for (i = 1; i <= nargs; i++) {
     s.argpos = i;
     ser_value(&s, first + i - 1, 0, 1);
   }
-  XXH128_canonicalFromHash(&canon, XXH3_128bits(s.kb->out.data, s.kb->out.len));
-  memcpy(out, canon.digest, 16);
-  s.kb->busy = 0;
+  ser_digest(&s, out);
 }
 
 /* The identity of a cache: `name` when given, else the function (SPEC 3.1)
@@ -637,15 +643,8 @@ void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned 
  * ttl is another cache. */
 void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]) {
   ser s;
-  XXH128_canonical_t canon;
-  s.L = L;
-  s.S = S;
-  s.kb = take_bufs(L, S);
-  s.fname = "cache_resource";
-  s.func = NULL;
-  s.argname = "fn";
+  ser_begin(&s, L, S, "cache_resource", NULL, "fn");
   s.argpos = 1;
-  s.hf = 0;
   fn = lua_absindex(L, fn);
   if (name) {
     cr_buffer_byte(L, &s.kb->out, 'N');
@@ -666,9 +665,7 @@ void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *na
     }
     if (opts) ser_value(&s, opts, 0, 0);
   }
-  XXH128_canonicalFromHash(&canon, XXH3_128bits(s.kb->out.data, s.kb->out.len));
-  memcpy(out, canon.digest, 16);
-  s.kb->busy = 0;
+  ser_digest(&s, out);
 }
 
 /* The key of an entry of a cache with experimental_allow_widgets: the
@@ -680,14 +677,7 @@ void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr
   const char *a = lua_tolstring(L, argkey, &len);
   int i;
   values = lua_absindex(L, values);
-  s.L = L;
-  s.S = S;
-  s.kb = take_bufs(L, S);
-  s.fname = "a widget value";
-  s.func = NULL;
-  s.argname = "widget";
-  s.argpos = 0;
-  s.hf = 0;
+  ser_begin(&s, L, S, "a widget value", NULL, "widget");
   cr_buffer_byte(L, &s.kb->out, 'W');
   cr_buffer_varint(L, &s.kb->out, len);
   cr_buffer_put(L, &s.kb->out, a, len);
