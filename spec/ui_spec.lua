@@ -198,6 +198,24 @@ describe("the UI runtime (SPEC 7)", function()
       end
     end)
 
+    it("f:clear(args) finds the entry a call would hit, widget values included", function()
+      local runs = { n = 0 }
+      local f
+      local function script()
+        f = cr(function(x) runs.n = runs.n + 1; return x .. tostring(ui.checkbox("Deep")) end,
+          { experimental_allow_widgets = true, name = "widget-clear" })
+        ui.text(f("a"))
+      end
+      local s = ui.session()
+      s:run(script); s:run(script)
+      assert.equal(1, runs.n)
+      assert.equal(1, support.stat("widget-clear").entries)
+      s:run(function() f:clear("a") end)
+      assert.equal(0, support.stat("widget-clear").entries)
+      s:run(script)
+      assert.equal(2, runs.n)
+    end)
+
     it("a new session with default widget values hits the first session's entry", function()
       local runs = { n = 0 }
       local function script()

@@ -251,6 +251,15 @@ static void push_widget_sets(lua_State *L, cr_cache *c) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
 }
 
+/* Pushes the argument key as a string, flagged digest or not. */
+static void push_argkey(lua_State *L, const cr_key *key) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, key->is_digest ? 'D' : 'K');
+  luaL_addlstring(&b, (const char *)key->bytes, key->len);
+  luaL_pushresult(&b);
+}
+
 /* Lookup key: the argument key (string at argkey) + the current values of
  * the widgets this function read before for those arguments. */
 static void widget_lookup_key(lua_State *L, cr_cache *c, int argkey, cr_key *key) {
@@ -411,12 +420,8 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   cr_state *S = c->S;
   int base = nargs + 2, argkey = 0;
   cr_call *call;
-  if (c->allow_widgets) { /* the argument key, flagged digest or not */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addchar(&b, key->is_digest ? 'D' : 'K');
-    luaL_addlstring(&b, (const char *)key->bytes, key->len);
-    luaL_pushresult(&b);
+  if (c->allow_widgets) {
+    push_argkey(L, key);
     argkey = lua_gettop(L);
     cr_key_done(key);
     widget_lookup_key(L, c, argkey, key);
@@ -501,6 +506,11 @@ int cr_func_clear(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1); /* the key builder names parameters from arg 1 */
   cr_key_for_call(L, S, f, 2, n, &key);
+  if (c->allow_widgets) { /* exactly like a call: the widgets' current values too */
+    push_argkey(L, &key);
+    cr_key_done(&key);
+    widget_lookup_key(L, c, lua_gettop(L), &key);
+  }
   /* copy the key: releasing runs on_release, which may hash other keys */
   bytes = (unsigned char *)lua_newuserdatauv(L, key.len ? key.len : 1, 0);
   memcpy(bytes, key.bytes, key.len);
