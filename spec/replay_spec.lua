@@ -169,6 +169,61 @@ describe("replay (SPEC 6)", function()
     assert.same({ "x", "x" }, shown)
   end)
 
+  it("a yield mid-replay keeps every value, back-reference and the replay's name", function()
+    local blocks, names = {}, {}
+    local container = cr.replayable(function() local b = { lines = {} }; blocks[#blocks + 1] = b; return b end)
+    local write_to = cr.replayable(function(b, s)
+      coroutine.yield("paused")
+      names[#names + 1] = cr.replaying() or "none"
+      b.lines[#b.lines + 1] = s
+    end)
+    local page = cr(function() local b = container(); write_to(b, "one"); write_to(b, "two"); return 1, nil, "three" end)
+    local function drive()
+      local co = coroutine.wrap(function() return table.pack(page()) end)
+      local r = co()
+      while r == "paused" do r = co() end
+      return r
+    end
+    local first, second = drive(), drive()
+    assert.same({ n = 3, 1, nil, "three" }, first)
+    assert.same(first, second)
+    assert.equal(2, #blocks)
+    assert.same({ "one", "two" }, blocks[2].lines)
+    assert.same({ "page", "page" }, { names[3], names[4] })
+  end)
+
+  it("a replayed call that clears the cache does not cut the replay short", function()
+    local f
+    local clearer = cr.replayable(function(s) shown[#shown + 1] = s; if f then f:clear() end end)
+    f = cr(function() clearer("a"); text("b"); clearer("c"); return "v" end)
+    local g = f
+    f = nil
+    g()               -- computes: nothing to clear yet
+    f = g
+    shown = {}
+    assert.equal("v", g()) -- hit: the first replayed call releases the entry
+    assert.same({ "a", "b", "c" }, shown)
+    assert.equal(0, support.stat("g").entries)
+  end)
+
+  it("a coroutine abandoned mid-replay leaks nothing once the entry goes", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    local pause = cr.replayable(function() coroutine.yield() end)
+    local show = cr.replayable(function() end)
+    local f = cr(function() local obj = {}; setmetatable(obj, {}); weak[1] = obj; show(obj); pause(); return 1 end)
+    local first = coroutine.wrap(function() return f() end)
+    first()
+    assert.equal(1, first())
+    local co = coroutine.create(function() return f() end)
+    assert.is_true(coroutine.resume(co)) -- suspended inside the replay
+    f:clear()
+    collectgarbage(); collectgarbage()
+    assert.is_not_nil(weak[1])           -- the suspended replay still holds its records
+    co = nil
+    collectgarbage(); collectgarbage()
+    assert.is_nil(weak[1])
+  end)
+
   it("a replay still happens on a hit that passed validate", function()
     local f = cr(function() text("shown"); return 1 end, { validate = function() return true end })
     f(); f()

@@ -223,6 +223,13 @@ int luaopen_cache_resource(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_REPLAY_MT)) {
+    lua_pushcfunction(L, cr_replay_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, CR_REPLAY_MT);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_BOX_MT)) {
     lua_pushcfunction(L, cr_keybufs_gc);
     lua_setfield(L, -2, "__gc");

@@ -23,6 +23,7 @@
 #define CR_CALL_MT "cache_resource.call"
 #define CR_BOX_MT "cache_resource.buffers"
 #define CR_STATE_MT "cache_resource.state"
+#define CR_REPLAY_MT "cache_resource.replay"
 
 #define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
@@ -37,13 +38,19 @@ typedef struct cr_session cr_session;
 typedef struct cr_call cr_call;
 typedef struct cr_replay cr_replay;
 
-/* Recorded UI calls of one computation (SPEC 6.1). Shared by the entry
- * and by every call replaying it, hence the count. */
+/* Recorded UI calls of one computation (SPEC 6.1), in a userdata so the
+ * garbage collector decides when the buffer goes: its one C owner (the
+ * recording frame, then the entry) anchors it by `self_ref`, and a replay
+ * in progress keeps it on its own Lua stack, so the entry may be released
+ * (or the replaying coroutine abandoned) mid-replay without a dangling
+ * buffer or a leak. Uservalue 1: buffer offset -> decoded string, made on
+ * first replay. */
 struct cr_replay {
-  int refcount;
+  int self_ref;                 /* LUA_NOREF once no C owner holds it */
   int uses_results;             /* some record refers to an earlier call's result */
-  int strings_ref;              /* table: buffer offset -> decoded string, made on first replay */
+  cr_cache *cache;              /* whose records: cache_resource.replaying() names it */
   size_t nrecords;
+  size_t nstrings;              /* string arguments numbered so far */
   cr_buffer buf;                /* records: id, nargs, arguments */
   int *refs;                    /* arguments kept by registry reference */
   size_t nrefs, caprefs;
@@ -157,8 +164,6 @@ struct cr_call {
   cr_replay *recording;         /* UI calls recorded while computing */
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
-  cr_replay *replaying;         /* entry records being replayed */
-  size_t replay_pos, replay_index;
   uint64_t hash;
   size_t keylen;
   int is_digest;
@@ -224,7 +229,8 @@ void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr
 /* cr_replay.c */
 cr_replay *cr_replay_new(lua_State *L);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
-int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results, int direct);
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
+int cr_replay_gc(lua_State *L);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_open(lua_State *L);
 

@@ -1,10 +1,11 @@
 /* The call path of a cached function.
  *
  * Fast path (a plain hit): serialize the arguments into the state's reused
- * buffer, probe the store, push the stored values. No allocation, no clock
- * read unless some entry in the process has a ttl.
+ * buffer, probe the store, push the stored values, replay the entry's UI
+ * calls (cr_replay.c keeps that loop's state on the stack). No allocation,
+ * no clock read unless some entry in the process has a ttl.
  *
- * Everything else (miss, validate, waiting for another coroutine, replay)
+ * Everything else (miss, validate, waiting for another coroutine)
  * runs as a small state machine on a cr_call userdata pushed at stack slot
  * `base` = nargs + 2. Each step that calls Lua code does so with
  * lua_callk/lua_pcallk and continues in resume(), so the cached function,
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 #include "cr.h"
 
-enum { PHASE_WAIT = 1, PHASE_VALIDATE, PHASE_COMPUTE, PHASE_REPLAY };
+enum { PHASE_WAIT = 1, PHASE_VALIDATE, PHASE_COMPUTE };
 #define CTX(base, phase) ((lua_KContext)(base) * 8 + (phase))
 
 static int resume(lua_State *L, int status, lua_KContext ctx);
@@ -74,65 +75,23 @@ static int owner_state(lua_State *L, lua_State *co) {
 
 /* ---- steps ----------------------------------------------------------- */
 
-/* Replays the next record of call->replaying above the values, or returns
- * the values when all records have been replayed (SPEC 6.2). */
 static int outermost(cr_state *S, lua_State *L);
 
-/* After a replayed call: keep its result if later records refer to it. */
-static void replay_step_done(lua_State *L, int base, cr_call *call) {
-  if (call->replaying->uses_results && !lua_isnil(L, -1))
-    lua_rawseti(L, -2, (lua_Integer)call->replay_index);
-  call->replay_index++;
-  lua_settop(L, base + call->nvalues);
+/* The values are on the stack above base: replay, then return them. The
+ * call record is done with: the replay keeps its state on the stack. */
+static int finish_hit(lua_State *L, cr_call *call, cr_replay *rp) {
+  call_unlink(call);
+  if (rp == NULL) return call->nvalues;
+  return cr_replay_run(L, call->S, rp, call->nvalues, outermost(call->S, L));
 }
 
-/* Replays the remaining records of call->replaying above the values, then
- * returns the values. A loop, not a recursion: the continuation is only
- * entered after a replayed call yielded. */
-static int replay_next(lua_State *L, int base, cr_call *call) {
-  for (;;) {
-    cr_replay *rp = call->replaying;
-    int nargs, results = 0;
-    if (call->replay_pos >= rp->buf.len) {
-      cr_replay_unref(L, rp);
-      call->replaying = NULL;
-      call_unlink(call);
-      return call->nvalues;
-    }
-    if (rp->uses_results) {
-      lua_getiuservalue(L, base, 2);
-      results = lua_gettop(L);
-    }
-    nargs = cr_replay_push_record(L, call->S, rp, &call->replay_pos, results, outermost(call->S, L));
-    lua_callk(L, nargs, 1, CTX(base, PHASE_REPLAY), resume);
-    replay_step_done(L, base, call);
-  }
-}
-
-/* The values are on the stack above base: replay, then return them. */
-static int finish_hit(lua_State *L, int base, cr_call *call, cr_replay *rp) {
-  if (rp == NULL) {
-    call_unlink(call);
-    return call->nvalues;
-  }
-  rp->refcount++; /* the entry may go while we replay */
-  call->replaying = rp;
-  call->owner = L; /* cache_resource.replaying() looks for it */
-  call->replay_pos = call->replay_index = 0;
-  if (rp->uses_results) { /* only when a record refers back to a result */
-    lua_newtable(L);
-    lua_setiuservalue(L, base, 2);
-  }
-  return replay_next(L, base, call);
-}
-
-static int hit(lua_State *L, int base, cr_call *call, cr_entry *e) {
+static int hit(lua_State *L, cr_call *call, cr_entry *e) {
   cr_store_touch(e->store, e);
   call->cache->hits++;
   luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
   cr_push_values(L, e);
   call->nvalues = e->nvalues;
-  return finish_hit(L, base, call, e->replay);
+  return finish_hit(L, call, e->replay);
 }
 
 /* The spinner of SPEC 2 / 7: a transient UI element, started only by the
@@ -205,7 +164,7 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       lua_callk(L, n, 1, CTX(base, PHASE_VALIDATE), resume);
       return resume(L, LUA_OK, CTX(base, PHASE_VALIDATE));
     }
-    if (e) return hit(L, base, call, e);
+    if (e) return hit(L, call, e);
     other = find_owner(S, call);
     if (other == NULL) return compute(L, base, call);
     switch (owner_state(L, other->owner)) {
@@ -371,15 +330,12 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       if (ok) {
         if (e) cr_store_touch(e->store, e);
         call->cache->hits++;
-        return finish_hit(L, base, call, e ? e->replay : NULL);
+        return finish_hit(L, call, e ? e->replay : NULL);
       }
       if (e) cr_entry_release(L, e, CR_DROP);
       lua_settop(L, base);
       return lookup(L, base, call);
     }
-    case PHASE_REPLAY: /* a replayed call yielded and has now returned */
-      replay_step_done(L, base, call);
-      return replay_next(L, base, call);
     default: /* PHASE_COMPUTE */
       call->computing = 0;
       call->owner = NULL;
@@ -479,11 +435,12 @@ int cr_func_call(lua_State *L) {
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = cr_store_for(L, c, 0);
   if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
-      (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL && e->replay == NULL) {
+      (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
     cr_key_done(&key);
     cr_store_touch(st, e);
     c->hits++;
     cr_push_values(L, e);
+    if (e->replay) return cr_replay_run(L, S, e->replay, e->nvalues, outermost(S, L));
     return e->nvalues;
   }
   return slow_path(L, f, nargs, &key);

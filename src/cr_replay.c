@@ -1,7 +1,8 @@
 /* Replay of UI calls (SPEC 6): replayable UI functions, the record format,
  * per-coroutine recording frames and the widget hooks.
  *
- * A record is [varint replayable id][varint nargs][argument]*. Arguments
+ * A record is [varint replayable id][varint nargs][argument]*; a string
+ * argument is [R_STR][varint string number][varint length][bytes]. Arguments
  * that are nil, booleans, numbers, strings or plain tables of those are
  * copied (later mutation by the caller changes nothing); a value that an
  * earlier recorded call of the same computation returned (a container
@@ -16,22 +17,34 @@ enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF,
 
 /* ---- buffers ----------------------------------------------------------- */
 
+/* A new buffer, owned by the caller through self_ref. */
 cr_replay *cr_replay_new(lua_State *L) {
-  cr_replay *rp = (cr_replay *)calloc(1, sizeof *rp);
-  if (rp == NULL) luaL_error(L, "cache_resource: out of memory (replay buffer)");
-  rp->refcount = 1;
-  rp->strings_ref = LUA_NOREF;
+  cr_replay *rp = (cr_replay *)lua_newuserdatauv(L, sizeof *rp, 1);
+  memset(rp, 0, sizeof *rp);
+  rp->self_ref = LUA_NOREF;
+  luaL_setmetatable(L, CR_REPLAY_MT);
+  rp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return rp;
 }
 
+/* The C owner lets go; the buffer lives on while a replay holds it. */
 void cr_replay_unref(lua_State *L, cr_replay *rp) {
+  if (rp == NULL) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, rp->self_ref);
+  rp->self_ref = LUA_NOREF;
+}
+
+/* __gc, also run for every buffer at lua_close (possibly before the state's
+ * own __gc, which then only drops self_ref): leaves the struct empty. */
+int cr_replay_gc(lua_State *L) {
+  cr_replay *rp = (cr_replay *)lua_touserdata(L, 1);
   size_t i;
-  if (rp == NULL || --rp->refcount > 0) return;
   for (i = 0; i < rp->nrefs; i++) luaL_unref(L, LUA_REGISTRYINDEX, rp->refs[i]);
-  luaL_unref(L, LUA_REGISTRYINDEX, rp->strings_ref);
   free(rp->refs);
+  rp->refs = NULL;
+  rp->nrefs = rp->caprefs = 0;
   cr_buffer_free(&rp->buf);
-  free(rp);
+  return 0;
 }
 
 static size_t add_ref(lua_State *L, cr_replay *rp, int idx) {
@@ -49,7 +62,8 @@ static size_t add_ref(lua_State *L, cr_replay *rp, int idx) {
 
 /* Copies the value at idx; 0 when it cannot be copied (the caller then
  * keeps a reference instead). */
-static int copy_value(lua_State *L, cr_buffer *b, int idx, int depth, const void **path) {
+static int copy_value(lua_State *L, cr_replay *rp, int idx, int depth, const void **path) {
+  cr_buffer *b = &rp->buf;
   switch (lua_type(L, idx)) {
     case LUA_TNIL: cr_buffer_byte(L, b, R_NIL); return 1;
     case LUA_TBOOLEAN: cr_buffer_byte(L, b, lua_toboolean(L, idx) ? R_TRUE : R_FALSE); return 1;
@@ -69,6 +83,7 @@ static int copy_value(lua_State *L, cr_buffer *b, int idx, int depth, const void
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
       cr_buffer_byte(L, b, R_STR);
+      cr_buffer_varint(L, b, ++rp->nstrings); /* its slot in the decoded-string table */
       cr_buffer_varint(L, b, len);
       cr_buffer_put(L, b, s, len);
       return 1;
@@ -89,7 +104,7 @@ static int copy_value(lua_State *L, cr_buffer *b, int idx, int depth, const void
       lua_pushnil(L);
       while (lua_next(L, idx)) {
         int top = lua_gettop(L);
-        if (!copy_value(L, b, top - 1, depth + 1, path) || !copy_value(L, b, top, depth + 1, path)) {
+        if (!copy_value(L, rp, top - 1, depth + 1, path) || !copy_value(L, rp, top, depth + 1, path)) {
           lua_pop(L, 2);
           return 0;
         }
@@ -109,14 +124,17 @@ static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first,
   const void *path[CR_MAX_DEPTH + 1];
   size_t index;
   int i;
-  if (frame->recording == NULL) frame->recording = cr_replay_new(L);
+  if (frame->recording == NULL) {
+    frame->recording = cr_replay_new(L);
+    frame->recording->cache = frame->cache;
+  }
   rp = frame->recording;
   b = &rp->buf;
   index = rp->nrecords;
   cr_buffer_varint(L, b, (uint64_t)id);
   cr_buffer_varint(L, b, (uint64_t)n);
   for (i = first; i < first + n; i++) {
-    size_t mark = b->len;
+    size_t mark = b->len, mark_strings = rp->nstrings;
     int t = lua_type(L, i);
     if (frame->results_ref != LUA_NOREF && (t == LUA_TTABLE || t == LUA_TUSERDATA || t == LUA_TFUNCTION)) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, frame->results_ref);
@@ -130,8 +148,9 @@ static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first,
       }
       lua_pop(L, 2);
     }
-    if (!copy_value(L, b, i, 0, path)) {
+    if (!copy_value(L, rp, i, 0, path)) {
       b->len = mark;
+      rp->nstrings = mark_strings;
       cr_buffer_byte(L, b, R_REF);
       cr_buffer_varint(L, b, add_ref(L, rp, i));
     }
@@ -160,8 +179,6 @@ void cr_replay_free_frame(lua_State *L, cr_call *call) {
   luaL_unref(L, LUA_REGISTRYINDEX, call->results_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, call->widgets_ref);
   call->results_ref = call->widgets_ref = LUA_NOREF;
-  cr_replay_unref(L, call->replaying);
-  call->replaying = NULL;
 }
 
 /* ---- decoding ------------------------------------------------------------ */
@@ -188,10 +205,10 @@ static uint64_t get_u64(const cr_buffer *b, size_t *pos) {
 
 /* Pushes one decoded value; returns its tag (R_END ends a table).
  * `strings` indexes a table caching the strings already decoded from this
- * buffer: interning them anew on every replay costs more than the call. */
-static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results, int strings) {
+ * buffer, by their number in it (a dense array): interning them anew on
+ * every replay costs more than the call. */
+static int push_value(lua_State *L, const cr_replay *rp, size_t *pos, int results, int strings) {
   const cr_buffer *b = &rp->buf;
-  size_t at = *pos;
   int tag = b->data[(*pos)++];
   switch (tag) {
     case R_NIL: lua_pushnil(L); break;
@@ -206,12 +223,13 @@ static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results, int
       break;
     }
     case R_STR: {
+      lua_Integer slot = (lua_Integer)get_varint(b, pos);
       size_t len = (size_t)get_varint(b, pos);
-      if (lua_rawgeti(L, strings, (lua_Integer)at) != LUA_TSTRING) {
+      if (lua_rawgeti(L, strings, slot) != LUA_TSTRING) {
         lua_pop(L, 1);
         lua_pushlstring(L, (const char *)b->data + *pos, len);
         lua_pushvalue(L, -1);
-        lua_rawseti(L, strings, (lua_Integer)at);
+        lua_rawseti(L, strings, slot);
       }
       *pos += len;
       break;
@@ -231,26 +249,110 @@ static int push_value(lua_State *L, cr_replay *rp, size_t *pos, int results, int
   return tag;
 }
 
-/* Pushes the function to call and the arguments of the record at *pos;
- * returns the argument count. `results` indexes the table of replayed
- * results. `direct`: nothing would record this call, so push the UI
- * function itself rather than its replayable (one C layer less). */
-int cr_replay_push_record(lua_State *L, cr_state *S, cr_replay *rp, size_t *pos, int results, int direct) {
-  lua_Integer id = (lua_Integer)get_varint(&rp->buf, pos);
-  int n = (int)get_varint(&rp->buf, pos), i, strings;
-  if (n > LUA_MINSTACK - 6) luaL_checkstack(L, n + 6, "cache_resource: too many recorded arguments");
-  if (rp->strings_ref == LUA_NOREF) {
-    lua_newtable(L);
-    rp->strings_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+/* ---- replay ------------------------------------------------------------ */
+
+/* A replay keeps its state in six stack slots above the values it will
+ * return, so that a replayed UI call may yield (the C frame is then gone)
+ * and nothing is allocated per hit. The continuation context is the read
+ * position in the buffer. */
+enum {
+  SLOT_ANCHOR,   /* the cr_replay userdata */
+  SLOT_FNS,      /* replayable id -> function to call */
+  SLOT_STRINGS,  /* decoded strings (uservalue 1 of the anchor) */
+  SLOT_RESULTS,  /* index -> what replayed call `index` returned, or nil */
+  SLOT_NVALUES,  /* how many values sit below the anchor */
+  SLOT_INDEX,    /* records replayed so far (kept only when results are used) */
+  NSLOTS
+};
+
+static int replay_resume(lua_State *L, int status, lua_KContext ctx);
+
+/* After a replayed call: keep its result when later records refer to it,
+ * then drop it. */
+static void replay_step_done(lua_State *L, int slots, const cr_replay *rp) {
+  if (rp->uses_results) {
+    lua_Integer index = lua_tointeger(L, slots + SLOT_INDEX);
+    if (!lua_isnil(L, -1)) lua_rawseti(L, slots + SLOT_RESULTS, index);
+    lua_pushinteger(L, index + 1);
+    lua_replace(L, slots + SLOT_INDEX);
   }
+  lua_settop(L, slots + NSLOTS - 1);
+}
+
+/* Replays the records from pos on, then returns the values. A loop, not a
+ * recursion: the continuation is only entered after a call yielded. */
+static int replay_loop(lua_State *L, int slots, size_t pos) {
+  const cr_replay *rp = (const cr_replay *)lua_touserdata(L, slots + SLOT_ANCHOR);
+  int nvalues;
+  while (pos < rp->buf.len) {
+    lua_Integer id = (lua_Integer)get_varint(&rp->buf, &pos);
+    int n = (int)get_varint(&rp->buf, &pos), i;
+    if (n > LUA_MINSTACK - 2) luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
+    lua_rawgeti(L, slots + SLOT_FNS, id);
+    for (i = 0; i < n; i++) push_value(L, rp, &pos, slots + SLOT_RESULTS, slots + SLOT_STRINGS);
+    lua_callk(L, n, 1, (lua_KContext)pos, replay_resume);
+    if (rp->uses_results) replay_step_done(L, slots, rp);
+    else lua_settop(L, slots + NSLOTS - 1);
+  }
+  nvalues = (int)lua_tointeger(L, slots + SLOT_NVALUES);
+  lua_settop(L, slots - 1);
+  return nvalues;
+}
+
+/* Entered when a replayed call yielded and has now returned. */
+static int replay_resume(lua_State *L, int status, lua_KContext ctx) {
+  int slots = lua_gettop(L) - NSLOTS; /* one result above the slots */
+  (void)status;
+  replay_step_done(L, slots, (const cr_replay *)lua_touserdata(L, slots + SLOT_ANCHOR));
+  return replay_loop(L, slots, (size_t)ctx);
+}
+
+/* Replays rp's records in order, then returns the nvalues values on top of
+ * the stack (SPEC 6.2). `direct`: nothing would record these calls (no
+ * computation of this coroutine encloses the hit), so call the UI functions
+ * themselves rather than their replayables (one C layer less). */
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct) {
+  int slots;
+  luaL_checkstack(L, NSLOTS + LUA_MINSTACK, "cache_resource: replaying");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+  slots = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
-  lua_rawgeti(L, -1, id);
-  lua_replace(L, -2); /* the function, without its table */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->strings_ref);
-  strings = lua_gettop(L);
-  for (i = 0; i < n; i++) push_value(L, rp, pos, results, strings);
-  lua_remove(L, strings);
-  return n;
+  if (lua_getiuservalue(L, slots, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, slots, 1);
+  }
+  if (rp->uses_results) lua_newtable(L); /* only when a record refers back to a result */
+  else lua_pushnil(L);
+  lua_pushinteger(L, nvalues);
+  lua_pushinteger(L, 0);
+  return replay_loop(L, slots, 0);
+}
+
+/* cache_resource.replaying(): the display name of the innermost cached
+ * function whose recorded UI calls this coroutine is replaying, or nil.
+ * A replay is found by its anchor among the temporaries of a cached
+ * function's frame; only error messages ask, so walking the stack is fine. */
+static int m_replaying(lua_State *L) {
+  lua_Debug ar;
+  int level;
+  for (level = 1; lua_getstack(L, level, &ar); level++) {
+    int i, ours;
+    lua_getinfo(L, "f", &ar);
+    ours = lua_tocfunction(L, -1) == cr_func_call;
+    lua_pop(L, 1);
+    for (i = 1; ours && lua_getlocal(L, &ar, i) != NULL; i++) {
+      cr_replay *rp = (cr_replay *)luaL_testudata(L, -1, CR_REPLAY_MT);
+      lua_pop(L, 1);
+      if (rp && rp->cache) {
+        lua_pushstring(L, rp->cache->name);
+        return 1;
+      }
+    }
+  }
+  lua_pushnil(L);
+  return 1;
 }
 
 /* ---- replayables ------------------------------------------------------- */
@@ -359,20 +461,6 @@ static int m_computing(lua_State *L) {
   cr_call *c;
   for (c = S->calls; c; c = c->next)
     if (c->computing && c->owner == L) {
-      lua_pushstring(L, c->cache->name);
-      return 1;
-    }
-  lua_pushnil(L);
-  return 1;
-}
-
-/* cache_resource.replaying(): the display name of the innermost cached
- * function whose recorded UI calls this coroutine is replaying, or nil. */
-static int m_replaying(lua_State *L) {
-  cr_state *S = state_up(L);
-  cr_call *c;
-  for (c = S->calls; c; c = c->next)
-    if (c->replaying && c->owner == L) {
       lua_pushstring(L, c->cache->name);
       return 1;
     }
