@@ -2,7 +2,8 @@
 --  1. building the same value twice, with a different insertion order,
 --     gives the same key (cache_resource.hash);
 --  2. a value changed in one place gives a different key;
---  3. the replay recorder copies arguments exactly (round trip);
+--  3. the replay recorder copies arguments exactly (round trip), both when
+--     the C loop decodes a buffer and when it is replayed compiled;
 --  4. nothing crashes, whatever the value (cycles, NUL bytes, NaN, -0.0,
 --     huge integers, metatables with __name, deep nesting).
 local cr = require "cache_resource"
@@ -95,13 +96,13 @@ local function safe_hash(...)
   return nil
 end
 
--- Deep equality as the key defines it (NaN == NaN, -0.0 ~= 0.0, int ~= float).
+-- Exact deep equality, as a replay must reproduce arguments: floats bit for
+-- bit (a NaN's sign, -0.0), int ~= float.
 local function same(a, b, seen)
   if type(a) ~= type(b) then return false end
   if type(a) == "number" then
     if math.type(a) ~= math.type(b) then return false end
-    if a ~= a then return b ~= b end
-    if a == 0 and b == 0 then return 1 / a == 1 / b end
+    if math.type(a) == "float" then return string.pack("<d", a) == string.pack("<d", b) end
     return a == b
   end
   if type(a) ~= "table" then return a == b end
@@ -125,6 +126,7 @@ local function same(a, b, seen)
   return na == nb
 end
 
+cr.set_replay_compile(2) -- the first replay decodes, the second compiles
 local recorded = {}
 local record = cr.replayable(function(...) recorded[#recorded + 1] = table.pack(...) end, "fuzz.record")
 local replay_probe = cr(function(_label, v) record(v); return true end, { name = "fuzz replay" })
@@ -163,10 +165,12 @@ function fuzz_one(data, debug_print)
     counter = counter + 1
     recorded = {}
     replay_probe(counter, a)   -- live: records
-    replay_probe(counter, a)   -- hit: replays from the C buffer
-    assert(#recorded == 2, "expected a live call and a replay")
-    if debug_print then debug_print(a, recorded[1][1], recorded[2][1]) end
+    replay_probe(counter, a)   -- hit: the C loop replays the buffer
+    replay_probe(counter, a)   -- hit: a compiled function replays it
+    assert(#recorded == 3, "expected a live call and two replays")
+    if debug_print then debug_print(a, recorded[1][1], recorded[2][1], recorded[3][1]) end
     assert(same(recorded[1][1], recorded[2][1]), "replay did not copy the argument exactly")
+    assert(same(recorded[1][1], recorded[3][1]), "compiled replay did not copy the argument exactly")
     if counter % 256 == 0 then cr.clear() end
   end
 end

@@ -31,6 +31,7 @@ build = {
         "src/cache_resource.c",
         "src/cr_buffer.c",
         "src/cr_call.c",
+        "src/cr_compile.c",
         "src/cr_key.c",
         "src/cr_options.c",
         "src/cr_replay.c",

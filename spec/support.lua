@@ -11,8 +11,16 @@ function M.stat(name)
   return found
 end
 
+-- Replays run two ways: decoded record by record by the C loop, or (once a
+-- buffer is hot) by a compiled Lua function. Replay specs run under both.
+M.REPLAY_MODES = {
+  { name = "replayed by the C loop", compile_after = 0 },
+  { name = "replayed by compiled functions", compile_after = 1 },
+}
+
 -- Puts the module back the way a spec expects to find it.
 function M.reset()
+  cr.set_replay_compile(8)
   cr.set_clock(nil)
   cr.set_waiter(nil)
   cr.set_session(nil)

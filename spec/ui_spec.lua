@@ -102,45 +102,48 @@ describe("the UI runtime (SPEC 7)", function()
     assert.has_error(function() ui.text("x") end)
   end)
 
-  describe("containers", function()
-    it("calls into a block created inside the function replay into a new block", function()
-      local function script()
-        local f = cr(function()
-          local b = ui.container()
-          b:text("in block")
-          ui.text("after block")
-          return 1
-        end)
-        f()
-      end
-      local s = ui.session()
-      local p1, p2 = s:run(script), s:run(script)
-      for _, p in ipairs({ p1, p2 }) do
-        assert.equal("container", p[1].kind)
-        assert.equal("in block", p[1].children[1].body)
-        assert.equal("after block", p[2].body)
-      end
-      assert.not_equal(p1[1].children, p2[1].children)
-    end)
+  for _, mode in ipairs(support.REPLAY_MODES) do
+    describe("containers, " .. mode.name, function()
+      before_each(function() cr.set_replay_compile(mode.compile_after) end)
+      it("calls into a block created inside the function replay into a new block", function()
+        local function script()
+          local f = cr(function()
+            local b = ui.container()
+            b:text("in block")
+            ui.text("after block")
+            return 1
+          end)
+          f()
+        end
+        local s = ui.session()
+        local p1, p2 = s:run(script), s:run(script)
+        for _, p in ipairs({ p1, p2 }) do
+          assert.equal("container", p[1].kind)
+          assert.equal("in block", p[1].children[1].body)
+          assert.equal("after block", p[2].body)
+        end
+        assert.not_equal(p1[1].children, p2[1].children)
+      end)
 
-    it("a block created outside the function fails on replay with the three fixes", function()
-      local function script()
-        local outside = ui.container()
-        local f = cr(function() outside:text("leaks"); return 1 end)
-        f()
-      end
-      local s = ui.session()
-      local p1 = s:run(script)
-      assert.equal("leaks", p1[1].children[1].body)
-      local p2 = s:run(script)
-      local last = p2[#p2]
-      assert.equal("exception", last.kind)
-      assert.matches("CacheReplayClosureError", last.body)
-      assert.matches("create the container inside f", last.body)
-      assert.matches("move the call", last.body)
-      assert.matches("stop caching f", last.body)
+      it("a block created outside the function fails on replay with the three fixes", function()
+        local function script()
+          local outside = ui.container()
+          local f = cr(function() outside:text("leaks"); return 1 end)
+          f()
+        end
+        local s = ui.session()
+        local p1 = s:run(script)
+        assert.equal("leaks", p1[1].children[1].body)
+        local p2 = s:run(script)
+        local last = p2[#p2]
+        assert.equal("exception", last.kind)
+        assert.matches("CacheReplayClosureError", last.body)
+        assert.matches("create the container inside f", last.body)
+        assert.matches("move the call", last.body)
+        assert.matches("stop caching f", last.body)
+      end)
     end)
-  end)
+  end
 
   describe("widgets (SPEC 6.3)", function()
     it("return the session's value, changed by s:set", function()

@@ -159,6 +159,19 @@ static int m_session(lua_State *L) {
   return 1;
 }
 
+/* set_replay_compile(n): compile a replay buffer into a Lua function once
+ * it has been replayed n times (default 8); 0 or false: never. */
+static int m_set_replay_compile(lua_State *L) {
+  cr_state *S = state_of(L);
+  lua_Integer n = 0;
+  if (!lua_isboolean(L, 1) || lua_toboolean(L, 1)) {
+    n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= 1000000000, 1, "a replay count from 0 to 10^9 (0: never compile)");
+  }
+  S->compile_after = (unsigned)n;
+  return 0;
+}
+
 static int m_live_refs(lua_State *L) {
   lua_pushinteger(L, state_of(L)->live_refs);
   return 1;
@@ -203,6 +216,7 @@ int luaopen_cache_resource(lua_State *L) {
     {"clear", m_clear}, {"expire", m_expire}, {"stats", m_stats}, {"hash", m_hash},
     {"set_clock", m_set_clock}, {"set_waiter", m_set_waiter}, {"set_session", m_set_session},
     {"end_session", m_end_session}, {"session", m_session}, {"live_refs", m_live_refs},
+    {"set_replay_compile", m_set_replay_compile},
     {NULL, NULL}
   };
   cr_state *S;
@@ -245,6 +259,7 @@ int luaopen_cache_resource(lua_State *L) {
   memset(S, 0, sizeof *S);
   S->clock_ref = S->waiter_ref = S->spinner_ref = S->widget_source_ref = LUA_NOREF;
   S->seed = random_seed(S);
+  S->compile_after = CR_COMPILE_AFTER;
   luaL_setmetatable(L, CR_STATE_MT);
   lua_newtable(L);
   S->identities_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -29,6 +29,7 @@
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
 #define CR_FUNC_MAGIC 0x63724675u
+#define CR_COMPILE_AFTER 8     /* default: replays of a buffer before compiling it */
 
 typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
@@ -43,18 +44,23 @@ typedef struct cr_replay cr_replay;
  * recording frame, then the entry) anchors it by `self_ref`, and a replay
  * in progress keeps it on its own Lua stack, so the entry may be released
  * (or the replaying coroutine abandoned) mid-replay without a dangling
- * buffer or a leak. Uservalue 1: buffer offset -> decoded string, made on
- * first replay. */
+ * buffer or a leak. Uservalues: 1 string number -> decoded string, made on
+ * first replay; 2 the compiled replay (cr_compile.c). */
 struct cr_replay {
   int self_ref;                 /* LUA_NOREF once no C owner holds it */
   int uses_results;             /* some record refers to an earlier call's result */
   cr_cache *cache;              /* whose records: cache_resource.replaying() names it */
   size_t nrecords;
   size_t nstrings;              /* string arguments numbered so far */
+  unsigned replays;             /* hits so far, until compiled */
+  int compiled;                 /* 1: uservalue 2 is the compiled replay; -1: never */
   cr_buffer buf;                /* records: id, nargs, arguments */
   int *refs;                    /* arguments kept by registry reference */
   size_t nrefs, caprefs;
 };
+
+/* Argument tags of the record format (cr_replay.c). */
+enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
 
 /* Why an entry leaves its store: decides the statistic and on_release. */
 enum cr_reason { CR_EVICT, CR_EXPIRE, CR_CLEAR, CR_DROP };
@@ -191,6 +197,7 @@ struct cr_state {
   int fnids_ref;                /* weak table: Lua function -> static identity */
   uint64_t next_gen;
   lua_Integer live_refs;        /* registry refs held for values: leak checks */
+  unsigned compile_after;       /* replays of a buffer before it is compiled; 0 never */
   int closed;
 };
 
@@ -231,6 +238,9 @@ cr_replay *cr_replay_new(lua_State *L);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
 int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
 int cr_replay_gc(lua_State *L);
+
+/* cr_compile.c */
+void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_open(lua_State *L);
 

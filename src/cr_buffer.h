@@ -41,4 +41,26 @@ static inline void cr_buffer_u64(lua_State *L, cr_buffer *b, uint64_t v) {
   b->len += 8;
 }
 
+/* Readers for what the writers above produced; the caller knows the
+ * bytes are there (it wrote them). */
+static inline uint64_t cr_buffer_get_varint(const cr_buffer *b, size_t *pos) {
+  uint64_t v = 0;
+  int shift = 0;
+  while (*pos < b->len) {
+    unsigned char c = b->data[(*pos)++];
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) break;
+    shift += 7;
+  }
+  return v;
+}
+
+static inline uint64_t cr_buffer_get_u64(const cr_buffer *b, size_t *pos) {
+  uint64_t v = 0;
+  int i;
+  for (i = 0; i < 8; i++) v |= (uint64_t)b->data[*pos + i] << (8 * i);
+  *pos += 8;
+  return v;
+}
+
 #endif

@@ -13,13 +13,12 @@
 #include <string.h>
 #include "cr.h"
 
-enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
 
 /* ---- buffers ----------------------------------------------------------- */
 
 /* A new buffer, owned by the caller through self_ref. */
 cr_replay *cr_replay_new(lua_State *L) {
-  cr_replay *rp = (cr_replay *)lua_newuserdatauv(L, sizeof *rp, 1);
+  cr_replay *rp = (cr_replay *)lua_newuserdatauv(L, sizeof *rp, 2);
   memset(rp, 0, sizeof *rp);
   rp->self_ref = LUA_NOREF;
   luaL_setmetatable(L, CR_REPLAY_MT);
@@ -183,26 +182,6 @@ void cr_replay_free_frame(lua_State *L, cr_call *call) {
 
 /* ---- decoding ------------------------------------------------------------ */
 
-static uint64_t get_varint(const cr_buffer *b, size_t *pos) {
-  uint64_t v = 0;
-  int shift = 0;
-  while (*pos < b->len) {
-    unsigned char c = b->data[(*pos)++];
-    v |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) break;
-    shift += 7;
-  }
-  return v;
-}
-
-static uint64_t get_u64(const cr_buffer *b, size_t *pos) {
-  uint64_t v = 0;
-  int i;
-  for (i = 0; i < 8; i++) v |= (uint64_t)b->data[*pos + i] << (8 * i);
-  *pos += 8;
-  return v;
-}
-
 /* Pushes one decoded value; returns its tag (R_END ends a table).
  * `strings` indexes a table caching the strings already decoded from this
  * buffer, by their number in it (a dense array): interning them anew on
@@ -214,17 +193,17 @@ static int push_value(lua_State *L, const cr_replay *rp, size_t *pos, int result
     case R_NIL: lua_pushnil(L); break;
     case R_FALSE: lua_pushboolean(L, 0); break;
     case R_TRUE: lua_pushboolean(L, 1); break;
-    case R_INT: lua_pushinteger(L, (lua_Integer)get_u64(b, pos)); break;
+    case R_INT: lua_pushinteger(L, (lua_Integer)cr_buffer_get_u64(b, pos)); break;
     case R_FLOAT: {
-      uint64_t bits = get_u64(b, pos);
+      uint64_t bits = cr_buffer_get_u64(b, pos);
       double d;
       memcpy(&d, &bits, sizeof d);
       lua_pushnumber(L, (lua_Number)d);
       break;
     }
     case R_STR: {
-      lua_Integer slot = (lua_Integer)get_varint(b, pos);
-      size_t len = (size_t)get_varint(b, pos);
+      lua_Integer slot = (lua_Integer)cr_buffer_get_varint(b, pos);
+      size_t len = (size_t)cr_buffer_get_varint(b, pos);
       if (lua_rawgeti(L, strings, slot) != LUA_TSTRING) {
         lua_pop(L, 1);
         lua_pushlstring(L, (const char *)b->data + *pos, len);
@@ -242,8 +221,8 @@ static int push_value(lua_State *L, const cr_replay *rp, size_t *pos, int result
         lua_rawset(L, -3);
       }
       break;
-    case R_REF: lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[get_varint(b, pos)]); break;
-    case R_RESULT: lua_rawgeti(L, results, (lua_Integer)get_varint(b, pos)); break;
+    case R_REF: lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[cr_buffer_get_varint(b, pos)]); break;
+    case R_RESULT: lua_rawgeti(L, results, (lua_Integer)cr_buffer_get_varint(b, pos)); break;
     default: break; /* R_END pushes nothing */
   }
   return tag;
@@ -285,8 +264,8 @@ static int replay_loop(lua_State *L, int slots, size_t pos) {
   const cr_replay *rp = (const cr_replay *)lua_touserdata(L, slots + SLOT_ANCHOR);
   int nvalues;
   while (pos < rp->buf.len) {
-    lua_Integer id = (lua_Integer)get_varint(&rp->buf, &pos);
-    int n = (int)get_varint(&rp->buf, &pos), i;
+    lua_Integer id = (lua_Integer)cr_buffer_get_varint(&rp->buf, &pos);
+    int n = (int)cr_buffer_get_varint(&rp->buf, &pos), i;
     if (n > LUA_MINSTACK - 2) luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
     lua_rawgeti(L, slots + SLOT_FNS, id);
     for (i = 0; i < n; i++) push_value(L, rp, &pos, slots + SLOT_RESULTS, slots + SLOT_STRINGS);
@@ -307,6 +286,13 @@ static int replay_resume(lua_State *L, int status, lua_KContext ctx) {
   return replay_loop(L, slots, (size_t)ctx);
 }
 
+/* After the compiled replay: the anchor is on top, the values below it. */
+static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lua_pop(L, 1);
+  return (int)ctx;
+}
+
 /* Replays rp's records in order, then returns the nvalues values on top of
  * the stack (SPEC 6.2). `direct`: nothing would record these calls (no
  * computation of this coroutine encloses the hit), so call the UI functions
@@ -316,6 +302,14 @@ int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int dir
   luaL_checkstack(L, NSLOTS + LUA_MINSTACK, "cache_resource: replaying");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
   slots = lua_gettop(L);
+  if (rp->compiled == 0 && S->compile_after && ++rp->replays >= S->compile_after)
+    cr_replay_compile(L, S, rp, slots);
+  if (rp->compiled == 1) {
+    lua_getiuservalue(L, slots, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
+    lua_callk(L, 1, 0, (lua_KContext)nvalues, compiled_done);
+    return compiled_done(L, LUA_OK, (lua_KContext)nvalues);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
   if (lua_getiuservalue(L, slots, 1) != LUA_TTABLE) {
     lua_pop(L, 1);

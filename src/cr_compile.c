@@ -1,0 +1,192 @@
+/* Compiled replays. A replay buffer hit often enough is turned into a Lua
+ * function that makes the same calls with the same arguments: a Lua-to-Lua
+ * call with constant arguments costs far less than decoding a record and
+ * entering the VM again through lua_callk for each one (make bench, replay
+ * row). The C buffer stays the record (stats, releases, the fallback for
+ * buffers this does not take); the function is a cache of it, kept as
+ * uservalue 2 of the buffer's userdata so both go together.
+ *
+ * The generated chunk, for records 0, 1, 2, ...:
+ *
+ *   local R = ...              -- values kept by reference, non-finite floats
+ *   return function(F)         -- F: replayable id -> function to call
+ *   local T = {}               -- only when a record uses an earlier result
+ *   F[3]("element 1",0x...)    -- record 0
+ *   T[2] = F[5]()              -- record 1, whose result record 2 uses
+ *   F[6](T[2],{["a"]=...})     -- record 2
+ *   end
+ *
+ * Every literal is exact: integers in hexadecimal (Lua wraps them to the
+ * same 64 bits), finite floats in C99 "%a" form, strings with every byte
+ * outside printable ASCII as a three-digit decimal escape; NaN and the
+ * infinities go through R, so even a NaN's sign survives. Tables are
+ * constructors, so each replay passes a fresh table, as the C loop does. */
+#include <stdio.h>
+#include <string.h>
+#include <math.h>
+#include "cr.h"
+
+/* Beyond these the C loop replays: a Lua function has at most 255
+ * registers, and compiling a huge buffer costs more than it saves. */
+#define COMPILE_MAX_BYTES 16384
+#define COMPILE_MAX_ARGS 64
+#define COMPILE_MAX_DEPTH 16
+
+/* Pass 1: checks a value fits the limits and marks the records whose
+ * results are referred to. Returns 0 when it does not fit. */
+static int scan_value(const cr_buffer *b, size_t *pos, int depth, unsigned char *used, size_t nrecords) {
+  int tag = b->data[(*pos)++];
+  switch (tag) {
+    case R_INT: case R_FLOAT: *pos += 8; return 1;
+    case R_STR: {
+      size_t len;
+      cr_buffer_get_varint(b, pos);
+      len = (size_t)cr_buffer_get_varint(b, pos);
+      *pos += len;
+      return 1;
+    }
+    case R_TABLE:
+      if (depth >= COMPILE_MAX_DEPTH) return 0;
+      while (b->data[*pos] != R_END)
+        if (!scan_value(b, pos, depth + 1, used, nrecords) || !scan_value(b, pos, depth + 1, used, nrecords))
+          return 0;
+      (*pos)++;
+      return 1;
+    case R_REF: cr_buffer_get_varint(b, pos); return 1;
+    case R_RESULT: {
+      uint64_t i = cr_buffer_get_varint(b, pos);
+      if (i >= nrecords) return 0;
+      used[i] = 1;
+      return 1;
+    }
+    default: return 1; /* nil, booleans */
+  }
+}
+
+static void put(lua_State *L, cr_buffer *out, const char *s) {
+  cr_buffer_put(L, out, s, strlen(s));
+}
+
+/* Pass 2: writes one value as a Lua expression. `R` indexes the table of
+ * values passed by reference; *nextra counts the ones added after refs. */
+static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t *pos, int R, size_t *nextra) {
+  const cr_buffer *b = &rp->buf;
+  char num[64];
+  int tag = b->data[(*pos)++];
+  switch (tag) {
+    case R_NIL: put(L, out, "nil"); break;
+    case R_FALSE: put(L, out, "false"); break;
+    case R_TRUE: put(L, out, "true"); break;
+    case R_INT:
+      snprintf(num, sizeof num, "0x%016llx", (unsigned long long)cr_buffer_get_u64(b, pos));
+      put(L, out, num);
+      break;
+    case R_FLOAT: {
+      uint64_t bits = cr_buffer_get_u64(b, pos);
+      double d;
+      memcpy(&d, &bits, sizeof d);
+      if (isfinite(d)) {
+        snprintf(num, sizeof num, "(%a)", d);
+      } else { /* no literal keeps every bit of these */
+        lua_pushnumber(L, (lua_Number)d);
+        lua_rawseti(L, R, (lua_Integer)(rp->nrefs + ++*nextra));
+        snprintf(num, sizeof num, "R[%zu]", rp->nrefs + *nextra);
+      }
+      put(L, out, num);
+      break;
+    }
+    case R_STR: {
+      size_t len, i;
+      cr_buffer_get_varint(b, pos);
+      len = (size_t)cr_buffer_get_varint(b, pos);
+      cr_buffer_byte(L, out, '"');
+      for (i = 0; i < len; i++) {
+        unsigned char c = b->data[*pos + i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+          cr_buffer_byte(L, out, c);
+        } else {
+          snprintf(num, sizeof num, "\\%03u", (unsigned)c);
+          put(L, out, num);
+        }
+      }
+      cr_buffer_byte(L, out, '"');
+      *pos += len;
+      break;
+    }
+    case R_TABLE:
+      cr_buffer_byte(L, out, '{');
+      while (b->data[*pos] != R_END) {
+        cr_buffer_byte(L, out, '[');
+        emit_value(L, out, rp, pos, R, nextra);
+        put(L, out, "]=");
+        emit_value(L, out, rp, pos, R, nextra);
+        cr_buffer_byte(L, out, ',');
+      }
+      (*pos)++;
+      cr_buffer_byte(L, out, '}');
+      break;
+    case R_REF:
+      snprintf(num, sizeof num, "R[%llu]", (unsigned long long)cr_buffer_get_varint(b, pos) + 1);
+      put(L, out, num);
+      break;
+    case R_RESULT:
+      snprintf(num, sizeof num, "T[%llu]", (unsigned long long)cr_buffer_get_varint(b, pos) + 1);
+      put(L, out, num);
+      break;
+    default: break;
+  }
+}
+
+/* Turns rp's records into a function, stored as uservalue 2 of the
+ * buffer's userdata at index `anchor`. Sets rp->compiled to 1, or to -1
+ * when the buffer is beyond the limits (the C loop then replays it). */
+void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor) {
+  cr_buffer *out = &S->dumpbuf; /* idle outside wrap-time identity dumps */
+  const cr_buffer *b = &rp->buf;
+  unsigned char *used;
+  size_t pos = 0, index, nextra = 0, i;
+  int R, top = lua_gettop(L);
+  rp->compiled = -1;
+  if (b->len > COMPILE_MAX_BYTES) return;
+  luaL_checkstack(L, 8, "cache_resource: compiling a replay");
+  used = (unsigned char *)lua_newuserdatauv(L, rp->nrecords ? rp->nrecords : 1, 0);
+  memset(used, 0, rp->nrecords ? rp->nrecords : 1);
+  for (index = 0; pos < b->len; index++) {
+    size_t n;
+    cr_buffer_get_varint(b, &pos);
+    n = (size_t)cr_buffer_get_varint(b, &pos);
+    if (n > COMPILE_MAX_ARGS) goto done;
+    for (i = 0; i < n; i++)
+      if (!scan_value(b, &pos, 0, used, rp->nrecords)) goto done;
+  }
+  lua_createtable(L, (int)rp->nrefs, 0);
+  R = lua_gettop(L);
+  for (i = 0; i < rp->nrefs; i++) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[i]);
+    lua_rawseti(L, R, (lua_Integer)i + 1);
+  }
+  out->len = 0;
+  put(L, out, "local R = ...\nreturn function(F)\n");
+  if (rp->uses_results) put(L, out, "local T = {}\n");
+  for (pos = 0, index = 0; pos < b->len; index++) {
+    char head[64];
+    uint64_t id = cr_buffer_get_varint(b, &pos), n = cr_buffer_get_varint(b, &pos), k;
+    if (used[index]) snprintf(head, sizeof head, "T[%zu]=F[%llu](", index + 1, (unsigned long long)id);
+    else snprintf(head, sizeof head, "F[%llu](", (unsigned long long)id);
+    put(L, out, head);
+    for (k = 0; k < n; k++) {
+      if (k) cr_buffer_byte(L, out, ',');
+      emit_value(L, out, rp, &pos, R, &nextra);
+    }
+    put(L, out, ")\n");
+  }
+  put(L, out, "end\n");
+  if (luaL_loadbufferx(L, (const char *)out->data, out->len, "=cache_resource replay", "t") != LUA_OK) goto done;
+  lua_pushvalue(L, R);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isfunction(L, -1)) goto done;
+  lua_setiuservalue(L, anchor, 2);
+  rp->compiled = 1;
+done:
+  if (out->cap > COMPILE_MAX_BYTES * 8) cr_buffer_free(out); /* do not keep a big one around */
+  lua_settop(L, top);
+}
