@@ -282,3 +282,34 @@ for _, mode in ipairs(support.REPLAY_MODES) do
     end)
   end)
 end
+
+describe("set_replay_compile", function()
+  before_each(support.reset)
+
+  local function replayed_by()
+    cr.clear() -- the same closure, re-created, would hit the last call's entry
+    local seen = {}
+    local probe = cr.replayable(function()
+      seen[#seen + 1] = debug.traceback():find("cache_resource replay", 1, true) and "compiled" or "C loop"
+    end)
+    local f = cr(function() probe(); return 1 end)
+    for _ = 1, 5 do f() end
+    return seen
+  end
+
+  it("compiles a buffer after n replays, and 0 or false never compiles", function()
+    cr.set_replay_compile(3)
+    assert.same({ "C loop", "C loop", "C loop", "compiled", "compiled" }, replayed_by())
+    cr.set_replay_compile(0)
+    assert.same({ "C loop", "C loop", "C loop", "C loop", "C loop" }, replayed_by())
+    cr.set_replay_compile(false)
+    assert.same({ "C loop", "C loop", "C loop", "C loop", "C loop" }, replayed_by())
+  end)
+
+  it("rejects what is not a count", function()
+    assert.has_error(function() cr.set_replay_compile(-1) end,
+      "bad argument #1 to 'set_replay_compile' (a replay count from 0 to 10^9 (0: never compile))")
+    assert.has_error(function() cr.set_replay_compile("often") end)
+    assert.has_error(function() cr.set_replay_compile(true) end)
+  end)
+end)

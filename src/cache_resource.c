@@ -159,8 +159,8 @@ static int m_session(lua_State *L) {
   return 1;
 }
 
-/* set_replay_compile(n): compile a replay buffer into a Lua function once
- * it has been replayed n times (default 8); 0 or false: never. */
+/* set_replay_compile(n): from its n-th replay on (default 8), a replay
+ * buffer is compiled into a Lua function; 0 or false: never. */
 static int m_set_replay_compile(lua_State *L) {
   cr_state *S = state_of(L);
   lua_Integer n = 0;

@@ -29,7 +29,7 @@
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
 #define CR_FUNC_MAGIC 0x63724675u
-#define CR_COMPILE_AFTER 8     /* default: replays of a buffer before compiling it */
+#define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
 
 typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
@@ -197,7 +197,7 @@ struct cr_state {
   int fnids_ref;                /* weak table: Lua function -> static identity */
   uint64_t next_gen;
   lua_Integer live_refs;        /* registry refs held for values: leak checks */
-  unsigned compile_after;       /* replays of a buffer before it is compiled; 0 never */
+  unsigned compile_after;       /* the replay that compiles a buffer; 0 never */
   int closed;
 };
 
