@@ -226,6 +226,19 @@ do
   row("scale", "hit with 10 entries", t10, t10)
   row("scale", string.format("hit with %d entries", BIG), tbig, t10)
   cr.clear()
+  big, small = nil, nil
+  -- The same access pattern on plain Lua tables: what memory alone costs.
+  local t_small, t_big, skeys = {}, {}, {}
+  for i = 1, 10 do t_small["k" .. i] = { i } end
+  for i = 1, BIG do t_big["k" .. i] = { i } end
+  for i = 1, 1024 do skeys[i] = "k" .. ((i * 7919) % 10 + 1) end
+  local l10 = measure(function(n) local v; for i = 1, n do v = t_small[skeys[(i & 1023) + 1]] end; return v end)
+  for i = 1, 1024 do skeys[i] = "k" .. ((i * 7919) % BIG + 1) end
+  local lbig = measure(function(n) local v; for i = 1, n do v = t_big[skeys[(i & 1023) + 1]] end; return v end)
+  row("scale (Lua table)", "plain table lookup, 10 string keys", l10, l10, "the memory floor, for comparison")
+  row("scale (Lua table)", string.format("plain table lookup, %d string keys", BIG), lbig, l10)
+  t_big = nil
+  collectgarbage()
 end
 
 -- ---- report --------------------------------------------------------------
