@@ -238,7 +238,9 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
   lru_push(st, e);
-  if (++st->count > st->mask + 1) grow_buckets(st);
+  /* load factor <= 1/2: a hit in a big store then rarely walks past a
+   * second entry, each of which is a cache miss */
+  if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
   if (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries) {
     st->pins++;
     while ((lua_Integer)st->count > c->max_entries && st->oldest) cr_entry_release(L, st->oldest, CR_EVICT);
