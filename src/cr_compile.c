@@ -17,7 +17,8 @@
  *   end
  *
  * Every literal is exact: integers in hexadecimal (Lua wraps them to the
- * same 64 bits), finite floats in C99 "%a" form, strings with every byte
+ * same 64 bits), finite floats as hexadecimal literals built from their
+ * bits, strings with every byte
  * outside printable ASCII as a three-digit decimal escape; NaN and the
  * infinities go through R, so even a NaN's sign survives. Tables are
  * constructors, so each replay passes a fresh table, as the C loop does. */
@@ -63,6 +64,18 @@ static int scan_value(const cr_buffer *b, size_t *pos, int depth, unsigned char 
   }
 }
 
+/* A finite double as an exact hexadecimal float literal, written from its
+ * bits: printf's "%a" would follow the C locale's decimal point. */
+static void format_float(char *out, size_t size, uint64_t bits) {
+  const char *sign = (bits >> 63) ? "-" : "";
+  int exponent = (int)((bits >> 52) & 0x7ff);
+  unsigned long long mantissa = (unsigned long long)(bits & ((UINT64_C(1) << 52) - 1));
+  if (exponent == 0) /* zero or subnormal */
+    snprintf(out, size, "(%s0x0.%013llxp-1022)", sign, mantissa);
+  else
+    snprintf(out, size, "(%s0x1.%013llxp%+d)", sign, mantissa, exponent - 1023);
+}
+
 static void put(lua_State *L, cr_buffer *out, const char *s) {
   cr_buffer_put(L, out, s, strlen(s));
 }
@@ -86,7 +99,7 @@ static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t
       double d;
       memcpy(&d, &bits, sizeof d);
       if (isfinite(d)) {
-        snprintf(num, sizeof num, "(%a)", d);
+        format_float(num, sizeof num, bits);
       } else { /* no literal keeps every bit of these */
         lua_pushnumber(L, (lua_Number)d);
         lua_rawseti(L, R, (lua_Integer)(rp->nrefs + ++*nextra));
