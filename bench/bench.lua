@@ -16,23 +16,56 @@ local function median(t)
   return t[(#t + 1) // 2]
 end
 
--- ns per call of body(n), which must make n calls.
-local function measure(body, n)
+-- Times bodies side by side; each body(n) makes n calls. Round r of every
+-- body runs before round r+1 of any, so a noisy neighbour on a shared
+-- machine slows them alike. Returns each body's median ns per call and,
+-- when base is given, each body's median per-round ratio to bodies[base].
+local function measure_set(bodies, n, base)
   n = n or N
-  body(math.max(1, n // 10)) -- warm up
   local samples = {}
-  for r = 1, ROUNDS do
-    local t0 = clock()
-    body(n)
-    samples[r] = (clock() - t0) * 1e9 / n
+  for i, body in ipairs(bodies) do
+    body(math.max(1, n // 10)) -- warm up
+    samples[i] = {}
   end
-  return median(samples)
+  for r = 1, ROUNDS do
+    for i, body in ipairs(bodies) do
+      local t0 = clock()
+      body(n)
+      samples[i][r] = (clock() - t0) * 1e9 / n
+    end
+  end
+  local ns, ratios = {}, {}
+  for i = 1, #bodies do
+    if base then
+      local per_round = {}
+      for r = 1, ROUNDS do per_round[r] = samples[i][r] / samples[base][r] end
+      ratios[i] = median(per_round)
+    end
+    ns[i] = median(samples[i])
+  end
+  return ns, ratios
 end
 
 local rows = {}
-local function row(group, name, ns, base, note)
-  rows[#rows + 1] = { group = group, name = name, ns = ns, ratio = base and ns / base, note = note }
-  return ns
+local function row(group, name, ns, ratio, note)
+  rows[#rows + 1] = { group = group, name = name, ns = ns, ratio = ratio, note = note }
+end
+
+-- One group of rows measured side by side. variants: { { name, body,
+-- note = ..., base = true }, ... }; ratios are to the base variant.
+local function group(name, variants, n)
+  local bodies, base = {}, nil
+  for i, v in ipairs(variants) do
+    bodies[i] = v[2]
+    if v.base then base = i end
+  end
+  local ns, ratios = measure_set(bodies, n, base)
+  local by_name = {}
+  for i, v in ipairs(variants) do
+    row(name, v[1], ns[i], ratios[i], v.note)
+    by_name[v[1]] = { ns = ns[i], ratio = ratios[i], row = rows[#rows] }
+  end
+  return by_name
 end
 
 -- ---- the alternatives ---------------------------------------------------
@@ -76,31 +109,37 @@ end
 
 -- ---- hits ---------------------------------------------------------------
 
-local function hit_group(group, args, memo_call)
-  local f = cr(function(...) return work(...) end, { name = "bench " .. group })
+local function hit_group(name, args, memo_call)
+  local f = cr(function(...) return work(...) end, { name = "bench " .. name })
   local nested = memoize_nested(work)
   local concat = memoize_concat(work)
   local a1, a2, a3 = table.unpack(args)
-  local base = measure(memo_call)
-  row(group, "direct call (no cache, the floor)", measure(function(n) for _ = 1, n do work(a1, a2, a3) end end), base)
-  row(group, "hand-written table memo", base, base)
-  local generic = row(group, "generic nested-table memoizer", measure(function(n) for _ = 1, n do nested(a1, a2, a3) end end), base)
-  row(group, "table.concat-key memoizer", measure(function(n) for _ = 1, n do concat(a1, a2, a3) end end), base)
   -- What any callable object pays before its own code runs: a C function
   -- that does nothing, reached through __call as a cached function is.
   local callable = setmetatable({}, { __call = rawequal })
-  row(group, "floor: a no-op C function through __call", measure(function(n) for _ = 1, n do callable(a1, a2, a3) end end),
-    base, "no cache object can be faster")
-  local mine = row(group, "cache_resource hit", measure(function(n) for _ = 1, n do f(a1, a2, a3) end end), base)
-  rows[#rows].note = string.format("%.1fx faster than the generic memoizer", generic / mine)
+  local r = group(name, {
+    { "direct call (no cache, the floor)", function(n) for _ = 1, n do work(a1, a2, a3) end end },
+    { "hand-written table memo", memo_call, base = true },
+    { "generic nested-table memoizer", function(n) for _ = 1, n do nested(a1, a2, a3) end end },
+    { "table.concat-key memoizer", function(n) for _ = 1, n do concat(a1, a2, a3) end end },
+    { "floor: a no-op C function through __call", function(n) for _ = 1, n do callable(a1, a2, a3) end end,
+      note = "no cache object can be faster" },
+    { "cache_resource hit", function(n) for _ = 1, n do f(a1, a2, a3) end end },
+  })
+  local mine = r["cache_resource hit"]
+  mine.row.note = string.format("%.1fx faster than the generic memoizer",
+    r["generic nested-table memoizer"].ratio / mine.ratio)
 end
 
 do -- no argument
   local f = cr(function() return {} end, { name = "bench no-arg" })
   local memo
-  local base = measure(function(n) for _ = 1, n do local v = memo; if v == nil then v = {}; memo = v end end end)
-  row("no argument", "hand-written memo (one upvalue)", base, base)
-  row("no argument", "cache_resource hit", measure(function(n) for _ = 1, n do f() end end), base)
+  group("no argument", {
+    { "hand-written memo (one upvalue)", function(n)
+      for _ = 1, n do local v = memo; if v == nil then v = {}; memo = v end end
+    end, base = true },
+    { "cache_resource hit", function(n) for _ = 1, n do f() end end },
+  })
 end
 
 do -- one short string
@@ -127,21 +166,22 @@ do -- three mixed scalars
   end)
 end
 
-local function table_group(group, arg)
-  local f = cr(function(t) return work(t) end, { name = "bench " .. group })
+local function table_group(name, arg, n)
+  local f = cr(function(t) return work(t) end, { name = "bench " .. name })
   local cache = {}
-  local base = measure(function(n)
-    for _ = 1, n do
-      local v = cache[arg]
-      if v == nil then v = work(arg); cache[arg] = v end
-    end
-  end)
-  row(group, "table memo keyed by the table's identity", base, base)
-  -- A key by content has to read every field at least once.
-  row(group, "floor: reading every field (pairs loop)", measure(function(n)
-    for _ = 1, n do for _, _ in pairs(arg) do end end
-  end), base, "before any hashing")
-  row(group, "cache_resource hit (keyed by content)", measure(function(n) for _ = 1, n do f(arg) end end), base)
+  group(name, {
+    { "table memo keyed by the table's identity", function(k)
+      for _ = 1, k do
+        local v = cache[arg]
+        if v == nil then v = work(arg); cache[arg] = v end
+      end
+    end, base = true },
+    -- A key by content has to read every field at least once.
+    { "floor: reading every field (pairs loop)", function(k)
+      for _ = 1, k do for _, _ in pairs(arg) do end end
+    end, note = "before any hashing" },
+    { "cache_resource hit (keyed by content)", function(k) for _ = 1, k do f(arg) end end },
+  }, n)
 end
 
 do
@@ -150,26 +190,24 @@ do
   table_group("10-field table", cfg)
   local arr = {}
   for i = 1, 1000 do arr[i] = i end
-  local saved = N
-  N = N // 100
-  table_group("1000-element array", arr)
-  N = saved
+  table_group("1000-element array", arr, N // 100)
 end
 
 do -- ttl and max_entries
   local cache = {}
-  local base = measure(function(n)
-    for _ = 1, n do
-      local k = "users.db"
-      local v = cache[k]
-      if v == nil then v = work(k); cache[k] = v end
-    end
-  end)
   local with_ttl = cr(function(k) return work(k) end, { ttl = "1h", name = "bench ttl" })
   local with_max = cr(function(k) return work(k) end, { max_entries = 100, name = "bench max" })
-  row("options (one string)", "hand-written table memo", base, base)
-  row("options (one string)", "cache_resource hit, ttl set", measure(function(n) for _ = 1, n do with_ttl("users.db") end end), base)
-  row("options (one string)", "cache_resource hit, max_entries set", measure(function(n) for _ = 1, n do with_max("users.db") end end), base)
+  group("options (one string)", {
+    { "hand-written table memo", function(n)
+      for _ = 1, n do
+        local k = "users.db"
+        local v = cache[k]
+        if v == nil then v = work(k); cache[k] = v end
+      end
+    end, base = true },
+    { "cache_resource hit, ttl set", function(n) for _ = 1, n do with_ttl("users.db") end end },
+    { "cache_resource hit, max_entries set", function(n) for _ = 1, n do with_max("users.db") end end },
+  })
   cr.clear()
 end
 
@@ -186,13 +224,14 @@ do -- replay of 10 UI calls
   page()
   local labels = {}
   for i = 1, 10 do labels[i] = "element " .. i end
-  local base = measure(function(n)
-    for _ = 1, n do
-      for i = 1, 10 do fns[i](labels[i]) end
-    end
-  end, N // 10)
-  row("replay", "calling the 10 UI functions directly", base, base)
-  row("replay", "cache_resource hit replaying 10 UI calls", measure(function(n) for _ = 1, n do page() end end, N // 10), base)
+  group("replay", {
+    { "calling the 10 UI functions directly", function(n)
+      for _ = 1, n do
+        for i = 1, 10 do fns[i](labels[i]) end
+      end
+    end, base = true },
+    { "cache_resource hit replaying 10 UI calls", function(n) for _ = 1, n do page() end end },
+  }, N // 10)
 end
 
 -- ---- misses and scale ----------------------------------------------------
@@ -227,25 +266,37 @@ do
   local big = cr(function(k) return k end, { name = "bench 10^6 entries" })
   for i = 1, 10 do small(i) end
   for i = 1, BIG do big(i) end
-  local keys = {}
-  for i = 1, 1024 do keys[i] = (i * 7919) % 10 + 1 end
-  local t10 = measure(function(n) for i = 1, n do small(keys[(i & 1023) + 1]) end end)
-  for i = 1, 1024 do keys[i] = (i * 7919) % BIG + 1 end
-  local tbig = measure(function(n) for i = 1, n do big(keys[(i & 1023) + 1]) end end)
-  row("scale", "hit with 10 entries", t10, t10)
-  row("scale", string.format("hit with %d entries", BIG), tbig, t10)
+  local small_keys, big_keys = {}, {}
+  for i = 1, 1024 do
+    small_keys[i] = (i * 7919) % 10 + 1
+    big_keys[i] = (i * 7919) % BIG + 1
+  end
+  group("scale", {
+    { "hit with 10 entries", function(n) for i = 1, n do small(small_keys[(i & 1023) + 1]) end end, base = true },
+    { string.format("hit with %d entries", BIG), function(n) for i = 1, n do big(big_keys[(i & 1023) + 1]) end end },
+  })
   cr.clear()
   big, small = nil, nil
   -- The same access pattern on plain Lua tables: what memory alone costs.
-  local t_small, t_big, skeys = {}, {}, {}
+  local t_small, t_big, s_small, s_big = {}, {}, {}, {}
   for i = 1, 10 do t_small["k" .. i] = { i } end
   for i = 1, BIG do t_big["k" .. i] = { i } end
-  for i = 1, 1024 do skeys[i] = "k" .. ((i * 7919) % 10 + 1) end
-  local l10 = measure(function(n) local v; for i = 1, n do v = t_small[skeys[(i & 1023) + 1]] end; return v end)
-  for i = 1, 1024 do skeys[i] = "k" .. ((i * 7919) % BIG + 1) end
-  local lbig = measure(function(n) local v; for i = 1, n do v = t_big[skeys[(i & 1023) + 1]] end; return v end)
-  row("scale (Lua table)", "plain table lookup, 10 string keys", l10, l10, "the memory floor, for comparison")
-  row("scale (Lua table)", string.format("plain table lookup, %d string keys", BIG), lbig, l10)
+  for i = 1, 1024 do
+    s_small[i] = "k" .. small_keys[i]
+    s_big[i] = "k" .. big_keys[i]
+  end
+  group("scale (Lua table)", {
+    { "plain table lookup, 10 string keys", function(n)
+      local v
+      for i = 1, n do v = t_small[s_small[(i & 1023) + 1]] end
+      return v
+    end, base = true, note = "what memory alone costs, for comparison" },
+    { string.format("plain table lookup, %d string keys", BIG), function(n)
+      local v
+      for i = 1, n do v = t_big[s_big[(i & 1023) + 1]] end
+      return v
+    end },
+  })
   t_big = nil
   collectgarbage()
 end

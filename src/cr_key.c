@@ -545,7 +545,6 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
       case LUA_TBOOLEAN: buf[len++] = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE; break;
       case LUA_TNUMBER: {
         uint64_t v;
-        int k;
         if (lua_isinteger(L, idx)) {
           buf[len++] = TAG_INT;
           v = (uint64_t)lua_tointeger(L, idx);
@@ -555,20 +554,16 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
           if (d != d) v = UINT64_C(0x7ff8000000000000);
           else memcpy(&v, &d, sizeof v);
         }
-        for (k = 0; k < 8; k++) buf[len++] = (unsigned char)(v >> (8 * k));
+        put_u64(buf + len, v);
+        len += 8;
         break;
       }
       case LUA_TSTRING: {
         size_t sl;
         const char *p = lua_tolstring(L, idx, &sl);
-        uint64_t v = sl;
         if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
         buf[len++] = TAG_STRING;
-        do { /* varint, as cr_buffer_varint writes it */
-          unsigned char c = (unsigned char)(v & 0x7f);
-          v >>= 7;
-          buf[len++] = (unsigned char)(c | (v ? 0x80 : 0));
-        } while (v);
+        len = (size_t)(put_varint(buf + len, sl) - buf); /* as cr_buffer_varint writes it */
         memcpy(buf + len, p, sl);
         len += sl;
         break;
