@@ -178,6 +178,22 @@ describe("argument keys (SPEC 3.2)", function()
       assert.not_equal(a, f(io.stdout, "select 2"))
     end)
 
+    it("a call's key is the key clear(...) computes: trailing nils, skipped parameters, scalars", function()
+      local runs = 0
+      local f = cr(function(_conn, a, b, c) runs = runs + 1; return runs end)
+      local lists = {
+        { io.stdout, "s", 1 }, { io.stdout, true, 2.5, false }, { io.stdout }, { nil, nil, -0.0 },
+        { io.stdout, 0 / 0, math.mininteger, "with\0nul" }, { io.stdout, nil, nil, 7 },
+      }
+      for _, args in ipairs(lists) do
+        local first = f(table.unpack(args, 1, 4))
+        assert.equal(first, f(table.unpack(args, 1, 4)), "a second call is a hit")
+        local other = { io.stderr, table.unpack(args, 2, 4) } -- another skipped value, trailing nils
+        f:clear(table.unpack(other, 1, 6))
+        assert.equal(first + 1, f(table.unpack(args, 1, 4)), "clear removed the entry the call made")
+      end
+    end)
+
     it("always hash extra ... arguments", function()
       local f = cr(function(_a, ...) return { ... } end)
       assert.not_equal(f(1, "x"), f(1, "y"))

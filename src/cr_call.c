@@ -433,11 +433,11 @@ int cr_func_call(lua_State *L) {
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 2, nargs, &key, buf))
     cr_key_for_call(L, S, f, 2, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
-  st = cr_store_for(L, c, 0);
+  st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
   if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
       (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
-    cr_key_done(&key);
-    cr_store_touch(st, e);
+    if (key.bufs) cr_key_done(&key); /* the scalar path used no shared buffer */
+    if (st->newest != e) cr_store_touch(st, e);
     c->hits++;
     cr_push_values(L, e);
     if (e->replay) return cr_replay_run(L, S, e->replay, e->nvalues, outermost(S, L));

@@ -533,15 +533,17 @@ static void ser_digest(ser *s, unsigned char out[16]) {
  * general serializer writes. Returns 0 when it does not apply. */
 int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
                    unsigned char *buf) {
-  size_t len = 0;
+  size_t len = 0, keep = 0; /* keep: the length up to the last non-nil argument */
   int i;
-  while (nargs > 0 && lua_isnil(L, first + nargs - 1)) nargs--;
   for (i = 1; i <= nargs; i++) {
-    int idx = first + i - 1;
-    if (f->any_skip && i <= f->nparams && f->skip[i - 1]) continue;
+    int idx = first + i - 1, t = lua_type(L, idx);
+    if (f->any_skip && i <= f->nparams && f->skip[i - 1]) {
+      if (t != LUA_TNIL) keep = len;
+      continue;
+    }
     if (len + 10 + 9 > CR_KEY_INLINE_MAX) return 0;
-    switch (lua_type(L, idx)) {
-      case LUA_TNIL: buf[len++] = TAG_NIL; break;
+    switch (t) {
+      case LUA_TNIL: buf[len++] = TAG_NIL; continue; /* trailing nils drop out below */
       case LUA_TBOOLEAN: buf[len++] = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE; break;
       case LUA_TNUMBER: {
         uint64_t v;
@@ -570,9 +572,10 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
       }
       default: return 0;
     }
+    keep = len;
   }
   key->bytes = buf;
-  key->len = len;
+  key->len = len = keep;
   key->is_digest = 0;
   key->bufs = NULL;
   key->hash = XXH3_64bits_withSeed(buf, len, S->seed);
