@@ -203,7 +203,6 @@ struct cr_state {
 
 /* cr_key.c */
 void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key);
-void cr_key_done(cr_key *key);
 int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
                    unsigned char *buf);
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
@@ -215,7 +214,7 @@ int cr_keybufs_gc(lua_State *L);
 /* cr_store.c */
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
-void cr_store_touch(cr_store *st, cr_entry *e);
+void cr_store_relink(cr_store *st, cr_entry *e);
 cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_drain(lua_State *L, cr_store *st);
@@ -238,11 +237,11 @@ cr_replay *cr_replay_new(lua_State *L);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
 int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
 int cr_replay_gc(lua_State *L);
+void cr_replay_free_frame(lua_State *L, cr_call *call);
+void cr_replay_open(lua_State *L);
 
 /* cr_compile.c */
 void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
-void cr_replay_free_frame(lua_State *L, cr_call *call);
-void cr_replay_open(lua_State *L);
 
 /* cr_call.c */
 int cr_func_call(lua_State *L);
@@ -253,6 +252,18 @@ int cr_call_gc(lua_State *L);
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
 void cr_check_options(lua_State *L, int opts);
 int cr_parse_duration(const char *s, double *out);
+
+/* Marks the key's scratch buffers free (the scalar path used none). Inline:
+ * the hit path calls it on every call. */
+static inline void cr_key_done(cr_key *key) {
+  if (key->bufs) key->bufs->busy = 0;
+  key->bufs = NULL;
+}
+
+/* A read or write refreshes recency; the newest entry is already in place. */
+static inline void cr_store_touch(cr_store *st, cr_entry *e) {
+  if (st->newest != e) cr_store_relink(st, e);
+}
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   int i;

@@ -77,12 +77,18 @@ static int owner_state(lua_State *L, lua_State *co) {
 
 static int outermost(cr_state *S, lua_State *L);
 
-/* The values are on the stack above base: replay, then return them. The
- * call record is done with: the replay keeps its state on the stack. */
+/* The nvalues values of a hit are on top of the stack: replay the entry's
+ * UI calls (if any), then return them. */
+static int replay_and_return(lua_State *L, cr_state *S, cr_replay *rp, int nvalues) {
+  if (rp == NULL) return nvalues;
+  return cr_replay_run(L, S, rp, nvalues, outermost(S, L));
+}
+
+/* A hit on the slow path. The call record is done with: a replay keeps its
+ * state on the stack. */
 static int finish_hit(lua_State *L, cr_call *call, cr_replay *rp) {
   call_unlink(call);
-  if (rp == NULL) return call->nvalues;
-  return cr_replay_run(L, call->S, rp, call->nvalues, outermost(call->S, L));
+  return replay_and_return(L, call->S, rp, call->nvalues);
 }
 
 static int hit(lua_State *L, cr_call *call, cr_entry *e) {
@@ -436,12 +442,11 @@ int cr_func_call(lua_State *L) {
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
   if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
       (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
-    if (key.bufs) cr_key_done(&key); /* the scalar path used no shared buffer */
-    if (st->newest != e) cr_store_touch(st, e);
+    cr_key_done(&key);
+    cr_store_touch(st, e);
     c->hits++;
     cr_push_values(L, e);
-    if (e->replay) return cr_replay_run(L, S, e->replay, e->nvalues, outermost(S, L));
-    return e->nvalues;
+    return replay_and_return(L, S, e->replay, e->nvalues);
   }
   return slow_path(L, f, nargs, &key);
 }

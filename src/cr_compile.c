@@ -18,8 +18,8 @@
  *
  * Every literal is exact: integers in hexadecimal (Lua wraps them to the
  * same 64 bits), finite floats as hexadecimal literals built from their
- * bits, strings with every byte
- * outside printable ASCII as a three-digit decimal escape; NaN and the
+ * bits, strings with every byte outside printable ASCII as a three-digit
+ * decimal escape; NaN and the
  * infinities go through R, so even a NaN's sign survives. Tables are
  * constructors, so each replay passes a fresh table, as the C loop does. */
 #include <stdio.h>
@@ -162,8 +162,8 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor) {
   rp->compiled = -1;
   if (b->len > COMPILE_MAX_BYTES) return;
   luaL_checkstack(L, 8, "cache_resource: compiling a replay");
-  used = (unsigned char *)lua_newuserdatauv(L, rp->nrecords ? rp->nrecords : 1, 0);
-  memset(used, 0, rp->nrecords ? rp->nrecords : 1);
+  used = (unsigned char *)lua_newuserdatauv(L, rp->nrecords + 1, 0);
+  memset(used, 0, rp->nrecords + 1);
   for (index = 0; pos < b->len; index++) {
     size_t n;
     cr_buffer_get_varint(b, &pos);

@@ -72,11 +72,6 @@ static cr_keybufs *take_bufs(lua_State *L, cr_state *S) {
   return kb;
 }
 
-void cr_key_done(cr_key *key) {
-  if (key->bufs) key->bufs->busy = 0;
-  key->bufs = NULL;
-}
-
 /* ---- errors ---------------------------------------------------------- */
 
 static const char *param_name(lua_State *L, const cr_func *f, int i) {

@@ -13,7 +13,6 @@
 #include <string.h>
 #include "cr.h"
 
-
 /* ---- buffers ----------------------------------------------------------- */
 
 /* A new buffer, owned by the caller through self_ref. */
@@ -270,8 +269,7 @@ static int replay_loop(lua_State *L, int slots, size_t pos) {
     lua_rawgeti(L, slots + SLOT_FNS, id);
     for (i = 0; i < n; i++) push_value(L, rp, &pos, slots + SLOT_RESULTS, slots + SLOT_STRINGS);
     lua_callk(L, n, 1, (lua_KContext)pos, replay_resume);
-    if (rp->uses_results) replay_step_done(L, slots, rp);
-    else lua_settop(L, slots + NSLOTS - 1);
+    replay_step_done(L, slots, rp);
   }
   nvalues = (int)lua_tointeger(L, slots + SLOT_NVALUES);
   lua_settop(L, slots - 1);
@@ -304,13 +302,12 @@ int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int dir
   slots = lua_gettop(L);
   if (rp->compiled == 0 && S->compile_after && ++rp->replays >= S->compile_after)
     cr_replay_compile(L, S, rp, slots);
+  if (rp->compiled == 1) lua_getiuservalue(L, slots, 2); /* called with the table below */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
   if (rp->compiled == 1) {
-    lua_getiuservalue(L, slots, 2);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
     lua_callk(L, 1, 0, (lua_KContext)nvalues, compiled_done);
     return compiled_done(L, LUA_OK, (lua_KContext)nvalues);
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, direct ? S->replay_fns_ref : S->replayables_ref);
   if (lua_getiuservalue(L, slots, 1) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);

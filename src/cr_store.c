@@ -179,8 +179,7 @@ static void lru_push(cr_store *st, cr_entry *e) {
   st->newest = e;
 }
 
-void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest == e) return;
+void cr_store_relink(cr_store *st, cr_entry *e) {
   lru_unlink(st, e);
   lru_push(st, e);
 }
