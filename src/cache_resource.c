@@ -6,8 +6,12 @@
 #include <time.h>
 #include "cr.h"
 
+/* The state; raises once it was closed (a finalizer running at lua_close
+ * may still call the module). */
 static cr_state *state_of(lua_State *L) {
-  return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
+  cr_state *S = (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
+  cr_check_open(L, S);
+  return S;
 }
 
 static int state_gc(lua_State *L) {
@@ -52,7 +56,13 @@ static int module_call(lua_State *L) {
 
 static int m_expire(lua_State *L) {
   cr_state *S = state_of(L);
-  lua_pushinteger(L, S->heap_len ? (lua_Integer)cr_sweep(L, S, cr_now(L, S)) : 0);
+  double now;
+  if (S->heap_len == 0) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  now = cr_now(L, S); /* Lua code, maybe: the sweep reads the heap after it */
+  lua_pushinteger(L, (lua_Integer)cr_sweep(L, S, now));
   return 1;
 }
 

@@ -10,7 +10,30 @@
  * same closure finds the old entries. Calls that leave the fast path get a cr_call userdata on their own
  * Lua stack: it holds a copy of the key across yields and, while it computes,
  * is the in-flight marker other coroutines wait on and the recording frame
- * that SPEC 6 appends UI calls to. */
+ * that SPEC 6 appends UI calls to.
+ *
+ * The reentrancy rule. Lua code may run at every call into Lua (lua_call*,
+ * lua_pcall*, cr_now, cr_report, the spinner and widget hooks) and at every
+ * API call that allocates a Lua object (lua_push*string, lua_newtable,
+ * lua_createtable, lua_newuserdatauv, lua_pushcclosure with upvalues,
+ * luaL_Buffer...): a garbage-collection step may run __gc finalizers there.
+ * That code may clear any cache, end any session, call cached functions,
+ * change hooks or raise. So, across any such point:
+ *  - an entry pointer, the expiry heap's top and a store's bucket or LRU
+ *    position are stale: look them up again afterwards (by key, by gen);
+ *  - a store pointer is valid only while pinned (st->pins++ ...
+ *    cr_store_unpin); a pinned store whose session ended has `dead` set and
+ *    takes no new entries. A cr_call's `store` is kept valid by
+ *    cr_detach_calls (it becomes NULL when its store goes or is cleared
+ *    under it);
+ *  - cr_cache and cr_state pointers stay valid: caches live until lua_close,
+ *    and lua_close cannot start while a call is running; code that can run
+ *    from a finalizer at lua_close checks S->closed first;
+ *  - a replay buffer lives while its owner (frame, entry) or a running
+ *    replay (`active`) holds it.
+ * Steps that must not be interrupted (linking an entry) use only API calls
+ * that never collect: lua_rawget/rawset/rawgeti/rawseti, luaL_ref/unref,
+ * pushes of non-collectable values. */
 #ifndef CR_H
 #define CR_H
 
@@ -39,12 +62,13 @@ typedef struct cr_session cr_session;
 typedef struct cr_call cr_call;
 typedef struct cr_replay cr_replay;
 
-/* Recorded UI calls of one computation (SPEC 6.1), in a userdata so the
- * garbage collector decides when the buffer goes: its one C owner (the
- * recording frame, then the entry) anchors it by `self_ref`, and a replay
- * in progress keeps it on its own Lua stack, so the entry may be released
- * (or the replaying coroutine abandoned) mid-replay without a dangling
- * buffer or a leak. Uservalues: 1 string number -> decoded string, made on
+/* Recorded UI calls of one computation (SPEC 6.1), in a userdata: its one
+ * C owner (the recording frame, then the entry) anchors it by `self_ref`,
+ * and a replay in progress keeps it on its own Lua stack and counts itself
+ * in `active`, so the entry may be released (or the replaying coroutine
+ * abandoned) mid-replay without a dangling buffer. The owner frees the
+ * records when it lets go and no replay runs, else the last replay does;
+ * __gc is only the fallback (an abandoned replay). Uservalues: 1 string number -> decoded string, made on
  * first replay; 2 the compiled replay (cr_compile.c). */
 struct cr_replay {
   int self_ref;                 /* LUA_NOREF once no C owner holds it */
@@ -54,6 +78,7 @@ struct cr_replay {
   size_t nstrings;              /* string arguments numbered so far */
   unsigned replays;             /* hits so far, until compiled */
   int compiled;                 /* 1: uservalue 2 is the compiled replay; -1: never */
+  unsigned active;              /* replays running (or suspended) over it */
   cr_buffer buf;                /* records: id, nargs, arguments */
   int *refs;                    /* arguments kept by registry reference */
   size_t nrefs, caprefs;
@@ -98,6 +123,7 @@ struct cr_entry {
   size_t keylen;
   int is_digest;
   int nvalues;
+  int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
   int refs[];                   /* registry refs of the values, then key bytes */
 };
 #define CR_NO_HEAP ((size_t)-1)
@@ -106,18 +132,21 @@ struct cr_entry {
 struct cr_store {
   cr_cache *cache;
   cr_session *session;          /* NULL for the global store */
-  cr_store *next_of_cache;      /* the cache's session stores */
+  cr_store *mnext;              /* chain in S's (cache, session) -> store map */
+  cr_store *prev_of_cache, *next_of_cache; /* the cache's session stores */
   cr_store *next_of_session;    /* the session's stores */
   cr_entry **buckets;
   size_t mask;                  /* bucket count - 1 */
   size_t count;
   cr_entry *newest, *oldest;
+  uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
-  int dead;                     /* its session ended: free once unpinned */
+  int dead;                     /* its session ended: takes no entries, freed once unpinned */
 };
 
 struct cr_session {
-  cr_session *next;
+  cr_session *hnext;            /* chain in S->sessions */
+  uint64_t hash;                /* seeded XXH3 of the id */
   cr_store *stores;
   size_t idlen;
   char id[];
@@ -134,7 +163,9 @@ struct cr_cache {
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
-  int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3) */
+  int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3); [0] of
+                                   an ids table counts the entries stored under that key */
+  size_t widget_keys;           /* argument keys in it: the table goes when none is left */
   int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
@@ -168,6 +199,7 @@ struct cr_call {
   cr_call *prev, *next;         /* S->calls: every call in flight */
   int linked;
   int computing;                /* owns the key: others wait on it */
+  int storing;                  /* in the store step: a clear still detaches it */
   int nvalues;                  /* values pushed for validate or replay */
   uint64_t gen;                 /* entry being validated */
   int spinner;                  /* this computation started the spinner */
@@ -186,7 +218,10 @@ struct cr_state {
   cr_buffer dumpbuf;            /* string.dump output while computing identities */
   cr_cache *caches;             /* newest first */
   cr_cache *caches_tail;        /* stats() lists caches oldest first */
-  cr_session *sessions;
+  cr_session **sessions;        /* hash map: session id -> session */
+  size_t session_mask, nsessions;
+  cr_store **store_map;         /* hash map: (cache, session) -> that session's store */
+  size_t store_mask, nstores;
   cr_session *current;
   cr_entry **heap;              /* min-heap of expiring entries */
   size_t heap_len, heap_cap;
@@ -219,17 +254,19 @@ int cr_keybufs_gc(lua_State *L);
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp);
+void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
+                     double expires, int argkey, int ids);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
-void cr_store_drain(lua_State *L, cr_store *st);
 void cr_store_unpin(cr_store *st);
 size_t cr_sweep(lua_State *L, cr_state *S, double now);
+void cr_expire_check(lua_State *L, cr_state *S);
 double cr_now(lua_State *L, cr_state *S);
 cr_session *cr_session_find(cr_state *S, const char *id, size_t len);
 cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t len);
 void cr_session_end(lua_State *L, cr_state *S, cr_session *ss);
-void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions);
+void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0);
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
+int cr_widget_sets_push(lua_State *L, cr_cache *c, int create);
 void cr_state_free(lua_State *L, cr_state *S);
 void cr_report(lua_State *L, const char *msg);
 
@@ -271,6 +308,18 @@ static inline void cr_key_done(cr_key *key) {
 /* A read or write refreshes recency; the newest entry is already in place. */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
   if (st->newest != e) cr_store_relink(st, e);
+}
+
+/* Releases the expired entries if the earliest expiry has passed: one
+ * comparison per call unless something has a ttl. */
+static inline void cr_expire_due(lua_State *L, cr_state *S) {
+  if (S->heap_len) cr_expire_check(L, S);
+}
+
+/* Raises unless the module state is still open: code reachable from a
+ * finalizer running at lua_close, after the state was freed, calls it. */
+static inline void cr_check_open(lua_State *L, const cr_state *S) {
+  if (S->closed) luaL_error(L, "cache_resource: the module was closed (lua_close is running)");
 }
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {

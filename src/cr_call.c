@@ -11,6 +11,7 @@
  * lua_callk/lua_pcallk and continues in resume(), so the cached function,
  * validate and the waiter may all yield to a coroutine scheduler. The
  * continuation context packs base and the phase. */
+#include <math.h>
 #include <string.h>
 #include <stdlib.h>
 #include "cr.h"
@@ -38,6 +39,7 @@ static void call_unlink(cr_call *call) {
   if (call->next) call->next->prev = call->prev;
   call->linked = 0;
   call->computing = 0;
+  call->storing = 0;
 }
 
 /* A coroutine that dropped its computation (closed, or collected) unlinks
@@ -153,10 +155,7 @@ static int lookup(lua_State *L, int base, cr_call *call) {
   for (;;) {
     cr_entry *e;
     cr_call *other;
-    if (S->heap_len) {
-      double now = cr_now(L, S);
-      if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
-    }
+    cr_expire_due(L, S); /* Lua code, maybe: everything below is looked up after it */
     if (call->store == NULL) return compute(L, base, call); /* detached: not stored */
     e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
     if (e && c->validate_ref != LUA_NOREF) {
@@ -207,15 +206,6 @@ static void push_widget_value(lua_State *L, cr_state *S, int idx) {
   lua_call(L, 1, 1);
 }
 
-/* Pushes the cache's table of widget ids per argument key (created lazily). */
-static void push_widget_sets(lua_State *L, cr_cache *c) {
-  if (c->widget_sets_ref == LUA_NOREF) {
-    lua_newtable(L);
-    c->widget_sets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
-}
-
 /* Pushes the argument key as a string, flagged digest or not. */
 static void push_argkey(lua_State *L, const cr_key *key) {
   luaL_Buffer b;
@@ -230,7 +220,7 @@ static void push_argkey(lua_State *L, const cr_key *key) {
 static void widget_lookup_key(lua_State *L, cr_cache *c, int argkey, cr_key *key) {
   int ids, values, i, n;
   luaL_checkstack(L, 8, "cache_resource: widget key");
-  push_widget_sets(L, c);
+  if (!cr_widget_sets_push(L, c, 0)) lua_newtable(L); /* a lookup adds no table */
   lua_pushvalue(L, argkey);
   if (lua_rawget(L, -2) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -249,75 +239,98 @@ static void widget_lookup_key(lua_State *L, cr_cache *c, int argkey, cr_key *key
   cr_key_widgets(L, c->S, argkey, values, n, key);
 }
 
-/* Stores the n values above base. For widget caches the key is rebuilt:
- * the widgets read by this run widen the set kept for the arguments, and
- * their values (as read) complete the key. */
+/* Widget caches: builds the key to store under. The widgets read by this
+ * run widen the set kept for the arguments (string at argkey), and their
+ * values (as read) complete the key. Pushes the ids table the key was
+ * built from (the shared one, or a new one the commit puts in place) and
+ * returns its index. Calls the widget source: Lua code. */
+static int widget_store_key(lua_State *L, cr_call *call, int argkey, cr_key *key) {
+  cr_cache *c = call->cache;
+  int ids, reads, values, i, count;
+  luaL_checkstack(L, 12, "cache_resource: widget key");
+  if (cr_widget_sets_push(L, c, 0)) {
+    lua_pushvalue(L, argkey);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  ids = lua_gettop(L);
+  if (call->widgets_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, call->widgets_ref);
+  else lua_newtable(L);
+  reads = lua_gettop(L);
+  if (lua_getfield(L, reads, "ids") == LUA_TTABLE) { /* widen: append ids not seen before */
+    int nr = (int)lua_rawlen(L, -1), j;
+    for (j = 1; j <= nr; j++) {
+      int known = 0, k, nk = (int)lua_rawlen(L, ids);
+      lua_rawgeti(L, -1, j);
+      for (k = 1; k <= nk && !known; k++) {
+        lua_rawgeti(L, ids, k);
+        known = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+      }
+      if (!known) lua_rawseti(L, ids, nk + 1);
+      else lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, reads, "values");
+  count = (int)lua_rawlen(L, ids);
+  lua_createtable(L, count, 0);
+  values = lua_gettop(L);
+  for (i = 1; i <= count; i++) {
+    lua_rawgeti(L, ids, i);
+    if (lua_istable(L, values - 1) && (lua_pushvalue(L, -1), lua_rawget(L, values - 1)) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 1); /* the value this run read */
+      lua_replace(L, -2);
+    } else {
+      if (lua_istable(L, values - 1)) lua_pop(L, 1);
+      push_widget_value(L, c->S, lua_gettop(L));
+    }
+    lua_rawseti(L, values, i);
+    lua_pop(L, 1);
+  }
+  cr_key_widgets(L, c->S, argkey, values, count, key);
+  lua_settop(L, ids);
+  return ids;
+}
+
+/* The store step of a computation: stores the n values above base. Every
+ * callback (clock, widget source) and every allocation runs first; then
+ * the call's store is read again, since a clear or end_session meanwhile
+ * detaches the call (its values are returned, not stored), and the entry
+ * is linked with no Lua code in between. The recording stays with the
+ * call frame until the entry takes it, so an error on the way leaves
+ * nothing behind. */
 static void store_result(lua_State *L, int base, cr_call *call, int n) {
   cr_cache *c = call->cache;
-  cr_replay *rp = call->recording;
   cr_key key;
-  call->recording = NULL;
-  if (!c->allow_widgets) {
+  int argkey = 0, ids = 0;
+  double expires = HUGE_VAL;
+  if (c->ttl != HUGE_VAL) expires = cr_now(L, call->S) + c->ttl;
+  if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
+    argkey = lua_gettop(L);
+    ids = widget_store_key(L, call, argkey, &key);
+    cr_widget_sets_push(L, c, 1); /* the commit needs it: made here, where Lua may run */
+  } else {
     key.bytes = call->key;
     key.len = call->keylen;
     key.hash = call->hash;
     key.is_digest = call->is_digest;
     key.bufs = NULL;
-    cr_store_insert(L, call->store, &key, base + 1, n, rp);
-    return;
-  } else {
-    int argkey, ids, reads, values, i, count;
-    luaL_checkstack(L, 12, "cache_resource: widget key");
-    lua_getiuservalue(L, base, 3);
-    argkey = lua_gettop(L);
-    push_widget_sets(L, c);
-    lua_pushvalue(L, argkey);
-    if (lua_rawget(L, -2) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, argkey);
-      lua_pushvalue(L, -2);
-      lua_rawset(L, -4);
-    }
-    ids = lua_gettop(L);
-    if (call->widgets_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, call->widgets_ref);
-    else lua_newtable(L);
-    reads = lua_gettop(L);
-    if (lua_getfield(L, reads, "ids") == LUA_TTABLE) { /* widen: append ids not seen before */
-      int nr = (int)lua_rawlen(L, -1), j;
-      for (j = 1; j <= nr; j++) {
-        int known = 0, k, nk = (int)lua_rawlen(L, ids);
-        lua_rawgeti(L, -1, j);
-        for (k = 1; k <= nk && !known; k++) {
-          lua_rawgeti(L, ids, k);
-          known = lua_rawequal(L, -1, -2);
-          lua_pop(L, 1);
-        }
-        if (!known) lua_rawseti(L, ids, nk + 1);
-        else lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, reads, "values");
-    count = (int)lua_rawlen(L, ids);
-    lua_createtable(L, count, 0);
-    values = lua_gettop(L);
-    for (i = 1; i <= count; i++) {
-      lua_rawgeti(L, ids, i);
-      if (lua_istable(L, values - 1) && (lua_pushvalue(L, -1), lua_rawget(L, values - 1)) == LUA_TTABLE) {
-        lua_rawgeti(L, -1, 1); /* the value this run read */
-        lua_replace(L, -2);
-      } else {
-        if (lua_istable(L, values - 1)) lua_pop(L, 1);
-        push_widget_value(L, c->S, lua_gettop(L));
-      }
-      lua_rawseti(L, values, i);
-      lua_pop(L, 1);
-    }
-    cr_key_widgets(L, c->S, argkey, values, count, &key);
-    cr_store_insert(L, call->store, &key, base + 1, n, rp);
-    cr_key_done(&key);
   }
+  if (call->store) cr_store_insert(L, call->store, &key, base + 1, n, &call->recording, expires, argkey, ids);
+  cr_key_done(&key);
+}
+
+/* store_result under lua_pcall: [1] the call, [2..] the values. */
+static int store_step(lua_State *L) {
+  store_result(L, 1, (cr_call *)lua_touserdata(L, 1), lua_gettop(L) - 1);
+  return 0;
 }
 
 static int resume(lua_State *L, int status, lua_KContext ctx) {
@@ -345,6 +358,7 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
     default: /* PHASE_COMPUTE */
       call->computing = 0;
       call->owner = NULL;
+      call->storing = 1; /* a clear from here on still keeps the values out */
       if (call->spinner) {
         call->spinner = 0;
         spinner_event(L, call, 0, 0);
@@ -355,7 +369,18 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
         return lua_error(L);           /* the error object, unchanged */
       }
       n = lua_gettop(L) - base;
-      if (call->store) store_result(L, base, call, n);
+      if (call->store) {
+        int i;
+        luaL_checkstack(L, n + 3, "cache_resource: too many values to store");
+        lua_pushcfunction(L, store_step);
+        lua_pushvalue(L, base);
+        for (i = 1; i <= n; i++) lua_pushvalue(L, base + i);
+        if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) { /* the clock or the widget source raised */
+          call_unlink(call);
+          cr_replay_free_frame(L, call);
+          return lua_error(L);
+        }
+      }
       cr_replay_free_frame(L, call);
       call_unlink(call);
       lua_settop(L, base + n);

@@ -40,14 +40,17 @@ static int m_clear(lua_State *L) {
   cr_cache *c;
   cr_key key;
   cr_store *one, *st;
+  /* only the entries present now go: on_release may store new ones */
+  uint64_t gen0 = S->next_gen;
   if (n == 0) {
-    for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1);
+    cr_check_open(L, S);
+    for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1, gen0);
     return 0;
   }
   f = check_cached(L, 1, "clear");
   c = f->cache;
   if (n == 1) {
-    cr_cache_clear(L, c, S->current == NULL);
+    cr_cache_clear(L, c, S->current == NULL, gen0);
     return 0;
   }
   lua_getupvalue(L, 1, 1);

@@ -25,23 +25,37 @@ cr_replay *cr_replay_new(lua_State *L) {
   return rp;
 }
 
-/* The C owner lets go; the buffer lives on while a replay holds it. */
-void cr_replay_unref(lua_State *L, cr_replay *rp) {
-  if (rp == NULL) return;
-  luaL_unref(L, LUA_REGISTRYINDEX, rp->self_ref);
-  rp->self_ref = LUA_NOREF;
-}
-
-/* __gc, also run for every buffer at lua_close (possibly before the state's
- * own __gc, which then only drops self_ref): leaves the struct empty. */
-int cr_replay_gc(lua_State *L) {
-  cr_replay *rp = (cr_replay *)lua_touserdata(L, 1);
+/* Frees the records and their references; the userdata shell stays for
+ * the collector. Idempotent. */
+static void replay_free_records(lua_State *L, cr_replay *rp) {
   size_t i;
   for (i = 0; i < rp->nrefs; i++) luaL_unref(L, LUA_REGISTRYINDEX, rp->refs[i]);
   free(rp->refs);
   rp->refs = NULL;
   rp->nrefs = rp->caprefs = 0;
   cr_buffer_free(&rp->buf);
+}
+
+/* The C owner lets go. The records go now unless a replay runs over them
+ * (then the last one frees them): freeing does not wait for __gc, which
+ * Lua may skip (a C stack overflow while finalizing). */
+void cr_replay_unref(lua_State *L, cr_replay *rp) {
+  if (rp == NULL) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, rp->self_ref);
+  rp->self_ref = LUA_NOREF;
+  if (rp->active == 0) replay_free_records(L, rp);
+}
+
+/* A replay over rp ended. */
+static void replay_done(lua_State *L, cr_replay *rp) {
+  if (--rp->active == 0 && rp->self_ref == LUA_NOREF) replay_free_records(L, rp);
+}
+
+/* __gc, also run for every buffer at lua_close (possibly before the state's
+ * own __gc, which then only drops self_ref): the fallback for a buffer
+ * whose replay was abandoned. */
+int cr_replay_gc(lua_State *L) {
+  replay_free_records(L, (cr_replay *)lua_touserdata(L, 1));
   return 0;
 }
 
@@ -260,7 +274,7 @@ static void replay_step_done(lua_State *L, int slots, const cr_replay *rp) {
 /* Replays the records from pos on, then returns the values. A loop, not a
  * recursion: the continuation is only entered after a call yielded. */
 static int replay_loop(lua_State *L, int slots, size_t pos) {
-  const cr_replay *rp = (const cr_replay *)lua_touserdata(L, slots + SLOT_ANCHOR);
+  cr_replay *rp = (cr_replay *)lua_touserdata(L, slots + SLOT_ANCHOR);
   int nvalues;
   while (pos < rp->buf.len) {
     lua_Integer id = (lua_Integer)cr_buffer_get_varint(&rp->buf, &pos);
@@ -272,6 +286,7 @@ static int replay_loop(lua_State *L, int slots, size_t pos) {
     replay_step_done(L, slots, rp);
   }
   nvalues = (int)lua_tointeger(L, slots + SLOT_NVALUES);
+  replay_done(L, rp);
   lua_settop(L, slots - 1);
   return nvalues;
 }
@@ -287,6 +302,7 @@ static int replay_resume(lua_State *L, int status, lua_KContext ctx) {
 /* After the compiled replay: the anchor is on top, the values below it. */
 static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
+  replay_done(L, (cr_replay *)lua_touserdata(L, -1));
   lua_pop(L, 1);
   return (int)ctx;
 }
@@ -300,6 +316,7 @@ int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int dir
   luaL_checkstack(L, NSLOTS + LUA_MINSTACK, "cache_resource: replaying");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
   slots = lua_gettop(L);
+  rp->active++; /* before compiling: it allocates, and finalizers may release the entry */
   if (rp->compiled == 0 && S->compile_after && ++rp->replays >= S->compile_after)
     cr_replay_compile(L, S, rp, slots);
   if (rp->compiled == 1) lua_getiuservalue(L, slots, 2); /* called with the table below */
@@ -378,6 +395,7 @@ static int replayable_call(lua_State *L) {
  * call, so script re-runs do not grow the table of replayables. */
 static int m_replayable(lua_State *L) {
   cr_state *S = state_up(L);
+  cr_check_open(L, S); /* its tables are gone after lua_close freed the state */
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_optstring(L, 2, NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);

@@ -1,15 +1,22 @@
 /* Stores: per cache (and per session for scope "session") a chained hash
  * table of entries plus an LRU list; one process-wide min-heap orders every
  * expiring entry so "has anything expired?" is one comparison per call.
+ * Sessions are found by id, and a cache's store of a session by the pair
+ * (cache, session), through two hash maps of the module state: O(1) however
+ * many sessions are live.
  *
  * Releasing an entry unlinks it from everything *before* any Lua code
- * (on_release) runs, so callbacks may clear, end sessions or call cached
- * functions without leaving us a dangling pointer. */
+ * (on_release) runs, and every loop that releases entries pins its store
+ * and bounds itself to the entries present when it started (by their
+ * generation), so callbacks may clear, end sessions, call cached functions
+ * or re-warm the cache without leaving us a dangling pointer or an endless
+ * loop. See the reentrancy rule in cr.h. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 #include "cr.h"
 
 /* ---- clock ----------------------------------------------------------- */
@@ -76,7 +83,8 @@ static void heap_down(cr_state *S, size_t i) {
   heap_set(S, i, e);
 }
 
-static void heap_push(lua_State *L, cr_state *S, cr_entry *e) {
+/* Room for one more entry; raises before anything is linked. */
+static void heap_reserve(lua_State *L, cr_state *S) {
   if (S->heap_len == S->heap_cap) {
     size_t cap = S->heap_cap ? S->heap_cap * 2 : 64;
     cr_entry **h = (cr_entry **)realloc(S->heap, cap * sizeof *h);
@@ -84,6 +92,9 @@ static void heap_push(lua_State *L, cr_state *S, cr_entry *e) {
     S->heap = h;
     S->heap_cap = cap;
   }
+}
+
+static void heap_push(cr_state *S, cr_entry *e) {
   S->heap[S->heap_len++] = e;
   heap_up(S, S->heap_len - 1);
 }
@@ -98,13 +109,76 @@ static void heap_remove(cr_state *S, cr_entry *e) {
   else heap_down(S, i);
 }
 
+/* Releases what has expired by `now`. Bounded by the heap's size when it
+ * starts: an on_release that stores entries expiring at once (ttl = 0)
+ * cannot keep it going; what is left waits for the next call. */
 size_t cr_sweep(lua_State *L, cr_state *S, double now) {
-  size_t n = 0;
-  while (S->heap_len && S->heap[0]->expires_at <= now) {
+  size_t n = 0, budget = S->heap_len;
+  while (n < budget && S->heap_len && S->heap[0]->expires_at <= now) {
     cr_entry_release(L, S->heap[0], CR_EXPIRE);
     n++;
   }
   return n;
+}
+
+/* The clock may be Lua code that released entries: the heap is read again
+ * after it. */
+void cr_expire_check(lua_State *L, cr_state *S) {
+  double now = cr_now(L, S);
+  if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
+}
+
+/* ---- the (cache, session) -> store map -------------------------------- */
+
+static size_t store_slot(const cr_state *S, const cr_cache *c, const cr_session *ss) {
+  uint64_t h = (uint64_t)(uintptr_t)c * UINT64_C(0x9E3779B97F4A7C15) ^
+               (uint64_t)(uintptr_t)ss * UINT64_C(0xC2B2AE3D27D4EB4F);
+  h ^= h >> 31;
+  return (size_t)(h & S->store_mask);
+}
+
+static cr_store *store_map_find(const cr_state *S, const cr_cache *c, const cr_session *ss) {
+  cr_store *st;
+  if (S->nstores == 0) return NULL;
+  for (st = S->store_map[store_slot(S, c, ss)]; st; st = st->mnext)
+    if (st->cache == c && st->session == ss) return st;
+  return NULL;
+}
+
+/* Rehashes into n buckets (a power of two); keeps the old table when the
+ * allocation fails (longer chains, still correct). */
+static void store_map_resize(cr_state *S, size_t n) {
+  cr_store **b = (cr_store **)calloc(n, sizeof *b), *st, *next;
+  size_t i, old = S->store_map ? S->store_mask + 1 : 0;
+  if (b == NULL) return;
+  S->store_mask = n - 1;
+  for (i = 0; i < old; i++)
+    for (st = S->store_map[i]; st; st = next) {
+      size_t k = store_slot(S, st->cache, st->session);
+      next = st->mnext;
+      st->mnext = b[k];
+      b[k] = st;
+    }
+  free(S->store_map);
+  S->store_map = b;
+}
+
+/* The map exists (cr_store_for made it); growing it may fail harmlessly. */
+static void store_map_add(cr_state *S, cr_store *st) {
+  size_t k;
+  if (S->nstores >= S->store_mask + 1) store_map_resize(S, (S->store_mask + 1) * 2);
+  k = store_slot(S, st->cache, st->session);
+  st->mnext = S->store_map[k];
+  S->store_map[k] = st;
+  S->nstores++;
+}
+
+static void store_map_remove(cr_state *S, cr_store *st) {
+  cr_store **pp = &S->store_map[store_slot(S, st->cache, st->session)];
+  while (*pp != st) pp = &(*pp)->mnext;
+  *pp = st->mnext;
+  S->nstores--;
+  if (S->store_mask >= 64 && S->nstores < (S->store_mask + 1) / 8) store_map_resize(S, (S->store_mask + 1) / 2);
 }
 
 /* ---- stores ---------------------------------------------------------- */
@@ -119,6 +193,7 @@ static cr_store *store_new(lua_State *L, cr_cache *c, cr_session *ss) {
   st->mask = 7;
   st->cache = c;
   st->session = ss;
+  st->cleared_gen = c->S->next_gen; /* a clear running now has nothing to do here */
   return st;
 }
 
@@ -132,23 +207,31 @@ void cr_store_unpin(cr_store *st) {
 }
 
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
+  cr_state *S = c->S;
   cr_session *ss;
   cr_store *st;
   if (!c->session_scope) {
     if (c->global == NULL && create) c->global = store_new(L, c, NULL);
     return c->global;
   }
-  ss = c->S->current;
+  ss = S->current;
   if (ss == NULL)
     luaL_error(L, "cache_resource: %s has scope 'session' but no session is set: call "
                   "cache_resource.set_session(id) first (the UI runtime does it for each run)",
                c->name);
   if (c->last_store && c->last_store->session == ss) return c->last_store;
-  for (st = c->session_stores; st; st = st->next_of_cache)
-    if (st->session == ss) return c->last_store = st;
+  st = store_map_find(S, c, ss);
+  if (st) return c->last_store = st;
   if (!create) return NULL;
+  if (S->store_map == NULL) {
+    store_map_resize(S, 16);
+    if (S->store_map == NULL) luaL_error(L, "cache_resource: out of memory (store map)");
+  }
   st = store_new(L, c, ss);
+  store_map_add(S, st);
+  st->prev_of_cache = NULL;
   st->next_of_cache = c->session_stores;
+  if (c->session_stores) c->session_stores->prev_of_cache = st;
   c->session_stores = st;
   st->next_of_session = ss->stores;
   ss->stores = st;
@@ -201,56 +284,99 @@ static void grow_buckets(cr_store *st) {
   st->mask = n - 1;
 }
 
-/* Stores the n values at first.. under key, with its recorded UI calls
- * (ownership of rp moves to the entry); evicts over max_entries. */
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp) {
-  cr_cache *c = st->cache;
-  cr_state *S = c->S;
-  cr_entry *e, *old;
-  int i;
-  double expires = HUGE_VAL;
-  if (c->ttl != HUGE_VAL) expires = cr_now(L, S) + c->ttl;
-  old = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
-  if (old) cr_entry_release(L, old, CR_CLEAR); /* a takeover raced an owner */
-  e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
-  if (e == NULL) {
-    cr_replay_unref(L, rp);
-    luaL_error(L, "cache_resource: out of memory (entry)");
+/* ---- widget sets (SPEC 6.3) ------------------------------------------ */
+
+/* Pushes the cache's table of widget ids per argument key and returns 1;
+ * without one, creates it when `create` (an allocation: Lua code may run)
+ * or pushes nothing and returns 0. */
+int cr_widget_sets_push(lua_State *L, cr_cache *c, int create) {
+  if (c->widget_sets_ref == LUA_NOREF) {
+    if (!create) return 0;
+    lua_newtable(L);
+    /* a finalizer run by that allocation may have made one meanwhile */
+    if (c->widget_sets_ref == LUA_NOREF) {
+      lua_pushvalue(L, -1);
+      c->widget_sets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      return 1;
+    }
+    lua_pop(L, 1);
   }
-  e->store = st;
-  e->hash = key->hash;
-  e->gen = ++S->next_gen;
-  e->expires_at = expires;
-  e->heap_pos = CR_NO_HEAP;
-  e->keylen = key->len;
-  e->is_digest = key->is_digest;
-  e->nvalues = n;
-  e->replay = rp;
-  if (rp) c->replay_bytes += rp->buf.len;
-  for (i = 0; i < n; i++) {
-    lua_pushvalue(L, first + i);
-    e->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (e->refs[i] != LUA_REFNIL) S->live_refs++;
-  }
-  memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
-  if (expires != HUGE_VAL) heap_push(L, S, e); /* before linking: may raise */
-  e->hnext = st->buckets[e->hash & st->mask];
-  st->buckets[e->hash & st->mask] = e;
-  lru_push(st, e);
-  /* load factor <= 1/2: a hit in a big store then rarely walks past a
-   * second entry, each of which is a cache miss */
-  if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
-  if (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries) {
-    st->pins++;
-    while ((lua_Integer)st->count > c->max_entries && st->oldest) cr_entry_release(L, st->oldest, CR_EVICT);
-    cr_store_unpin(st);
-  }
-  return e;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+  return 1;
 }
 
-/* Unlinks and frees e, then calls on_release with its values (except for
- * CR_DROP, a failed validate). Errors in on_release become warnings. */
-void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
+static int cache_in_flight(const cr_state *S, const cr_cache *c) {
+  const cr_call *call;
+  for (call = S->calls; call; call = call->next)
+    if (call->cache == c) return 1;
+  return 0;
+}
+
+/* Counts an entry stored under the argument key at argkey; `ids` is the
+ * ids table its key was built from, put in place when the key has none
+ * (the last entry of that key went while the store step ran). Uses no
+ * allocating API call. Returns the ref the entry keeps, or LUA_NOREF. */
+static int widget_count(lua_State *L, cr_cache *c, int argkey, int ids) {
+  lua_Integer n;
+  if (c->widget_sets_ref == LUA_NOREF) return LUA_NOREF; /* the caller made it: cannot happen */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+  lua_pushvalue(L, argkey);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, argkey);
+    lua_pushvalue(L, ids);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, ids);
+    c->widget_keys++;
+  }
+  lua_rawgeti(L, -1, 0);
+  n = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, n);
+  lua_rawseti(L, -2, 0);
+  lua_pop(L, 2);
+  lua_pushvalue(L, argkey);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* The entry of argument key `ref` went: when it was the last one, the key
+ * leaves the widget sets, and the table itself goes with its last key
+ * (unless a call of the cache is in flight: its store step may use it).
+ * Uses no allocating API call. */
+static void widget_uncount(lua_State *L, cr_state *S, cr_cache *c, int ref) {
+  if (c->widget_sets_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+      lua_Integer n;
+      lua_rawgeti(L, -1, 0);
+      n = lua_tointeger(L, -1) - 1;
+      lua_pop(L, 1);
+      if (n > 0) {
+        lua_pushinteger(L, n);
+        lua_rawseti(L, -2, 0);
+      } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+        c->widget_keys--;
+      }
+    }
+    lua_pop(L, 2);
+    if (c->widget_keys == 0 && !cache_in_flight(S, c)) {
+      luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+      c->widget_sets_ref = LUA_NOREF;
+    }
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ---- entries ---------------------------------------------------------- */
+
+/* Unlinks and frees e. When on_release is to be called, pushes it and
+ * e's values (room checked by the caller) and returns how many values;
+ * else returns -1. Runs no Lua code. */
+static int entry_detach(lua_State *L, cr_entry *e, enum cr_reason why) {
   cr_store *st = e->store;
   cr_cache *c = st->cache;
   cr_state *S = c->S;
@@ -258,7 +384,6 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
   int i, n = e->nvalues;
   int notify = why != CR_DROP && c->on_release_ref != LUA_NOREF;
   if (notify) {
-    luaL_checkstack(L, n + 4, "cache_resource: releasing an entry");
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_release_ref);
     cr_push_values(L, e);
   }
@@ -277,8 +402,16 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
     c->replay_bytes -= e->replay->buf.len;
     cr_replay_unref(L, e->replay);
   }
+  if (e->argkey_ref != LUA_NOREF) widget_uncount(L, S, c, e->argkey_ref);
   free(e);
-  if (notify && lua_pcall(L, n, 0, 0) != LUA_OK) {
+  return notify ? n : -1;
+}
+
+/* Calls on_release (pushed by entry_detach with n values). Errors in it
+ * become warnings. */
+static void entry_notify(lua_State *L, cr_cache *c, int n) {
+  if (n < 0) return;
+  if (lua_pcall(L, n, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     lua_pushfstring(L, "cache_resource: on_release of %s raised an error: %s", c->name,
                     msg ? msg : luaL_typename(L, -1));
@@ -287,9 +420,91 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
   }
 }
 
-void cr_store_drain(lua_State *L, cr_store *st) {
+/* Unlinks and frees e, then calls on_release with its values (except for
+ * CR_DROP, a failed validate). The caller must not use e afterwards, nor
+ * its store unless pinned. */
+void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
+  cr_cache *c = e->store->cache;
+  if (why != CR_DROP && c->on_release_ref != LUA_NOREF)
+    luaL_checkstack(L, e->nvalues + 4, "cache_resource: releasing an entry");
+  entry_notify(L, c, entry_detach(L, e, why));
+}
+
+/* Links a new entry for key holding the n values at first.. and the
+ * recorded calls *rpp (taken: *rpp becomes NULL). This is the commit of a
+ * store step: the caller has run every callback it needed and checked that
+ * st is live; no Lua code runs here until the entry is linked. Then the
+ * entry it replaces and what max_entries evicts are released, with st
+ * pinned. expires: HUGE_VAL without ttl. Widget caches pass the stack
+ * indexes of the argument key string and of the ids table the key was
+ * built from (else 0, 0). */
+void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
+                     double expires, int argkey, int ids) {
+  cr_cache *c = st->cache;
+  cr_state *S = c->S;
+  cr_entry *e, *old;
+  int i, released = -1;
+  size_t excess;
+  if (st->dead) return;
+  old = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
+  /* everything that may raise, before anything changes */
+  if (old && c->on_release_ref != LUA_NOREF)
+    luaL_checkstack(L, old->nvalues + 4, "cache_resource: releasing an entry");
+  if (expires != HUGE_VAL) heap_reserve(L, S);
+  e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
+  if (e == NULL) luaL_error(L, "cache_resource: out of memory (entry)");
+  e->store = st;
+  e->hash = key->hash;
+  e->gen = ++S->next_gen;
+  e->expires_at = expires;
+  e->heap_pos = CR_NO_HEAP;
+  e->keylen = key->len;
+  e->is_digest = key->is_digest;
+  e->nvalues = n;
+  e->replay = *rpp;
+  *rpp = NULL;
+  if (e->replay) c->replay_bytes += e->replay->buf.len;
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    e->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (e->refs[i] != LUA_REFNIL) S->live_refs++;
+  }
+  memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
+  /* counted before the replaced entry uncounts the same argument key */
+  e->argkey_ref = argkey ? widget_count(L, c, argkey, ids) : LUA_NOREF;
+  if (old) released = entry_detach(L, old, CR_CLEAR); /* a takeover raced an owner */
+  if (expires != HUGE_VAL) heap_push(S, e);
+  e->hnext = st->buckets[e->hash & st->mask];
+  st->buckets[e->hash & st->mask] = e;
+  lru_push(st, e);
+  /* load factor <= 1/2: a hit in a big store then rarely walks past a
+   * second entry, each of which is a cache miss */
+  if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
   st->pins++;
-  while (st->oldest) cr_entry_release(L, st->oldest, CR_CLEAR);
+  entry_notify(L, c, released);
+  /* bounded: an on_release that stores entries cannot keep this going */
+  excess = (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries)
+             ? st->count - (size_t)c->max_entries : 0;
+  while (excess-- > 0 && !st->dead && c->max_entries > 0 && (lua_Integer)st->count > c->max_entries &&
+         st->oldest)
+    cr_entry_release(L, st->oldest, CR_EVICT);
+  cr_store_unpin(st);
+}
+
+/* ---- clearing --------------------------------------------------------- */
+
+/* Releases st's entries stored up to generation gen0 (those present when
+ * the clear started); entries stored meanwhile by callbacks stay, so this
+ * ends however on_release re-warms the cache. */
+static void store_clear_upto(lua_State *L, cr_store *st, uint64_t gen0) {
+  st->pins++;
+  for (;;) {
+    cr_entry *e = st->oldest;
+    while (e && e->gen > gen0) e = e->newer;
+    if (e == NULL) break;
+    cr_entry_release(L, e, CR_CLEAR);
+  }
+  if (st->cleared_gen < gen0) st->cleared_gen = gen0;
   cr_store_unpin(st);
 }
 
@@ -299,100 +514,158 @@ void cr_store_drain(lua_State *L, cr_store *st) {
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing) {
   cr_call *call;
   for (call = S->calls; call; call = call->next)
-    if ((st == NULL || call->store == st) && (call->computing || !only_computing)) call->store = NULL;
+    if ((st == NULL || call->store == st) && (call->computing || call->storing || !only_computing))
+      call->store = NULL;
 }
 
-void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions) {
-  cr_store *st;
+/* Clears c: its global store, or the current session's store, or (with
+ * all_sessions) every session's. gen0: the generation when the clear began
+ * (S->next_gen then); only entries up to it go. */
+void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0) {
+  cr_state *S = c->S;
+  cr_store *st, *next;
   if (!c->session_scope) {
     if (c->global) {
-      cr_detach_calls(c->S, c->global, 1);
-      cr_store_drain(L, c->global);
+      cr_detach_calls(S, c->global, 1);
+      store_clear_upto(L, c->global, gen0);
     }
     return;
   }
   if (!all_sessions) {
     st = cr_store_for(L, c, 0);
     if (st) {
-      cr_detach_calls(c->S, st, 1);
-      cr_store_drain(L, st);
+      cr_detach_calls(S, st, 1);
+      store_clear_upto(L, st, gen0);
     }
     return;
   }
-  /* a callback may end sessions meanwhile: restart from the list head */
-  for (;;) {
-    for (st = c->session_stores; st && st->count == 0; st = st->next_of_cache) cr_detach_calls(c->S, st, 1);
-    if (st == NULL) break;
-    cr_detach_calls(c->S, st, 1);
-    cr_store_drain(L, st);
+  /* Walk the cache's stores with the next one pinned: when its session
+   * ended meanwhile, start over (stores already cleared are skipped). */
+  st = c->session_stores;
+  while (st) {
+    int gone;
+    if (st->cleared_gen >= gen0) {
+      st = st->next_of_cache;
+      continue;
+    }
+    next = st->next_of_cache;
+    if (next) next->pins++;
+    cr_detach_calls(S, st, 1);
+    store_clear_upto(L, st, gen0);
+    if (next == NULL) break;
+    gone = next->dead;
+    cr_store_unpin(next);
+    st = gone ? c->session_stores : next;
   }
 }
 
 /* ---- sessions -------------------------------------------------------- */
 
+static uint64_t session_hash(const cr_state *S, const char *id, size_t len) {
+  return XXH3_64bits_withSeed(id, len, S->seed);
+}
+
 cr_session *cr_session_find(cr_state *S, const char *id, size_t len) {
+  uint64_t h;
   cr_session *ss;
-  for (ss = S->sessions; ss; ss = ss->next)
-    if (ss->idlen == len && memcmp(ss->id, id, len) == 0) return ss;
+  if (S->nsessions == 0) return NULL;
+  h = session_hash(S, id, len);
+  for (ss = S->sessions[h & S->session_mask]; ss; ss = ss->hnext)
+    if (ss->hash == h && ss->idlen == len && memcmp(ss->id, id, len) == 0) return ss;
   return NULL;
+}
+
+/* Rehashes the session map into n buckets; keeps the old one when the
+ * allocation fails. */
+static void sessions_resize(cr_state *S, size_t n) {
+  cr_session **b = (cr_session **)calloc(n, sizeof *b), *ss, *next;
+  size_t i, old = S->sessions ? S->session_mask + 1 : 0;
+  if (b == NULL) return;
+  for (i = 0; i < old; i++)
+    for (ss = S->sessions[i]; ss; ss = next) {
+      next = ss->hnext;
+      ss->hnext = b[ss->hash & (n - 1)];
+      b[ss->hash & (n - 1)] = ss;
+    }
+  free(S->sessions);
+  S->sessions = b;
+  S->session_mask = n - 1;
 }
 
 cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t len) {
   cr_session *ss = cr_session_find(S, id, len);
+  size_t k;
   if (ss) return ss;
+  if (S->sessions == NULL) sessions_resize(S, 16);
+  else if (S->nsessions >= S->session_mask + 1) sessions_resize(S, (S->session_mask + 1) * 2);
+  if (S->sessions == NULL) luaL_error(L, "cache_resource: out of memory (sessions)");
   ss = (cr_session *)malloc(sizeof *ss + len + 1);
   if (ss == NULL) luaL_error(L, "cache_resource: out of memory (session)");
   ss->stores = NULL;
   ss->idlen = len;
   memcpy(ss->id, id, len);
   ss->id[len] = '\0';
-  ss->next = S->sessions;
-  S->sessions = ss;
+  ss->hash = session_hash(S, id, len);
+  k = ss->hash & S->session_mask;
+  ss->hnext = S->sessions[k];
+  S->sessions[k] = ss;
+  S->nsessions++;
   return ss;
+}
+
+static void session_unlink(cr_state *S, cr_session *ss) {
+  cr_session **pp = &S->sessions[ss->hash & S->session_mask];
+  while (*pp != ss) pp = &(*pp)->hnext;
+  *pp = ss->hnext;
+  S->nsessions--;
+  if (S->session_mask >= 64 && S->nsessions < (S->session_mask + 1) / 8)
+    sessions_resize(S, (S->session_mask + 1) / 2);
 }
 
 static void unlink_from_cache(cr_store *st) {
   cr_cache *c = st->cache;
-  cr_store **pp;
-  for (pp = &c->session_stores; *pp; pp = &(*pp)->next_of_cache)
-    if (*pp == st) {
-      *pp = st->next_of_cache;
-      break;
-    }
+  if (st->prev_of_cache) st->prev_of_cache->next_of_cache = st->next_of_cache;
+  else c->session_stores = st->next_of_cache;
+  if (st->next_of_cache) st->next_of_cache->prev_of_cache = st->prev_of_cache;
+  st->prev_of_cache = st->next_of_cache = NULL;
   if (c->last_store == st) c->last_store = NULL;
 }
 
-/* Detach first (nobody can find the session or its stores any more), then
- * release entries, then free: callbacks may re-open a session of that id. */
+/* Detach first (nobody can find the session or its stores any more, and
+ * they take no new entries), then release entries, then free: callbacks
+ * may re-open a session of that id, which is a new session. */
 void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
-  cr_session **pp;
   cr_store *st, *next;
-  for (pp = &S->sessions; *pp != ss; pp = &(*pp)->next) {}
-  *pp = ss->next;
+  uint64_t gen0 = S->next_gen;
+  session_unlink(S, ss);
   if (S->current == ss) S->current = NULL;
   for (st = ss->stores; st; st = st->next_of_session) {
+    store_map_remove(S, st);
     unlink_from_cache(st);
     cr_detach_calls(S, st, 0);
     st->session = NULL;
+    st->dead = 1;
     st->pins++;
   }
   for (st = ss->stores; st; st = next) {
     next = st->next_of_session;
-    while (st->oldest) cr_entry_release(L, st->oldest, CR_CLEAR);
-    st->dead = 1;
+    store_clear_upto(L, st, gen0);
     cr_store_unpin(st);
   }
   free(ss);
 }
 
-/* At lua_close: free memory only; no callbacks run (Streamlit does not
- * release resources at shutdown either; they have their own __gc). */
+/* ---- lua_close -------------------------------------------------------- */
+
+/* Frees memory only; no callbacks run (Streamlit does not release
+ * resources at shutdown either; they have their own __gc). */
 static void store_free_entries(lua_State *L, cr_store *st) {
   cr_entry *e, *older;
   int i;
   for (e = st->newest; e; e = older) {
     older = e->older;
     for (i = 0; i < e->nvalues; i++) luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->argkey_ref);
     cr_replay_unref(L, e->replay);
     free(e);
   }
@@ -401,7 +674,7 @@ static void store_free_entries(lua_State *L, cr_store *st) {
 
 void cr_state_free(lua_State *L, cr_state *S) {
   cr_cache *c, *cnext;
-  cr_session *ss, *snext;
+  size_t i;
   for (c = S->caches; c; c = cnext) {
     cr_store *st, *next;
     cnext = c->next;
@@ -421,10 +694,15 @@ void cr_state_free(lua_State *L, cr_state *S) {
     free(c->where);
     free(c);
   }
-  for (ss = S->sessions; ss; ss = snext) {
-    snext = ss->next;
-    free(ss);
+  for (i = 0; S->sessions && i <= S->session_mask; i++) {
+    cr_session *ss, *snext;
+    for (ss = S->sessions[i]; ss; ss = snext) {
+      snext = ss->hnext;
+      free(ss);
+    }
   }
+  free(S->sessions);
+  free(S->store_map);
   free(S->heap);
   luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
@@ -436,8 +714,13 @@ void cr_state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
   cr_keybufs_free(&S->keybufs);
   cr_buffer_free(&S->dumpbuf);
-  S->caches = NULL;
+  S->caches = S->caches_tail = NULL;
   S->sessions = NULL;
+  S->nsessions = 0;
+  S->store_map = NULL;
+  S->nstores = 0;
+  S->current = NULL;
+  S->calls = NULL;
   S->heap = NULL;
   S->heap_len = S->heap_cap = 0;
   S->closed = 1;
