@@ -154,14 +154,18 @@ static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t
  * buffer's userdata at index `anchor`. Sets rp->compiled to 1, or to -1
  * when the buffer is beyond the limits (the C loop then replays it). */
 void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor) {
-  cr_buffer *out = &S->dumpbuf; /* idle outside wrap-time identity dumps */
+  cr_buffer *out;
   const cr_buffer *b = &rp->buf;
   unsigned char *used;
   size_t pos = 0, index, nextra = 0, i;
   int R, top = lua_gettop(L);
+  (void)S;
   rp->compiled = -1;
   if (b->len > COMPILE_MAX_BYTES) return;
   luaL_checkstack(L, 8, "cache_resource: compiling a replay");
+  /* its own buffer: the allocations below may run finalizers that compute
+   * identities or compile other replays */
+  out = &cr_keybufs_box(L)->out;
   used = (unsigned char *)lua_newuserdatauv(L, rp->nrecords + 1, 0);
   memset(used, 0, rp->nrecords + 1);
   for (index = 0; pos < b->len; index++) {
@@ -200,6 +204,6 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor) {
   lua_setiuservalue(L, anchor, 2);
   rp->compiled = 1;
 done:
-  if (out->cap > COMPILE_MAX_BYTES * 8) cr_buffer_free(out); /* do not keep a big one around */
+  cr_buffer_free(out);
   lua_settop(L, top);
 }

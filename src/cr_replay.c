@@ -137,9 +137,15 @@ static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first,
   size_t index;
   int i;
   if (frame->recording == NULL) {
-    frame->recording = cr_replay_new(L);
-    frame->recording->cache = frame->cache;
+    rp = cr_replay_new(L); /* allocates: a finalizer may record into this frame meanwhile */
+    if (frame->recording == NULL) {
+      rp->cache = frame->cache;
+      frame->recording = rp;
+    } else {
+      cr_replay_unref(L, rp);
+    }
   }
+  /* from here to the end of the record nothing runs Lua code: records never interleave */
   rp = frame->recording;
   b = &rp->buf;
   index = rp->nrecords;
@@ -172,8 +178,9 @@ static void record_into(lua_State *L, cr_call *frame, lua_Integer id, int first,
     int t = lua_type(L, result);
     if (t == LUA_TTABLE || t == LUA_TUSERDATA || t == LUA_TFUNCTION) {
       if (frame->results_ref == LUA_NOREF) {
-        lua_newtable(L);
-        frame->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_newtable(L); /* allocates: a finalizer may have made one meanwhile */
+        if (frame->results_ref == LUA_NOREF) frame->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else lua_pop(L, 1);
       }
       lua_rawgeti(L, LUA_REGISTRYINDEX, frame->results_ref);
       lua_pushvalue(L, result);
@@ -434,14 +441,20 @@ static int m_widget_used(lua_State *L) {
       warn = 1;
       continue;
     }
+    /* allocations first (finalizers may run and use this frame), then the
+     * bookkeeping, which allocates nothing */
     if (c->widgets_ref == LUA_NOREF) {
       lua_createtable(L, 0, 2);
       lua_newtable(L);
       lua_setfield(L, -2, "ids");
       lua_newtable(L);
       lua_setfield(L, -2, "values");
-      c->widgets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      if (c->widgets_ref == LUA_NOREF) c->widgets_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      else lua_pop(L, 1);
     }
+    lua_createtable(L, 1, 0); /* boxed: a nil or false value is a value too */
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->widgets_ref);
     lua_getfield(L, -1, "values");
     lua_pushvalue(L, 1);
@@ -453,11 +466,9 @@ static int m_widget_used(lua_State *L) {
     }
     lua_pop(L, 1);
     lua_pushvalue(L, 1);
-    lua_createtable(L, 1, 0); /* boxed: a nil or false value is a value too */
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -4);
     lua_rawset(L, -3);
-    lua_pop(L, 2);
+    lua_pop(L, 3);
   }
   lua_pushboolean(L, warn);
   return 1;

@@ -321,17 +321,19 @@ static int widget_count(lua_State *L, cr_cache *c, int argkey, int ids) {
   if (c->widget_sets_ref == LUA_NOREF) return LUA_NOREF; /* the caller made it: cannot happen */
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
   lua_pushvalue(L, argkey);
-  if (lua_rawget(L, -2) != LUA_TTABLE) {
+  if (lua_rawget(L, -2) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 0);
+    n = lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+  } else { /* no entry has this key: the table's old count, if any, is stale */
     lua_pop(L, 1);
     lua_pushvalue(L, argkey);
     lua_pushvalue(L, ids);
     lua_rawset(L, -3);
     lua_pushvalue(L, ids);
     c->widget_keys++;
+    n = 1;
   }
-  lua_rawgeti(L, -1, 0);
-  n = lua_tointeger(L, -1) + 1;
-  lua_pop(L, 1);
   lua_pushinteger(L, n);
   lua_rawseti(L, -2, 0);
   lua_pop(L, 2);
