@@ -301,6 +301,44 @@ do
   collectgarbage()
 end
 
+do -- session-scoped hits: 10 live sessions, then 10^5, round by round
+  local MANY = QUICK and 10000 or 100000
+  local f = cr(function(k) return k end, { scope = "session", name = "bench sessions" })
+  local ids = {}
+  for i = 1, 10 do ids[i] = "user" .. (i * 7919 % MANY + 1) end -- the same 10 in both
+  local seq = {}
+  for i = 1, 1024 do seq[i] = ids[(i * 31) % 10 + 1] end
+  -- each call switches the session first, as a re-run for another user does
+  local function body(n)
+    for i = 1, n do
+      cr.set_session(seq[(i & 1023) + 1])
+      f(1)
+    end
+  end
+  local function live(count) -- opens sessions user1..count with an entry each, ends the rest
+    for i = 1, count do cr.set_session("user" .. i); f(1) end
+    for i = count + 1, MANY do cr.end_session("user" .. i) end
+    for _, id in ipairs(ids) do cr.set_session(id); f(1) end
+    cr.set_session(nil)
+  end
+  local few, many = {}, {}
+  live(0); body(N // 10)
+  live(MANY); body(N // 10)
+  for r = 1, ROUNDS do -- untimed: bringing sessions up and down between the timed parts
+    live(0)
+    local t0 = clock(); body(N); few[r] = (clock() - t0) * 1e9 / N
+    live(MANY)
+    t0 = clock(); body(N); many[r] = (clock() - t0) * 1e9 / N
+  end
+  local ratios = {}
+  for r = 1, ROUNDS do ratios[r] = many[r] / few[r] end
+  row("sessions", "set_session + hit, 10 live sessions", median(few), 1.0,
+    "the same 10 sessions are used in both")
+  row("sessions", string.format("set_session + hit, %d live sessions", MANY), median(many), median(ratios))
+  live(0)
+  cr.clear()
+end
+
 -- ---- report --------------------------------------------------------------
 
 local uname = io.popen("uname -srm"):read("l") or "?"

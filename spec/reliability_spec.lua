@@ -155,3 +155,248 @@ describe("stress", function()
     end)
   end
 end)
+
+-- Each of these crashed (under ASan, or outright), leaked, or never
+-- returned before the store kept its pointers only across code that
+-- cannot call Lua; the matrix in reentrancy_spec.lua covers the rest.
+describe("callbacks in the middle of C work", function()
+  before_each(support.reset)
+  after_each(function()
+    cr.set_widget_source(nil)
+    support.reset()
+  end)
+
+  it("a clock that ends the session while an entry is stored: values returned, nothing stored", function()
+    local ending = false
+    cr.set_clock(function()
+      if ending then ending = false; cr.end_session("s") end
+      return 0
+    end)
+    local f = cr(function(k) ending = true; return { k } end, { scope = "session", ttl = 10 })
+    cr.set_session("s")
+    assert.same({ 1 }, f(1))
+    assert.is_nil(cr.session())
+    cr.set_session("s")
+    assert.equal(0, cr.stats(f).entries)
+  end)
+
+  it("an on_release that ends the session while a replaced entry is released", function()
+    local released, nested = {}, false
+    local f
+    cr.set_clock(function()
+      if nested then nested = false; f(1) end -- stores key 1 under the store step of key 1
+      return 0
+    end)
+    f = cr(function(k) return { k } end, { scope = "session", ttl = 10, on_release = function(v)
+      released[#released + 1] = v
+      cr.end_session("s")
+    end })
+    cr.set_session("s")
+    nested = true
+    local v = f(1)
+    assert.same({ 1 }, v)
+    -- the nested call's entry, replaced (its release ends the session), then ours
+    assert.equal(2, #released)
+    assert.not_equal(v, released[1])
+    assert.equal(v, released[2])
+    cr.set_session("s")
+    assert.equal(0, cr.stats(f).entries)
+  end)
+
+  it("a widget source that ends the session during the store step", function()
+    local runs = 0
+    local f = cr(function(k)
+      runs = runs + 1
+      cr.widget_used("w" .. runs, runs) -- each run reads another widget
+      return { k, runs }
+    end, { scope = "session", experimental_allow_widgets = true })
+    cr.set_session("s")
+    assert.same({ 5, 1 }, f(5)) -- stored under the widgets {w1}
+    local asked = {}
+    cr.set_widget_source(function(id)
+      asked[#asked + 1] = id
+      if #asked == 2 then cr.end_session("s") end
+      return 0
+    end)
+    -- the lookup asks for w1 (0: a miss), the run reads w2, the store step
+    -- asks for w1 again and ends the session: returned, not stored
+    assert.same({ 5, 2 }, f(5))
+    assert.same({ "w1", "w1" }, asked)
+    assert.is_nil(cr.session())
+    cr.set_session("s")
+    assert.equal(0, cr.stats(f).entries)
+  end)
+
+  it("a clock that clears everything before the expiry heap is read", function()
+    local reads, clear_at = 0, -1
+    cr.set_clock(function()
+      reads = reads + 1
+      if reads == clear_at then cr.clear() end
+      return 0
+    end)
+    local f = cr(function(k) return { k } end, { ttl = 10, validate = function() return true end })
+    f(1); f(2)
+    -- the call reads the clock first on entry, then again on the slow path
+    -- (validate), which clears: the heap is read after it, not before
+    reads, clear_at = 0, 2
+    assert.same({ 1 }, f(1))
+    reads, clear_at = 0, 1
+    assert.equal(0, cr.expire())
+    assert.same({ 2 }, f(2))
+  end)
+
+  it("cached functions and the module refuse to run after lua_close freed the module", function()
+    local dir = os.getenv("CR_BUILD") or "build"
+    local script = ([[
+      package.cpath = "./%s/?.so;" .. package.cpath
+      local out = {}
+      -- made before the module: finalized after the module's state
+      local early = setmetatable({}, { __gc = function()
+        local function try(name, fn, ...)
+          local ok, err = pcall(fn, ...)
+          io.stdout:write(name, " ", tostring(ok), " ", tostring(err), "\n")
+        end
+        try("call", F, 1)
+        try("hit", F, 2)
+        try("set_session", CR.set_session, "late")
+        try("replayable", CR.replayable, print)
+        try("hash", CR.hash, 1)
+        try("wrap", CR, print)
+        try("clear", CR.clear)
+      end })
+      CR = require "cache_resource"
+      F = CR(function(k) return { k } end)
+      F(2)
+    ]]):format(dir)
+    local p = io.popen("lua5.4 -e '" .. script:gsub("'", "'\\''") .. "' 2>&1; echo exit=$?")
+    local out = p:read("a")
+    p:close()
+    assert.matches("exit=0", out)
+    for _, name in ipairs({ "call", "hit", "set_session", "replayable", "hash", "wrap", "clear" }) do
+      assert.matches(name .. " false [^\n]*closed", out)
+    end
+  end)
+end)
+
+describe("every clear ends", function()
+  before_each(support.reset)
+
+  -- on_release puts each released key back (a re-warming cache)
+  local function rewarming(opts)
+    local f
+    local released = 0
+    opts.on_release = function(v)
+      released = released + 1
+      if released <= 1000 then f(v[1]) end
+    end
+    f = cr(function(k) return { k } end, opts)
+    return f, function() return released end
+  end
+
+  it("clear() releases the entries present when it started, once each", function()
+    local f, released = rewarming({})
+    for k = 1, 5 do f(k) end
+    cr.clear()
+    assert.equal(5, released())
+    assert.equal(5, cr.stats(f).entries) -- the re-warmed ones stay
+  end)
+
+  it("clear(f) does too, in every session", function()
+    local released = 0
+    local f
+    f = cr(function(k) return { k, cr.session() } end, { scope = "session", on_release = function(v)
+      released = released + 1
+      if released <= 1000 then -- put it back, in its own session
+        local current = cr.session()
+        cr.set_session(v[2]); f(v[1]); cr.set_session(current)
+      end
+    end })
+    for _, s in ipairs({ "a", "b", "c" }) do
+      cr.set_session(s)
+      f(1); f(2)
+    end
+    cr.set_session(nil)
+    cr.clear(f) -- no session set: every session's entries
+    assert.equal(6, released)
+    assert.equal(6, cr.stats(f).entries) -- the re-warmed ones stay, in their sessions
+  end)
+
+  it("expiry with ttl = 0 and a re-warming on_release ends", function()
+    support.fake_clock(0)
+    local f, released = rewarming({ ttl = 0 })
+    f(1); f(2)
+    cr.expire()
+    assert.is_true(released() < 1000, "released " .. released())
+  end)
+
+  it("eviction with a re-warming on_release ends", function()
+    local f, released = rewarming({ max_entries = 2 })
+    for k = 1, 10 do f(k) end
+    assert.is_true(released() < 1000, "released " .. released())
+    assert.is_true(cr.stats(f).entries <= 2)
+  end)
+end)
+
+describe("bounded memory", function()
+  before_each(support.reset)
+  after_each(function()
+    cr.set_widget_source(nil)
+    support.reset()
+  end)
+
+  it("the widget sets of a widget cache are pruned with its entries and dropped on clear", function()
+    cr.set_widget_source(function() return 0 end)
+    local f = cr(function(k)
+      cr.widget_used("w", 0)
+      return k
+    end, { experimental_allow_widgets = true, max_entries = 10 })
+    collectgarbage(); collectgarbage()
+    local objects0 = registry_objects()
+    for k = 1, 100 do f(k) end
+    collectgarbage(); collectgarbage()
+    local heap0 = collectgarbage("count")
+    for k = 101, 5100 do f(k) end
+    collectgarbage(); collectgarbage()
+    assert.is_true(collectgarbage("count") - heap0 < 64, "grew by " .. (collectgarbage("count") - heap0) .. " KB")
+    assert.equal(5100, f(5100)) -- still a hit: the sets of the live keys are kept
+    assert.equal(10, cr.stats(f).entries)
+    cr.clear()
+    collectgarbage(); collectgarbage()
+    assert.equal(objects0, registry_objects())
+  end)
+
+  it("recorded UI calls are freed when storing the result fails", function()
+    local text = cr.replayable(function() end, "bounded.text")
+    local f = cr(function(k)
+      text(k, function() end) -- an argument kept by reference
+      return k
+    end, { ttl = 10 })
+    f(0); cr.clear(); collectgarbage(); collectgarbage()
+    local objects0 = registry_objects()
+    cr.set_clock(function() error("clock broken", 0) end)
+    for k = 1, 20 do
+      local ok, err = pcall(f, k)
+      assert.is_false(ok)
+      assert.equal("clock broken", err)
+    end
+    cr.set_clock(nil)
+    collectgarbage(); collectgarbage()
+    assert.equal(objects0, registry_objects())
+  end)
+
+  it("recorded UI calls are freed by their entry at once, not by a finalizer Lua may skip", function()
+    local text = cr.replayable(function() end, "bounded.text2")
+    local f = cr(function(k)
+      text(k, function() end) -- an argument kept by reference
+      return k
+    end)
+    f(0); cr.clear(); collectgarbage(); collectgarbage()
+    local objects0 = registry_objects()
+    for k = 1, 10 do f(k) end
+    assert.is_true(registry_objects() > objects0)
+    cr.clear(f)
+    -- no collection in between: Lua skips a finalizer that would hit the
+    -- C stack limit, so a buffer freed only by __gc could be lost
+    assert.equal(objects0, registry_objects())
+  end)
+end)

@@ -364,6 +364,63 @@ describe("session scope (SPEC 6.4)", function()
   end)
 end)
 
+describe("many sessions (SPEC 6.4)", function()
+  before_each(support.reset)
+
+  it("thousands of sessions keep their own entries; ending some releases exactly theirs", function()
+    local released = {}
+    local opts = { scope = "session", on_release = function(v) released[v.sid] = (released[v.sid] or 0) + 1 end }
+    local f = cr(function(k) return { sid = cr.session(), k = k } end, opts)
+    local g = cr(function(k) return { sid = cr.session(), g = k } end,
+      { scope = "session", name = "many g", on_release = opts.on_release })
+    local N = 3000
+    local first = {}
+    for i = 1, N do
+      cr.set_session("user" .. i)
+      first[i] = f(i)
+      g(i)
+    end
+    -- end every third session, in a scattered order
+    local ended = {}
+    for i = N, 1, -1 do
+      if i % 3 == 0 then cr.end_session("user" .. i); ended[i] = true end
+    end
+    for i = 1, N do
+      local sid = "user" .. i
+      assert.equal(ended[i] and 2 or nil, released[sid])
+      cr.set_session(sid)
+      local v = f(i)
+      if ended[i] then
+        assert.not_equal(first[i], v) -- a new session of that id starts empty
+      else
+        assert.equal(first[i], v) -- the same object: still cached
+      end
+      assert.equal(sid, v.sid)
+    end
+    assert.equal(N, cr.stats(f).entries)
+    cr.set_session(nil)
+    cr.clear(f) -- every session's entries of f, not g's
+    assert.equal(0, cr.stats(f).entries)
+    assert.equal(N - N // 3, cr.stats(g).entries)
+    cr.clear()
+    assert.equal(0, cr.stats(g).entries)
+  end)
+
+  it("a session ended from a callback while another session's store is cleared", function()
+    local f
+    f = cr(function(k) return { k } end, { scope = "session", on_release = function(v)
+      if v[1] == 1 then cr.end_session("b"); cr.end_session("c") end
+    end })
+    for _, sid in ipairs({ "a", "b", "c", "d" }) do
+      cr.set_session(sid)
+      f(1); f(2)
+    end
+    cr.set_session(nil)
+    cr.clear(f)
+    assert.equal(0, cr.stats(f).entries)
+  end)
+end)
+
 describe("registry references (leak check)", function()
   before_each(support.reset)
 
