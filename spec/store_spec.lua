@@ -406,6 +406,23 @@ describe("many sessions (SPEC 6.4)", function()
     assert.equal(0, cr.stats(g).entries)
   end)
 
+  it("clear(f, k) without a session reaches every session, even when on_release ends one", function()
+    local released = {}
+    local f = cr(function(k) return { k, cr.session() } end, { scope = "session", on_release = function(v)
+      released[#released + 1] = v[2] .. v[1]
+      cr.end_session(v[2]) -- the session being cleared: its other entry goes too
+    end })
+    for _, sid in ipairs({ "a", "b", "c", "d" }) do
+      cr.set_session(sid)
+      f(1); f(2)
+    end
+    cr.set_session(nil)
+    cr.clear(f, 1)
+    table.sort(released)
+    assert.same({ "a1", "a2", "b1", "b2", "c1", "c2", "d1", "d2" }, released)
+    assert.equal(0, cr.stats(f).entries)
+  end)
+
   it("a session ended from a callback while another session's store is cleared", function()
     local f
     f = cr(function(k) return { k } end, { scope = "session", on_release = function(v)

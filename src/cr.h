@@ -265,6 +265,8 @@ cr_session *cr_session_find(cr_state *S, const char *id, size_t len);
 cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t len);
 void cr_session_end(lua_State *L, cr_state *S, cr_session *ss);
 void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0);
+void cr_store_clear_key(lua_State *L, cr_store *st, const cr_key *key, uint64_t gen0);
+void cr_cache_clear_key(lua_State *L, cr_cache *c, const cr_key *key, uint64_t gen0);
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
 int cr_widget_sets_push(lua_State *L, cr_cache *c, int create);
 void cr_state_free(lua_State *L, cr_state *S);

@@ -117,7 +117,8 @@ static void spinner_event(lua_State *L, cr_call *call, int start, int nargs) {
     n = 3;
   }
   if (lua_pcall(L, n, 0, 0) != LUA_OK) {
-    lua_pushfstring(L, "cache_resource: the spinner hook raised an error: %s", lua_tostring(L, -1));
+    const char *msg = lua_tostring(L, -1);
+    lua_pushfstring(L, "cache_resource: the spinner hook raised an error: %s", msg ? msg : luaL_typename(L, -1));
     cr_report(L, lua_tostring(L, -1));
     lua_pop(L, 2);
   }

@@ -39,7 +39,7 @@ static int m_clear(lua_State *L) {
   cr_func *f;
   cr_cache *c;
   cr_key key;
-  cr_store *one, *st;
+  cr_store *one;
   /* only the entries present now go: on_release may store new ones */
   uint64_t gen0 = S->next_gen;
   if (n == 0) {
@@ -57,23 +57,8 @@ static int m_clear(lua_State *L) {
   cr_call_key(L, f, lua_gettop(L), 2, n - 1, &key);
   keep_key(L, &key);
   one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
-  st = one ? one : (c->session_scope ? c->session_stores : c->global);
-  while (st) {
-    cr_entry *e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest);
-    cr_call *call;
-    cr_store *next = one ? NULL : st->next_of_cache;
-    for (call = S->calls; call; call = call->next)
-      if (call->computing && call->store == st && call->hash == key.hash && call->keylen == key.len &&
-          memcmp(call->key, key.bytes, key.len) == 0)
-        call->store = NULL; /* its values go to its caller, not into the cache */
-    if (e) {
-      st->pins++;
-      cr_entry_release(L, e, CR_CLEAR);
-      next = (one || st->dead) ? NULL : st->next_of_cache;
-      cr_store_unpin(st);
-    }
-    st = next;
-  }
+  if (one || !c->session_scope) cr_store_clear_key(L, one ? one : c->global, &key, gen0);
+  else cr_cache_clear_key(L, c, &key, gen0);
   return 0;
 }
 

@@ -561,6 +561,39 @@ void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0) 
   }
 }
 
+/* Releases the entry of key in st, if present when the clear began;
+ * a computation of that key in st keeps its values out of the cache. */
+void cr_store_clear_key(lua_State *L, cr_store *st, const cr_key *key, uint64_t gen0) {
+  cr_call *call;
+  cr_entry *e;
+  if (st == NULL) return;
+  for (call = st->cache->S->calls; call; call = call->next)
+    if ((call->computing || call->storing) && call->store == st && call->hash == key->hash &&
+        call->keylen == key->len && call->is_digest == key->is_digest &&
+        memcmp(call->key, key->bytes, key->len) == 0)
+      call->store = NULL;
+  e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
+  if (e && e->gen <= gen0) cr_entry_release(L, e, CR_CLEAR);
+}
+
+/* The same in every session's store of c, with the walk of
+ * cr_cache_clear (the next store pinned; start over when it went). */
+void cr_cache_clear_key(lua_State *L, cr_cache *c, const cr_key *key, uint64_t gen0) {
+  cr_store *st = c->session_stores, *next;
+  while (st) {
+    int gone;
+    next = st->next_of_cache;
+    if (next) next->pins++;
+    st->pins++;
+    cr_store_clear_key(L, st, key, gen0);
+    cr_store_unpin(st);
+    if (next == NULL) break;
+    gone = next->dead;
+    cr_store_unpin(next);
+    st = gone ? c->session_stores : next;
+  }
+}
+
 /* ---- sessions -------------------------------------------------------- */
 
 static uint64_t session_hash(const cr_state *S, const char *id, size_t len) {
