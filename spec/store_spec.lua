@@ -364,7 +364,7 @@ describe("session scope (SPEC 6.4)", function()
   end)
 end)
 
-describe("many sessions (SPEC 6.4)", function()
+describe("many sessions", function()
   before_each(support.reset)
 
   it("thousands of sessions keep their own entries; ending some releases exactly theirs", function()

@@ -48,7 +48,7 @@ static int module_call(lua_State *L) {
     return 1;
   }
   if (n >= 3 && !lua_isnil(L, 3) && !is_plain_table(L, 3))
-    return luaL_error(L, "bad argument #2 to 'cache_resource' (options table expected, got %s)",
+    cr_error(L, "bad argument #2 to 'cache_resource' (options table expected, got %s)",
                       luaL_typename(L, 3));
   if (n < 2) lua_settop(L, 2);
   return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);

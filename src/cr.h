@@ -43,6 +43,17 @@
 #include "lauxlib.h"
 #include "cr_buffer.h"
 
+#if defined(__GNUC__) || defined(__clang__) || defined(__CPPCHECK__)
+#define CR_NORETURN __attribute__((noreturn))
+#else
+#define CR_NORETURN
+#endif
+
+/* Raises an error exactly like luaL_error (position prefix, the formats of
+ * lua_pushfstring), but declared noreturn, so compilers and static
+ * analyzers know the paths after it do not exist (cr_store.c). */
+CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
+
 #define CR_FUNC_MT "cache_resource.function"
 #define CR_CALL_MT "cache_resource.call"
 #define CR_BOX_MT "cache_resource.buffers"
@@ -321,7 +332,7 @@ static inline void cr_expire_due(lua_State *L, cr_state *S) {
 /* Raises unless the module state is still open: code reachable from a
  * finalizer running at lua_close, after the state was freed, calls it. */
 static inline void cr_check_open(lua_State *L, const cr_state *S) {
-  if (S->closed) luaL_error(L, "cache_resource: the module was closed (lua_close is running)");
+  if (S->closed) cr_error(L, "cache_resource: the module was closed (lua_close is running)");
 }
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {

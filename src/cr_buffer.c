@@ -1,6 +1,5 @@
 #include <stdlib.h>
-#include "lauxlib.h"
-#include "cr_buffer.h"
+#include "cr.h"
 
 void cr_buffer_init(cr_buffer *b) {
   b->data = NULL;
@@ -15,11 +14,11 @@ void cr_buffer_free(cr_buffer *b) {
 unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra) {
   size_t need = b->len + extra, cap = b->cap ? b->cap : 64;
   unsigned char *p;
-  if (need < b->len) luaL_error(L, "cache_resource: buffer size overflow");
+  if (need < b->len) cr_error(L, "cache_resource: buffer size overflow");
   if (need <= b->cap) return b->data + b->len;
   while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
   p = (unsigned char *)realloc(b->data, cap);
-  if (p == NULL) luaL_error(L, "cache_resource: out of memory (buffer of %zu bytes)", cap);
+  if (p == NULL) cr_error(L, "cache_resource: out of memory (buffer of %I bytes)", (lua_Integer)cap);
   b->data = p;
   b->cap = cap;
   return b->data + b->len;

@@ -178,13 +178,13 @@ static int lookup(lua_State *L, int base, cr_call *call) {
         other->store = NULL; /* its result, if it ever comes, is not stored */
         continue;
       case OWNER_BLOCKS_US:
-        return luaL_error(L, "cache_resource: recursive call of %s with the same arguments: this key is "
+        cr_error(L, "cache_resource: recursive call of %s with the same arguments: this key is "
                              "already being computed by this coroutine (or one that resumed it)",
                           c->name);
       default: break;
     }
     if (S->waiter_ref == LUA_NOREF)
-      return luaL_error(L, "cache_resource: %s: this key is being computed by another coroutine; "
+      cr_error(L, "cache_resource: %s: this key is being computed by another coroutine; "
                            "set a waiter to wait for it, e.g. cache_resource.set_waiter(function() "
                            "cqueues.sleep(0) end)",
                         c->name);
@@ -395,9 +395,10 @@ static void infer_name(lua_State *L, cr_cache *c) {
   lua_Debug ar;
   c->name_fixed = 1;
   if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name && ar.name[0] != '?') {
-    char *name = (char *)malloc(strlen(ar.name) + 1);
+    size_t len = strlen(ar.name) + 1;
+    char *name = (char *)malloc(len);
     if (name == NULL) return;
-    strcpy(name, ar.name);
+    memcpy(name, ar.name, len);
     free(c->name);
     c->name = name;
   }
@@ -453,7 +454,7 @@ int cr_func_call(lua_State *L) {
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
   if (S->closed)
-    return luaL_error(L, "cache_resource: a cached function was called after the module was closed "
+    cr_error(L, "cache_resource: a cached function was called after the module was closed "
                          "(from a finalizer running at lua_close)");
   c = f->cache;
   if (S->heap_len) { /* one comparison unless something has expired */

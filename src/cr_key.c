@@ -100,14 +100,13 @@ static void arg_desc(ser *s, char *buf, size_t size) {
   else snprintf(buf, size, "#%d", s->argpos);
 }
 
-static int ser_fail(ser *s, const char *fmt, ...) {
-  char msg[512];
+CR_NORETURN static void ser_fail(ser *s, const char *fmt, ...) {
   va_list ap;
   s->kb->busy = 0; /* nothing holds the buffers once we unwind */
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  lua_pushvfstring(s->L, fmt, ap);
   va_end(ap);
-  return luaL_error(s->L, "%s", msg);
+  cr_error(s->L, "%s", lua_tostring(s->L, -1));
 }
 
 static const char *mt_name(lua_State *L, int idx) {
@@ -119,7 +118,7 @@ static const char *mt_name(lua_State *L, int idx) {
   return name;
 }
 
-static void unhashable(ser *s, int idx, int depth) {
+CR_NORETURN static void unhashable(ser *s, int idx, int depth) {
   lua_State *L = s->L;
   char arg[128], under[130];
   const char *tname = luaL_typename(L, idx);

@@ -13,10 +13,10 @@ static cr_state *state_of(lua_State *L) {
 static cr_func *check_cached(lua_State *L, int idx, const char *fname) {
   cr_func *f = cr_func_of(L, idx);
   if (f == NULL)
-    luaL_error(L, "bad argument #%d to 'cache_resource.%s' (a cached function expected, got %s: "
+    cr_error(L, "bad argument #%d to 'cache_resource.%s' (a cached function expected, got %s: "
                   "pass the function cache_resource(fn) returned)",
                idx, fname, lua_isfunction(L, idx) ? "a function that is not a cached function" : luaL_typename(L, idx));
-  if (f->S->closed) luaL_error(L, "cache_resource.%s: the module was closed (lua_close)", fname);
+  if (f->S->closed) cr_error(L, "cache_resource.%s: the module was closed (lua_close)", fname);
   return f;
 }
 

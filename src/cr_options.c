@@ -97,8 +97,8 @@ static int unknown_option(lua_State *L, const char *key) {
     size_t d = edit_distance(key, option_names[i]);
     if (d < bestd) bestd = d, best = option_names[i];
   }
-  if (best) return luaL_error(L, "cache_resource: unknown option '%s' (did you mean '%s'?)", key, best);
-  return luaL_error(L, "cache_resource: unknown option '%s' (known options: ttl, max_entries, validate, "
+  if (best) cr_error(L, "cache_resource: unknown option '%s' (did you mean '%s'?)", key, best);
+  cr_error(L, "cache_resource: unknown option '%s' (known options: ttl, max_entries, validate, "
                        "on_release, hash_funcs, show_spinner, show_time, experimental_allow_widgets, "
                        "scope, name)", key);
 }
@@ -113,7 +113,7 @@ static int is_callable(lua_State *L, int idx) {
 }
 
 static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
-  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
+  cr_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
 }
 
 static void check_hash_funcs(lua_State *L, int t) {
@@ -121,10 +121,10 @@ static void check_hash_funcs(lua_State *L, int t) {
   while (lua_next(L, t)) {
     int kt = lua_type(L, -2);
     if (kt != LUA_TSTRING && kt != LUA_TTABLE)
-      luaL_error(L, "cache_resource: option 'hash_funcs' keys must be type names, __name strings or "
+      cr_error(L, "cache_resource: option 'hash_funcs' keys must be type names, __name strings or "
                     "metatables, got a %s key", luaL_typename(L, -2));
     if (!is_callable(L, -1))
-      luaL_error(L, "cache_resource: option 'hash_funcs' must map each key to a function, got a %s for key '%s'",
+      cr_error(L, "cache_resource: option 'hash_funcs' must map each key to a function, got a %s for key '%s'",
                  luaL_typename(L, -1), kt == LUA_TSTRING ? lua_tostring(L, -2) : "<metatable>");
     lua_pop(L, 1);
   }
@@ -140,15 +140,15 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     int v = lua_gettop(L);
     const char *k;
     if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "cache_resource: option names must be strings, got a %s key", luaL_typename(L, -2));
+      cr_error(L, "cache_resource: option names must be strings, got a %s key", luaL_typename(L, -2));
     k = lua_tostring(L, -2);
     if (strcmp(k, "ttl") == 0) {
       if (lua_type(L, v) == LUA_TNUMBER) {
         o->ttl = (double)lua_tonumber(L, v);
-        if (!(o->ttl >= 0)) luaL_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
+        if (!(o->ttl >= 0)) cr_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
       } else if (lua_type(L, v) == LUA_TSTRING) {
         if (!cr_parse_duration(lua_tostring(L, v), &o->ttl))
-          luaL_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
+          cr_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
                         "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                      lua_tostring(L, v));
       } else {
@@ -158,7 +158,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
       if (!isint || lua_type(L, v) != LUA_TNUMBER || o->max_entries < 1)
-        luaL_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
+        cr_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
                    luaL_tolstring(L, v, NULL));
     } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
       if (!is_callable(L, v)) bad_option(L, k, "a function", v);
@@ -180,7 +180,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
       if (s && strcmp(s, "session") == 0) o->session_scope = 1;
       else if (!s || strcmp(s, "global") != 0)
-        luaL_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
+        cr_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
                    luaL_tolstring(L, v, NULL));
     } else if (strcmp(k, "name") == 0) {
       if (lua_type(L, v) != LUA_TSTRING || lua_rawlen(L, v) == 0) bad_option(L, k, "a non-empty string", v);
@@ -200,9 +200,10 @@ void cr_check_options(lua_State *L, int opts) {
 /* ---- caches ---------------------------------------------------------- */
 
 static char *dup_string(lua_State *L, const char *s) {
-  char *p = (char *)malloc(strlen(s) + 1);
-  if (p == NULL) luaL_error(L, "cache_resource: out of memory");
-  return strcpy(p, s);
+  size_t len = strlen(s) + 1;
+  char *p = (char *)malloc(len);
+  if (p == NULL) cr_error(L, "cache_resource: out of memory");
+  return (char *)memcpy(p, s, len);
 }
 
 /* Points *ref at opts[field] when present. */
@@ -255,7 +256,7 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   cr_cache *c = (cr_cache *)calloc(1, sizeof *c);
   lua_Debug ar;
   char buf[LUA_IDSIZE + 64];
-  if (c == NULL) luaL_error(L, "cache_resource: out of memory (cache)");
+  if (c == NULL) cr_error(L, "cache_resource: out of memory (cache)");
   c->S = S;
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
@@ -337,7 +338,7 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   if (opts) opts = lua_absindex(L, opts);
   if (!(t == LUA_TFUNCTION ||
         (t == LUA_TTABLE && luaL_getmetafield(L, fn, "__call") == LUA_TFUNCTION && (lua_pop(L, 1), 1))))
-    return luaL_error(L, "bad argument #1 to 'cache_resource' (function or callable table expected, got %s)",
+    cr_error(L, "bad argument #1 to 'cache_resource' (function or callable table expected, got %s)",
                       luaL_typename(L, fn));
   parse_options(L, opts, &o);
   cr_key_identity(L, S, fn, opts, o.name, id);

@@ -63,7 +63,7 @@ static size_t add_ref(lua_State *L, cr_replay *rp, int idx) {
   if (rp->nrefs == rp->caprefs) {
     size_t cap = rp->caprefs ? rp->caprefs * 2 : 4;
     int *r = (int *)realloc(rp->refs, cap * sizeof *r);
-    if (r == NULL) luaL_error(L, "cache_resource: out of memory (replay references)");
+    if (r == NULL) cr_error(L, "cache_resource: out of memory (replay references)");
     rp->refs = r;
     rp->caprefs = cap;
   }

@@ -13,6 +13,7 @@
  * loop. See the reentrancy rule in cr.h. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,7 +30,7 @@ double cr_now(lua_State *L, cr_state *S) {
     lua_call(L, 0, 1);
     t = (double)lua_tonumberx(L, -1, &isnum);
     lua_pop(L, 1);
-    if (!isnum) luaL_error(L, "cache_resource: the clock set with set_clock must return a number of seconds");
+    if (!isnum) cr_error(L, "cache_resource: the clock set with set_clock must return a number of seconds");
     return t;
   } else {
     struct timespec ts;
@@ -38,7 +39,18 @@ double cr_now(lua_State *L, cr_state *S) {
   }
 }
 
-/* ---- warnings -------------------------------------------------------- */
+/* ---- errors and warnings ---------------------------------------------- */
+
+void cr_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  luaL_where(L, 1);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  lua_error(L);
+  abort(); /* not reached: lua_error does not return, but is not declared so */
+}
 
 /* Through the global warn() when there is one, so programs (and specs)
  * can route warnings; else the C warning function. */
@@ -88,7 +100,7 @@ static void heap_reserve(lua_State *L, cr_state *S) {
   if (S->heap_len == S->heap_cap) {
     size_t cap = S->heap_cap ? S->heap_cap * 2 : 64;
     cr_entry **h = (cr_entry **)realloc(S->heap, cap * sizeof *h);
-    if (h == NULL) luaL_error(L, "cache_resource: out of memory (expiry heap)");
+    if (h == NULL) cr_error(L, "cache_resource: out of memory (expiry heap)");
     S->heap = h;
     S->heap_cap = cap;
   }
@@ -188,7 +200,7 @@ static cr_store *store_new(lua_State *L, cr_cache *c, cr_session *ss) {
   if (st) st->buckets = (cr_entry **)calloc(8, sizeof *st->buckets);
   if (st == NULL || st->buckets == NULL) {
     free(st);
-    luaL_error(L, "cache_resource: out of memory (store)");
+    cr_error(L, "cache_resource: out of memory (store)");
   }
   st->mask = 7;
   st->cache = c;
@@ -216,7 +228,7 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   }
   ss = S->current;
   if (ss == NULL)
-    luaL_error(L, "cache_resource: %s has scope 'session' but no session is set: call "
+    cr_error(L, "cache_resource: %s has scope 'session' but no session is set: call "
                   "cache_resource.set_session(id) first (the UI runtime does it for each run)",
                c->name);
   if (c->last_store && c->last_store->session == ss) return c->last_store;
@@ -225,7 +237,7 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   if (!create) return NULL;
   if (S->store_map == NULL) {
     store_map_resize(S, 16);
-    if (S->store_map == NULL) luaL_error(L, "cache_resource: out of memory (store map)");
+    if (S->store_map == NULL) cr_error(L, "cache_resource: out of memory (store map)");
   }
   st = store_new(L, c, ss);
   store_map_add(S, st);
@@ -249,9 +261,10 @@ cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, s
 
 static void lru_unlink(cr_store *st, cr_entry *e) {
   if (e->newer) e->newer->older = e->older;
-  else st->newest = e->older;
   if (e->older) e->older->newer = e->newer;
-  else st->oldest = e->newer;
+  /* by identity, not by the neighbours: the ends never point at an unlinked entry */
+  if (st->newest == e) st->newest = e->older;
+  if (st->oldest == e) st->oldest = e->newer;
 }
 
 static void lru_push(cr_store *st, cr_entry *e) {
@@ -284,7 +297,7 @@ static void grow_buckets(cr_store *st) {
   st->mask = n - 1;
 }
 
-/* ---- widget sets (SPEC 6.3) ------------------------------------------ */
+/* ---- widget sets ----------------------------------------------------- */
 
 /* Pushes the cache's table of widget ids per argument key and returns 1;
  * without one, creates it when `create` (an allocation: Lua code may run)
@@ -375,11 +388,10 @@ static void widget_uncount(lua_State *L, cr_state *S, cr_cache *c, int ref) {
 
 /* ---- entries ---------------------------------------------------------- */
 
-/* Unlinks and frees e. When on_release is to be called, pushes it and
- * e's values (room checked by the caller) and returns how many values;
- * else returns -1. Runs no Lua code. */
-static int entry_detach(lua_State *L, cr_entry *e, enum cr_reason why) {
-  cr_store *st = e->store;
+/* Unlinks e from st (its store) and frees it. When on_release is to be
+ * called, pushes it and e's values (room checked by the caller) and
+ * returns how many values; else returns -1. Runs no Lua code. */
+static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason why) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry **pp;
@@ -425,11 +437,15 @@ static void entry_notify(lua_State *L, cr_cache *c, int n) {
 /* Unlinks and frees e, then calls on_release with its values (except for
  * CR_DROP, a failed validate). The caller must not use e afterwards, nor
  * its store unless pinned. */
-void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
-  cr_cache *c = e->store->cache;
+static void store_release(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason why) {
+  cr_cache *c = st->cache;
   if (why != CR_DROP && c->on_release_ref != LUA_NOREF)
     luaL_checkstack(L, e->nvalues + 4, "cache_resource: releasing an entry");
-  entry_notify(L, c, entry_detach(L, e, why));
+  entry_notify(L, c, entry_detach(L, st, e, why));
+}
+
+void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
+  store_release(L, e->store, e, why);
 }
 
 /* Links a new entry for key holding the n values at first.. and the
@@ -454,7 +470,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
     luaL_checkstack(L, old->nvalues + 4, "cache_resource: releasing an entry");
   if (expires != HUGE_VAL) heap_reserve(L, S);
   e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
-  if (e == NULL) luaL_error(L, "cache_resource: out of memory (entry)");
+  if (e == NULL) cr_error(L, "cache_resource: out of memory (entry)");
   e->store = st;
   e->hash = key->hash;
   e->gen = ++S->next_gen;
@@ -474,7 +490,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
   /* counted before the replaced entry uncounts the same argument key */
   e->argkey_ref = argkey ? widget_count(L, c, argkey, ids) : LUA_NOREF;
-  if (old) released = entry_detach(L, old, CR_CLEAR); /* a takeover raced an owner */
+  if (old) released = entry_detach(L, st, old, CR_CLEAR); /* a takeover raced an owner */
   if (expires != HUGE_VAL) heap_push(S, e);
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
@@ -489,7 +505,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
              ? st->count - (size_t)c->max_entries : 0;
   while (excess-- > 0 && !st->dead && c->max_entries > 0 && (lua_Integer)st->count > c->max_entries &&
          st->oldest)
-    cr_entry_release(L, st->oldest, CR_EVICT);
+    store_release(L, st, st->oldest, CR_EVICT);
   cr_store_unpin(st);
 }
 
@@ -497,21 +513,26 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
 
 /* Releases st's entries stored up to generation gen0 (those present when
  * the clear started); entries stored meanwhile by callbacks stay, so this
- * ends however on_release re-warms the cache. */
+ * ends however on_release re-warms the cache. The caller pins st. */
 static void store_clear_upto(lua_State *L, cr_store *st, uint64_t gen0) {
-  st->pins++;
   for (;;) {
     cr_entry *e = st->oldest;
     while (e && e->gen > gen0) e = e->newer;
     if (e == NULL) break;
-    cr_entry_release(L, e, CR_CLEAR);
+    store_release(L, st, e, CR_CLEAR);
   }
   if (st->cleared_gen < gen0) st->cleared_gen = gen0;
+}
+
+/* The same for a store nobody pinned yet. */
+static void store_clear_pinned(lua_State *L, cr_store *st, uint64_t gen0) {
+  st->pins++;
+  store_clear_upto(L, st, gen0);
   cr_store_unpin(st);
 }
 
 /* Calls on st stop using it. A computing call still returns its values to
- * its caller but does not store them (SPEC 5); when the store itself goes
+ * its caller but does not store them; when the store itself goes
  * (end of session) waiting and validating calls let go of it too. */
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing) {
   cr_call *call;
@@ -520,16 +541,42 @@ void cr_detach_calls(cr_state *S, cr_store *st, int only_computing) {
       call->store = NULL;
 }
 
+/* Every session store of c, pinned (NULL when it has none), for a walk
+ * that calls Lua code: a snapshot, so stores made meanwhile are not in it
+ * (their entries are newer than the walk) and a store whose session ends
+ * meanwhile stays allocated, marked dead. Let go with stores_unpin. */
+static cr_store **stores_pin(lua_State *L, cr_cache *c, size_t *n) {
+  cr_store *st, **all;
+  size_t i = 0;
+  *n = 0;
+  for (st = c->session_stores; st; st = st->next_of_cache) (*n)++;
+  if (*n == 0) return NULL;
+  all = (cr_store **)malloc(*n * sizeof *all);
+  if (all == NULL) cr_error(L, "cache_resource: out of memory (clearing %s)", c->name);
+  for (st = c->session_stores; st; st = st->next_of_cache) {
+    st->pins++;
+    all[i++] = st;
+  }
+  return all;
+}
+
+static void stores_unpin(cr_store **all, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) cr_store_unpin(all[i]);
+  free(all);
+}
+
 /* Clears c: its global store, or the current session's store, or (with
  * all_sessions) every session's. gen0: the generation when the clear began
  * (S->next_gen then); only entries up to it go. */
 void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0) {
   cr_state *S = c->S;
-  cr_store *st, *next;
+  cr_store *st, **all;
+  size_t i, n;
   if (!c->session_scope) {
     if (c->global) {
       cr_detach_calls(S, c->global, 1);
-      store_clear_upto(L, c->global, gen0);
+      store_clear_pinned(L, c->global, gen0);
     }
     return;
   }
@@ -537,28 +584,18 @@ void cr_cache_clear(lua_State *L, cr_cache *c, int all_sessions, uint64_t gen0) 
     st = cr_store_for(L, c, 0);
     if (st) {
       cr_detach_calls(S, st, 1);
-      store_clear_upto(L, st, gen0);
+      store_clear_pinned(L, st, gen0);
     }
     return;
   }
-  /* Walk the cache's stores with the next one pinned: when its session
-   * ended meanwhile, start over (stores already cleared are skipped). */
-  st = c->session_stores;
-  while (st) {
-    int gone;
-    if (st->cleared_gen >= gen0) {
-      st = st->next_of_cache;
-      continue;
-    }
-    next = st->next_of_cache;
-    if (next) next->pins++;
+  all = stores_pin(L, c, &n);
+  for (i = 0; i < n; i++) {
+    st = all[i];
+    if (st->dead || st->cleared_gen >= gen0) continue; /* ended, or cleared by a nested clear */
     cr_detach_calls(S, st, 1);
     store_clear_upto(L, st, gen0);
-    if (next == NULL) break;
-    gone = next->dead;
-    cr_store_unpin(next);
-    st = gone ? c->session_stores : next;
   }
+  stores_unpin(all, n);
 }
 
 /* Releases the entry of key in st, if present when the clear began;
@@ -573,25 +610,16 @@ void cr_store_clear_key(lua_State *L, cr_store *st, const cr_key *key, uint64_t 
         memcmp(call->key, key->bytes, key->len) == 0)
       call->store = NULL;
   e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
-  if (e && e->gen <= gen0) cr_entry_release(L, e, CR_CLEAR);
+  if (e && e->gen <= gen0) store_release(L, st, e, CR_CLEAR);
 }
 
-/* The same in every session's store of c, with the walk of
- * cr_cache_clear (the next store pinned; start over when it went). */
+/* The same in every session's store of c. */
 void cr_cache_clear_key(lua_State *L, cr_cache *c, const cr_key *key, uint64_t gen0) {
-  cr_store *st = c->session_stores, *next;
-  while (st) {
-    int gone;
-    next = st->next_of_cache;
-    if (next) next->pins++;
-    st->pins++;
-    cr_store_clear_key(L, st, key, gen0);
-    cr_store_unpin(st);
-    if (next == NULL) break;
-    gone = next->dead;
-    cr_store_unpin(next);
-    st = gone ? c->session_stores : next;
-  }
+  size_t i, n;
+  cr_store **all = stores_pin(L, c, &n);
+  for (i = 0; i < n; i++)
+    if (!all[i]->dead) cr_store_clear_key(L, all[i], key, gen0);
+  stores_unpin(all, n);
 }
 
 /* ---- sessions -------------------------------------------------------- */
@@ -633,9 +661,9 @@ cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t le
   if (ss) return ss;
   if (S->sessions == NULL) sessions_resize(S, 16);
   else if (S->nsessions >= S->session_mask + 1) sessions_resize(S, (S->session_mask + 1) * 2);
-  if (S->sessions == NULL) luaL_error(L, "cache_resource: out of memory (sessions)");
+  if (S->sessions == NULL) cr_error(L, "cache_resource: out of memory (sessions)");
   ss = (cr_session *)malloc(sizeof *ss + len + 1);
-  if (ss == NULL) luaL_error(L, "cache_resource: out of memory (session)");
+  if (ss == NULL) cr_error(L, "cache_resource: out of memory (session)");
   ss->stores = NULL;
   ss->idlen = len;
   memcpy(ss->id, id, len);
