@@ -281,6 +281,7 @@ int luaopen_cache_resource(lua_State *L) {
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, module_fns, 1);
   cr_replay_open(L);
+  cr_key_open(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */

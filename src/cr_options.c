@@ -112,8 +112,29 @@ static int is_callable(lua_State *L, int idx) {
   return 0;
 }
 
+/* Pushes what was given, for messages: `a string "10"`, `2.5`, `a boolean
+ * (true)`, `a table`. */
+static const char *given(lua_State *L, int idx) {
+  luaL_Buffer b;
+  size_t len;
+  const char *s;
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+      s = lua_tolstring(L, idx, &len);
+      luaL_buffinit(L, &b);
+      luaL_addstring(&b, "a string \"");
+      luaL_addlstring(&b, s, len > 40 ? 40 : len);
+      luaL_addstring(&b, len > 40 ? "...\"" : "\"");
+      luaL_pushresult(&b);
+      return lua_tostring(L, -1);
+    case LUA_TNUMBER: return luaL_tolstring(L, idx, NULL);
+    case LUA_TBOOLEAN: return lua_pushstring(L, lua_toboolean(L, idx) ? "a boolean (true)" : "a boolean (false)");
+    default: return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
+  }
+}
+
 static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
-  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
+  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, given(L, idx));
 }
 
 static void check_hash_funcs(lua_State *L, int t) {
@@ -145,9 +166,9 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     if (strcmp(k, "ttl") == 0) {
       if (lua_type(L, v) == LUA_TNUMBER) {
         o->ttl = (double)lua_tonumber(L, v);
-        if (!(o->ttl >= 0)) luaL_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
+        if (!(o->ttl >= 0)) bad_option(L, k, ">= 0 seconds", v);
       } else if (lua_type(L, v) == LUA_TSTRING) {
-        if (!cr_parse_duration(lua_tostring(L, v), &o->ttl))
+        if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &o->ttl))
           luaL_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
                         "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                      lua_tostring(L, v));
@@ -158,8 +179,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
       if (!isint || lua_type(L, v) != LUA_TNUMBER || o->max_entries < 1)
-        luaL_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "an integer >= 1", v);
     } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
       if (!is_callable(L, v)) bad_option(L, k, "a function", v);
       if (k[0] == 'v') o->validate = 1;
@@ -180,8 +200,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
       if (s && strcmp(s, "session") == 0) o->session_scope = 1;
       else if (!s || strcmp(s, "global") != 0)
-        luaL_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "\"global\" or \"session\"", v);
     } else if (strcmp(k, "name") == 0) {
       if (lua_type(L, v) != LUA_TSTRING || lua_rawlen(L, v) == 0) bad_option(L, k, "a non-empty string", v);
       o->name = lua_tostring(L, v);
