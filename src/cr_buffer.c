@@ -29,7 +29,7 @@ unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra) {
   if (!cr_buffer_grow(b, extra)) {
     if (b->len + extra < b->len) luaL_error(L, "cache_resource: buffer size overflow");
     /* lua_pushfstring knows no %zu: sizes go out as lua_Integer (%I) */
-    luaL_error(L, "cache_resource: out of memory (a buffer of %I bytes needed %I more)", (lua_Integer)b->len,
+    luaL_error(L, "cache_resource: out of memory (growing a buffer of %I bytes by %I)", (lua_Integer)b->len,
                (lua_Integer)extra);
   }
   return b->data + b->len;
