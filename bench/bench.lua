@@ -116,8 +116,9 @@ local function hit_group(name, args, memo_inline, memo_fn)
   local f = cr(function(...) return work(...) end, { name = "bench " .. name })
   local nested = memoize_nested(work)
   local concat = memoize_concat(work)
-  -- What any C function pays before its own code runs: one that does nothing.
-  local noop = rawequal
+  -- What any C function pays before its own code runs: one that does
+  -- next to nothing with the same arguments.
+  local noop = #args == 1 and rawlen or rawequal
   -- Each body calls with exactly #args arguments, as a user would.
   local function calling(fn)
     if #args == 1 then
@@ -332,6 +333,36 @@ do
   })
   t_big = nil
   collectgarbage()
+end
+
+do -- bytes per entry: cache_resource vs a plain table memo, same keys and values
+  local COUNT = QUICK and 20000 or 200000
+  local values = {}
+  for i = 1, COUNT do values[i] = { i } end
+  local function measure(fill)
+    collectgarbage(); collectgarbage()
+    local rss0, lua0 = rss_kb(), collectgarbage("count")
+    local keep = fill()
+    collectgarbage(); collectgarbage()
+    local rss1, lua1 = rss_kb(), collectgarbage("count")
+    return keep, (rss1 - rss0) * 1024 / COUNT, (lua1 - lua0) * 1024 / COUNT
+  end
+  local memo, m_rss, m_lua = measure(function()
+    local t = {}
+    for i = 1, COUNT do t["key" .. i] = values[i] end
+    return t
+  end)
+  local f = cr(function(k) return values[tonumber(k:sub(4))] end, { name = "bench memory" })
+  local _, c_rss, c_lua = measure(function()
+    for i = 1, COUNT do f("key" .. i) end
+    return f
+  end)
+  row("bytes per entry", "plain table memo (string keys)", m_rss, nil,
+    string.format("RSS %.0f B, Lua heap %.0f B per entry", m_rss, m_lua))
+  row("bytes per entry", "cache_resource entries (string keys)", c_rss, nil,
+    string.format("RSS %.0f B, Lua heap %.0f B per entry (%.1fx the memo's RSS)", c_rss, c_lua, c_rss / m_rss))
+  memo = nil
+  cr.clear()
 end
 
 -- ---- report --------------------------------------------------------------
