@@ -298,12 +298,12 @@ do
   local BIG = QUICK and 20000 or 1000000
   local small = cr(function(k) return k end, { name = "bench 10 entries" })
   local big = cr(function(k) return k end, { name = "bench 10^6 entries" })
-  for i = 1, 10 do small(i) end
-  for i = 1, BIG do big(i) end
+  for i = 1, 10 do small("k" .. i) end
+  for i = 1, BIG do big("k" .. i) end
   local small_keys, big_keys = {}, {}
   for i = 1, 1024 do
-    small_keys[i] = (i * 7919) % 10 + 1
-    big_keys[i] = (i * 7919) % BIG + 1
+    small_keys[i] = "k" .. (i * 7919) % 10 + 1
+    big_keys[i] = "k" .. (i * 7919) % BIG + 1
   end
   group("scale", {
     { "hit with 10 entries", function(n) for i = 1, n do small(small_keys[(i & 1023) + 1]) end end, base = true },
@@ -316,8 +316,8 @@ do
   for i = 1, 10 do t_small["k" .. i] = { i } end
   for i = 1, BIG do t_big["k" .. i] = { i } end
   for i = 1, 1024 do
-    s_small[i] = "k" .. small_keys[i]
-    s_big[i] = "k" .. big_keys[i]
+    s_small[i] = small_keys[i]
+    s_big[i] = big_keys[i]
   end
   group("scale (Lua table)", {
     { "plain table lookup, 10 string keys", function(n)
@@ -335,34 +335,20 @@ do
   collectgarbage()
 end
 
-do -- bytes per entry: cache_resource vs a plain table memo, same keys and values
+do -- bytes per entry: each variant in a fresh process, so RSS is its own
   local COUNT = QUICK and 20000 or 200000
-  local values = {}
-  for i = 1, COUNT do values[i] = { i } end
-  local function measure(fill)
-    collectgarbage(); collectgarbage()
-    local rss0, lua0 = rss_kb(), collectgarbage("count")
-    local keep = fill()
-    collectgarbage(); collectgarbage()
-    local rss1, lua1 = rss_kb(), collectgarbage("count")
-    return keep, (rss1 - rss0) * 1024 / COUNT, (lua1 - lua0) * 1024 / COUNT
+  local function measure(variant)
+    local p = assert(io.popen(string.format("%s bench/bench_memory.lua %s %d", arg[-1] or "lua5.4", variant, COUNT)))
+    local rss, heap = p:read("n", "n")
+    p:close()
+    return rss or 0, heap or 0
   end
-  local memo, m_rss, m_lua = measure(function()
-    local t = {}
-    for i = 1, COUNT do t["key" .. i] = values[i] end
-    return t
-  end)
-  local f = cr(function(k) return values[tonumber(k:sub(4))] end, { name = "bench memory" })
-  local _, c_rss, c_lua = measure(function()
-    for i = 1, COUNT do f("key" .. i) end
-    return f
-  end)
-  row("bytes per entry", "plain table memo (string keys)", m_rss, nil,
-    string.format("RSS %.0f B, Lua heap %.0f B per entry", m_rss, m_lua))
-  row("bytes per entry", "cache_resource entries (string keys)", c_rss, nil,
-    string.format("RSS %.0f B, Lua heap %.0f B per entry (%.1fx the memo's RSS)", c_rss, c_lua, c_rss / m_rss))
-  memo = nil
-  cr.clear()
+  local m_rss, m_heap = measure("memo")
+  local c_rss, c_heap = measure("cache_resource")
+  row("bytes per entry", "plain table memo (string keys)", nil, nil,
+    string.format("RSS %.0f B, Lua heap %.0f B per entry", m_rss, m_heap))
+  row("bytes per entry", "cache_resource entries (string keys)", nil, nil,
+    string.format("RSS %.0f B, Lua heap %.0f B per entry (%.1fx the memo's RSS)", c_rss, c_heap, c_rss / m_rss))
 end
 
 -- ---- report --------------------------------------------------------------
@@ -384,7 +370,8 @@ print(string.format("| %-20s | %-44s | %9s | %7s | %s", "case", "variant", "ns/c
 print("|" .. string.rep("-", 22) .. "|" .. string.rep("-", 46) .. "|" .. string.rep("-", 11) .. "|" .. string.rep("-", 9) .. "|------")
 local last
 for _, r in ipairs(rows) do
-  print(string.format("| %-20s | %-44s | %9.1f | %7s | %s", r.group ~= last and r.group or "", r.name, r.ns,
+  print(string.format("| %-20s | %-44s | %9s | %7s | %s", r.group ~= last and r.group or "", r.name,
+    r.ns and string.format("%.1f", r.ns) or "",
     r.ratio and string.format("%.2fx", r.ratio) or "", r.note or ""))
   last = r.group
 end
