@@ -193,9 +193,10 @@ end
 
 local cr -- loaded lazily: the decoder itself needs no module
 
+-- A cached function is a plain function to Lua; the module knows its own.
 local function is_cached(v)
-  if type(v) == "userdata" then return getmetatable(v) == "cache_resource.function" end
-  return false
+  cr = cr or require "cache_resource"
+  return type(v) == "function" and (pcall(cr.info, v))
 end
 
 -- The 16 (Lua) or 8 (C) identity bytes of a function, read from its own
@@ -248,13 +249,13 @@ function describe(v, depth, path)
     end
     path[depth] = nil
     return node
+  elseif is_cached(v) then
+    return { t = "cached", id = function_id(v, 16) }
   elseif ty == "function" then
     if debug.getinfo(v, "S").what == "C" then
       return { t = "cfunc", id = function_id(v, 8), upvalues = describe_upvalues(v, depth, path) }
     end
     return { t = "lfunc", id = function_id(v, 16), upvalues = describe_upvalues(v, depth, path) }
-  elseif is_cached(v) then
-    return { t = "cached", id = function_id(v, 16) }
   end
   error("keydecode: no description for a " .. ty)
 end

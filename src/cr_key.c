@@ -79,6 +79,7 @@ typedef struct ser {
   int hf;                 /* stack index of the hash_funcs table, 0 = none */
   const char *fname;      /* display name, for errors */
   const cr_func *func;    /* names parameters in errors; NULL outside calls */
+  int fidx;               /* where its cr_func userdata is (a stack or upvalue index) */
   const char *argname;    /* a fixed name for errors, else looked up */
   int argpos;
   int identity;           /* an identity: userdata and threads are OPAQUE, not errors */
@@ -131,11 +132,11 @@ static cr_keybufs *take_bufs(lua_State *L, cr_state *S) {
 
 /* ---- errors ---------------------------------------------------------- */
 
-static const char *param_name(lua_State *L, const cr_func *f, int i) {
-  /* only on the error path: the wrapped function is uservalue 1 of arg 1 */
+static const char *param_name(lua_State *L, const cr_func *f, int fidx, int i) {
+  /* only on the error path: the wrapped function is uservalue 1 of the cr_func */
   const char *name = NULL;
   if (i > f->nparams) return NULL;
-  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, fidx, 1) == LUA_TTABLE) {
     if (lua_getmetatable(L, -1)) {
       lua_getfield(L, -1, "__call");
       lua_replace(L, -3);
@@ -151,7 +152,7 @@ static const char *param_name(lua_State *L, const cr_func *f, int i) {
 
 /* The parameter's name, else '#position' (varargs, C functions). */
 static void arg_desc(ser *s, char *buf, size_t size) {
-  if (s->argname == NULL && s->func) s->argname = param_name(s->L, s->func, s->argpos);
+  if (s->argname == NULL && s->func) s->argname = param_name(s->L, s->func, s->fidx, s->argpos);
   if (s->argname) snprintf(buf, size, "%s", s->argname);
   else snprintf(buf, size, "#%d", s->argpos);
 }
@@ -229,10 +230,24 @@ static inline unsigned char *room(ser *s, cr_buffer *b, size_t n) {
   return b->data + b->len;
 }
 
+/* 8 bytes, little-endian on every host: one store where the host is. */
 static inline unsigned char *put_u64(unsigned char *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 8);
+#else
   int i;
   for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+#endif
   return p + 8;
+}
+
+/* memcpy, but short strings (most keys) without a library call. */
+static inline void copy_bytes(unsigned char *p, const char *s, size_t n) {
+  if (n > 16) {
+    memcpy(p, s, n);
+    return;
+  }
+  while (n--) *p++ = (unsigned char)*s++;
 }
 
 static inline unsigned char *put_varint(unsigned char *p, uint64_t v) {
@@ -407,7 +422,13 @@ static void ser_upvalues(ser *s, int idx) {
 
 static void ser_function(ser *s, int idx) {
   lua_State *L = s->L;
+  cr_func *cached;
   luaL_checkstack(L, 4, "cache_resource: function key");
+  if ((cached = cr_func_of(L, idx)) != NULL) { /* a cached function: by its cache's identity */
+    put_byte(s, TAG_CACHED);
+    put_bytes(s, cached->cache->id, 16);
+    return;
+  }
   if (lua_iscfunction(L, idx)) {
     lua_CFunction cf = lua_tocfunction(L, idx);
     unsigned char p[8] = {0};
@@ -624,14 +645,6 @@ static void ser_value(ser *s, int idx, int depth, int use_hf) {
     case LUA_TSTRING: ser_scalar_t(s, idx, t); break;
     case LUA_TTABLE: ser_table(s, idx, depth); break;
     case LUA_TFUNCTION: ser_function(s, idx); break;
-    case LUA_TUSERDATA: {
-      cr_func *f = (cr_func *)luaL_testudata(L, idx, CR_FUNC_MT);
-      if (f) { /* a cached function as an argument: by its cache identity */
-        put_byte(s, TAG_CACHED);
-        put_bytes(s, f->cache->id, 16);
-        break;
-      }
-    } /* fall through */
     default:
       if (s->identity) { /* a callback object in the options: its kind stands for it */
         size_t ml;
@@ -662,6 +675,7 @@ static void ser_begin(ser *s, lua_State *L, cr_state *S, const char *fname, cons
   s->identity = 0;
   s->hf_name = 0;
   s->hf_depth = 0;
+  s->fidx = 0;
 }
 
 /* The unseeded 128-bit digest of what was serialized (hash(), identities). */
@@ -706,7 +720,7 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
         if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
         buf[len++] = TAG_STRING;
         len = (size_t)(put_varint(buf + len, sl) - buf); /* as put_framed writes it */
-        memcpy(buf + len, p, sl);
+        copy_bytes(buf + len, p, sl);
         len += sl;
         break;
       }
@@ -744,13 +758,14 @@ static void finish_key(cr_state *S, cr_keybufs *kb, cr_key *key) {
   }
 }
 
-void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key) {
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key) {
   ser s;
   int i, last = 0;
   /* trailing nils are judged once the skipped parameters are left out */
   for (i = nargs; i >= 1 && last == 0; i--)
     if (!skipped(f, i) && !lua_isnil(L, first + i - 1)) last = i;
   ser_begin(&s, L, S, f->cache->name, f, NULL);
+  s.fidx = fidx;
   if (f->cache->hash_funcs_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->cache->hash_funcs_ref);
     s.hf = lua_gettop(L);
@@ -850,6 +865,42 @@ void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr
     lua_pop(L, 1);
   }
   finish_key(S, s.kb, key);
+}
+
+/* For the front index (cr_front.c): when `key` is exactly the key of one
+ * string (of at most CR_FRONT_MAX_STRING bytes), integer or boolean
+ * argument, pushes that value and returns 1; else pushes nothing and
+ * returns 0. The caller checks the result by serializing it again, so a
+ * change of the key format can never make the index wrong. */
+int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len) {
+  size_t pos = 1, slen = 0;
+  int shift = 0;
+  if (len == 0) return 0;
+  switch (key[0]) {
+    case TAG_TRUE: case TAG_FALSE:
+      if (len != 1) return 0;
+      lua_pushboolean(L, key[0] == TAG_TRUE);
+      return 1;
+    case TAG_INT: {
+      uint64_t v = 0;
+      int i;
+      if (len != 9) return 0;
+      for (i = 0; i < 8; i++) v |= (uint64_t)key[1 + i] << (8 * i);
+      lua_pushinteger(L, (lua_Integer)v);
+      return 1;
+    }
+    case TAG_STRING:
+      while (pos < len && shift < 64) {
+        unsigned char c = key[pos++];
+        slen |= (size_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) break;
+        shift += 7;
+      }
+      if (slen > CR_FRONT_MAX_STRING || pos + slen != len) return 0;
+      lua_pushlstring(L, (const char *)key + pos, slen);
+      return 1;
+    default: return 0;
+  }
 }
 
 /* ---- debugging entry points ------------------------------------------ */
