@@ -1,9 +1,9 @@
--- SPEC §3.2: argument keys.
+-- Argument keys: framing, tables, functions, exactness, messages.
 local cr = require "cache_resource"
 local support = require "support"
 local H = cr.hash
 
-describe("argument keys (SPEC 3.2)", function()
+describe("argument keys", function()
   before_each(support.reset)
 
   describe("cache_resource.hash", function()
@@ -331,6 +331,14 @@ describe("argument keys (SPEC 3.2)", function()
       return function() return { u1, u2, u3, u4, u5, u6, u7, u8, u9, u10, u11, u12, u13 } end
     end
 
+    it("an empty options table is the same identity as none", function()
+      local body = function() return {} end
+      local plain = cr(body)
+      assert.equal(plain(), cr(body, {})())
+      assert.equal(plain(), cr({})(body)())
+      assert.not_equal(plain(), cr(body, { max_entries = 3 })())
+    end)
+
     it("frame the name option whole: names differing after a NUL are two caches", function()
       local one = cr(function() return "one" end, { name = "Point\0v1" })
       local two = cr(function() return "two" end, { name = "Point\0v2" })
@@ -587,6 +595,15 @@ describe("argument keys (SPEC 3.2)", function()
       local f = cr(function(conn) runs = runs + 1; return {} end, { hash_funcs = { userdata = hasher } })
       assert.equal(f(io.stdout), f(io.stderr))
       assert.equal(1, runs)
+    end)
+
+    it("a callable userdata counts for the identity by its kind, not its address", function()
+      local body = function() return {} end
+      local a = cr(body, { on_release = callable_userdata(function() end, "Release") })
+      local b = cr(body, { on_release = callable_userdata(function() end, "Release") })
+      local c = cr(body, { on_release = callable_userdata(function() end, "Other") })
+      assert.equal(a(), b())
+      assert.not_equal(a(), c())
     end)
 
     it("callable userdata are accepted as validate and on_release", function()
