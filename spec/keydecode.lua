@@ -7,7 +7,8 @@
 -- back-references that do not point at an enclosing table. It is the proof
 -- that a key names exactly one argument list: each byte is consumed by
 -- exactly one rule, and the result is compared with a description built
--- straight from the Lua values (describe_args).
+-- straight from the Lua values (describe_args). It reads argument keys only:
+-- identities and widget keys wrap the same value grammar in tags of their own.
 --
 -- A description is a tree of nodes:
 --   { t = "nil" } | { t = "boolean", v = b } | { t = "int", v = i }
