@@ -280,6 +280,7 @@ typedef struct cr_front_gone {  /* what a released entry leaves to forget */
 void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
+void cr_front_reset(lua_State *L, cr_cache *c);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
 
 /* cr_manage.c: clear, stats, info, peek */

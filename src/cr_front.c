@@ -7,6 +7,12 @@
  * cache) maps the raw argument to a light userdata of its entry. Floats are
  * never indexed (a table would merge 1 and 1.0, which are different keys).
  *
+ * The call path reads the table first thing, before it even looks at the
+ * cache, so the table itself must be right: it is empty while the cache's
+ * options rule the index out (cr_front_reset), a closure whose first
+ * parameter is skipped gets an empty table of its own (cr_wrap), and the
+ * state empties every table when it closes.
+ *
  * Invariant: a mapping exists only while its entry is alive in the global
  * store. cr_front_add (from cr_store_insert) maps an entry after a step that
  * may run Lua code (pushing the key value may collect garbage and run
@@ -38,7 +44,7 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   unsigned char key[CR_FRONT_MAX_KEY];
   size_t len = e->keylen;
   uint64_t hash = e->hash;
-  if (st != c->global || e->is_digest) return;
+  if (st != c->global || e->is_digest || !c->front_ok) return;
   if (len == 0) {
     c->front_empty = e;
     e->front = CR_FRONT_EMPTY;
@@ -94,4 +100,21 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
   } else {
     lua_pop(L, 3);
   }
+}
+
+/* Empties c's index: its options no longer allow it, or the state closes.
+ * Only removes keys (no allocation, so no Lua code runs). */
+void cr_front_reset(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  if (c->front_ref == LUA_NOREF) return;
+  luaL_checkstack(L, 4, "cache_resource: front index");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, -4); /* clearing a field during traversal is allowed */
+  }
+  lua_pop(L, 1);
 }

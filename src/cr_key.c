@@ -574,7 +574,8 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
         const char *p = lua_tolstring(L, idx, &sl);
         if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
         buf[len++] = TAG_STRING;
-        len = (size_t)(put_varint(buf + len, sl) - buf); /* as cr_buffer_varint writes it */
+        if (sl < 0x80) buf[len++] = (unsigned char)sl; /* a one-byte varint */
+        else len = (size_t)(put_varint(buf + len, sl) - buf); /* as cr_buffer_varint writes it */
         copy_bytes(buf + len, p, sl);
         len += sl;
         break;
