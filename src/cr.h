@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "cr_compat.h"
 #include "cr_buffer.h"
 
 #define CR_FUNC_MT "cache_resource.function"
