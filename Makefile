@@ -76,6 +76,12 @@ install: deps
 	luarocks --lua-version=$(subst lua,,$(LUA)) make rockspec/cache_resource-scm-1.rockspec \
 	  CFLAGS="-O2 -fPIC $(WARN)"
 
+# luacheck (.luacheckrc); fails on any warning.
+LINT_DIRS = lua/ spec/ examples/ bench/ fuzz/
+lint-lua:
+	@$(MAKE) --no-print-directory apt PKGS=lua-check
+	luacheck $(LINT_DIRS)
+
 # The release: dist/v$(VERSION).tar.gz (git archive of HEAD, as the release
 # rockspecs' source.url names it) and one source rock per release rockspec,
 # laid out as `luarocks pack` lays them out (the rockspec and the archive),
