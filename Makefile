@@ -82,6 +82,14 @@ lint-lua:
 	@$(MAKE) --no-print-directory apt PKGS=lua-check
 	luacheck $(LINT_DIRS)
 
+# The API reference (config.ld) in docs/api/; fails on any LDoc warning.
+docs:
+	@$(MAKE) --no-print-directory apt PKGS="lua-ldoc lua-markdown"
+	@mkdir -p build && rm -rf docs/api
+	@ldoc . >build/ldoc.log 2>&1; status=$$?; cat build/ldoc.log; \
+	  if [ $$status -ne 0 ] || grep -v -E '^(reading configuration from config\.ld|output written to .*/docs/api)$$' \
+	    build/ldoc.log >/dev/null; then echo "docs: LDoc failed or warned"; exit 1; fi
+
 # The release: dist/v$(VERSION).tar.gz (git archive of HEAD, as the release
 # rockspecs' source.url names it) and one source rock per release rockspec,
 # laid out as `luarocks pack` lays them out (the rockspec and the archive),
