@@ -189,7 +189,7 @@ describe("argument keys (SPEC 3.2)", function()
         local first = f(table.unpack(args, 1, 4))
         assert.equal(first, f(table.unpack(args, 1, 4)), "a second call is a hit")
         local other = { io.stderr, table.unpack(args, 2, 4) } -- another skipped value, trailing nils
-        f:clear(table.unpack(other, 1, 6))
+        cr.clear(f, table.unpack(other, 1, 6))
         assert.equal(first + 1, f(table.unpack(args, 1, 4)), "clear removed the entry the call made")
       end
     end)

@@ -24,13 +24,13 @@ describe("leaks", function()
       return { k }, "second value"
     end, { max_entries = 50, ttl = 5, on_release = function() end })
     -- warm the caches of the Lua side (interned strings, closures), then count
-    f(0); f:clear(); collectgarbage(); collectgarbage()
+    f(0); cr.clear(f); collectgarbage(); collectgarbage()
     local refs0, objects0 = cr.live_refs(), registry_objects()
     for i = 1, 100000 do
       local r = i % 10
       if i % 1000 == 0 then clock.now = clock.now + 10   -- the next call expires everything
       elseif r == 1 then pcall(f, i, "fail")             -- error: stores nothing
-      elseif r == 2 then f:clear(i - 2)                   -- keyed clear
+      elseif r == 2 then cr.clear(f, i - 2)                   -- keyed clear
       elseif r == 3 and i % 1000 == 3 then cr.clear()     -- full clear
       end
       f(i % 300)                                          -- hits, misses and evictions
@@ -115,7 +115,7 @@ describe("stress", function()
     for i = 1, 1000 do
       local co = coroutine.create(function() return f(i) end)
       coroutine.resume(co)
-      if i % 2 == 0 then f:clear() else cr.clear() end
+      if i % 2 == 0 then cr.clear(f) else cr.clear() end
       local ok, v = coroutine.resume(co)
       assert.is_true(ok)
       assert.same({ i }, v)
@@ -143,7 +143,7 @@ describe("stress", function()
           -- 3 keys fit the cache (hits reach validate); 7 cycle through it (evictions)
           local arg = where == "hash_funcs" and { i } or i % (where == "on_release" and 7 or 3)
           pcall(f, arg)
-          if i % 50 == 0 then f:clear() end
+          if i % 50 == 0 then cr.clear(f) end
         end
         cr.clear()
       end)

@@ -201,7 +201,7 @@ describe("the UI runtime (SPEC 7)", function()
       end
     end)
 
-    it("f:clear(args) finds the entry a call would hit, widget values included", function()
+    it("cr.clear(f, args) finds the entry a call would hit, widget values included", function()
       local runs = { n = 0 }
       local f
       local function script()
@@ -213,7 +213,7 @@ describe("the UI runtime (SPEC 7)", function()
       s:run(script); s:run(script)
       assert.equal(1, runs.n)
       assert.equal(1, support.stat("widget-clear").entries)
-      s:run(function() f:clear("a") end)
+      s:run(function() cr.clear(f, "a") end)
       assert.equal(0, support.stat("widget-clear").entries)
       s:run(script)
       assert.equal(2, runs.n)

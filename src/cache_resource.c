@@ -50,46 +50,9 @@ static int module_call(lua_State *L) {
   return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);
 }
 
-static int m_clear(lua_State *L) {
-  cr_state *S = state_of(L);
-  cr_cache *c;
-  for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1);
-  return 0;
-}
-
 static int m_expire(lua_State *L) {
   cr_state *S = state_of(L);
   lua_pushinteger(L, S->heap_len ? (lua_Integer)cr_sweep(L, S, cr_now(L, S)) : 0);
-  return 1;
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static int m_stats(lua_State *L) {
-  cr_state *S = state_of(L);
-  cr_cache *c;
-  lua_Integer i = 0;
-  lua_newtable(L);
-  for (c = S->caches; c; c = c->next) {
-    size_t entries = c->global ? c->global->count : 0;
-    cr_store *st;
-    for (st = c->session_stores; st; st = st->next_of_cache) entries += st->count;
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, c->name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, c->session_scope ? "session" : "global");
-    lua_setfield(L, -2, "scope");
-    set_int(L, "entries", (lua_Integer)entries);
-    set_int(L, "hits", c->hits);
-    set_int(L, "misses", c->misses);
-    set_int(L, "evictions", c->evictions);
-    set_int(L, "expirations", c->expirations);
-    set_int(L, "replay_bytes", (lua_Integer)c->replay_bytes);
-    lua_rawseti(L, -2, ++i);
-  }
   return 1;
 }
 
@@ -177,26 +140,6 @@ static int m_live_refs(lua_State *L) {
   return 1;
 }
 
-/* ---- the cached-function object -------------------------------------- */
-
-static int func_index(lua_State *L) {
-  const char *k = lua_tostring(L, 2);
-  if (k == NULL || strcmp(k, "clear") != 0) return 0;
-  if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) return 1;
-  lua_pop(L, 1);
-  lua_pushvalue(L, 1);
-  lua_pushcclosure(L, cr_func_clear, 1); /* bound: f.clear() works too */
-  lua_pushvalue(L, -1);
-  lua_setiuservalue(L, 1, 2);
-  return 1;
-}
-
-static int func_tostring(lua_State *L) {
-  cr_func *f = (cr_func *)luaL_checkudata(L, 1, CR_FUNC_MT);
-  lua_pushfstring(L, "cache_resource: %s (%s)", f->cache->name, f->cache->where);
-  return 1;
-}
-
 static uint64_t random_seed(const void *salt) {
   uint64_t seed = 0;
   FILE *fp = fopen("/dev/urandom", "rb");
@@ -213,7 +156,7 @@ static uint64_t random_seed(const void *salt) {
 
 int luaopen_cache_resource(lua_State *L) {
   static const luaL_Reg module_fns[] = {
-    {"clear", m_clear}, {"expire", m_expire}, {"stats", m_stats}, {"hash", m_hash},
+    {"expire", m_expire}, {"hash", m_hash},
     {"set_clock", m_set_clock}, {"set_waiter", m_set_waiter}, {"set_session", m_set_session},
     {"end_session", m_end_session}, {"session", m_session}, {"live_refs", m_live_refs},
     {"set_replay_compile", m_set_replay_compile},
@@ -221,15 +164,9 @@ int luaopen_cache_resource(lua_State *L) {
   };
   cr_state *S;
   luaL_checkversion(L);
-  if (luaL_newmetatable(L, CR_FUNC_MT)) {
-    lua_pushcfunction(L, cr_func_call);
-    lua_setfield(L, -2, "__call");
-    lua_pushliteral(L, CR_FUNC_MT); /* getmetatable(f) gives this name, not the table */
+  if (luaL_newmetatable(L, CR_FUNC_MT)) { /* the cr_func upvalue of cached functions */
+    lua_pushliteral(L, CR_FUNC_MT);
     lua_setfield(L, -2, "__metatable");
-    lua_pushcfunction(L, func_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, func_tostring);
-    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_CALL_MT)) {
@@ -281,6 +218,7 @@ int luaopen_cache_resource(lua_State *L) {
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, module_fns, 1);
   cr_replay_open(L);
+  cr_manage_open(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */

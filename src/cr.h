@@ -2,11 +2,12 @@
  *
  * Ownership, in one paragraph: the module state (a userdata kept in the
  * registry) owns every cache ever created; a cache is identified by its
- * function identity (SPEC 3.1) and owns one store (global scope) or one store
- * per session; a store owns its entries; an entry owns registry references to
- * its values. Cached-function objects (cr_func userdata) only point at their
- * cache, so a script re-run that re-creates the same closure finds the old
- * entries. Calls that leave the fast path get a cr_call userdata on their own
+ * function identity and owns one store (global scope) or one store per
+ * session; a store owns its entries; an entry owns registry references to
+ * its values. A cached function is a C closure over cr_func_call whose
+ * upvalue 1 is a cr_func userdata (the wrapped fn is its uservalue); the
+ * cr_func only points at its cache, so a script re-run that re-creates the
+ * same closure finds the old entries. Calls that leave the fast path get a cr_call userdata on their own
  * Lua stack: it holds a copy of the key across yields and, while it computes,
  * is the in-flight marker other coroutines wait on and the recording frame
  * that SPEC 6 appends UI calls to. */
@@ -29,7 +30,6 @@
 #define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
-#define CR_FUNC_MAGIC 0x63724675u
 #define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
 
 typedef struct cr_state cr_state;
@@ -136,17 +136,21 @@ struct cr_cache {
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
   int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3) */
+  int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
+  int hit_slow;                 /* a hit needs more than find + push + replay */
   lua_Integer hits, misses, evictions, expirations;
+  lua_Integer stale_hits, failures, refreshes, refresh_failures;
   size_t replay_bytes;
   cr_store *global;             /* scope "global" */
   cr_store *session_stores;     /* scope "session" */
   cr_store *last_store;         /* the session store found last: one compare on a hit */
 };
 
-/* The userdata behind a cached function; uservalue 1 is the wrapped fn. */
+/* Upvalue 1 of a cached function (a C closure over cr_func_call);
+ * uservalue 1 is the wrapped fn. */
 typedef struct cr_func {
-  uint32_t magic;               /* CR_FUNC_MAGIC: the call path's cheap self check */
+  cr_state *S;                  /* checked for `closed` before cache is used */
   cr_cache *cache;
   int nparams;
   int any_skip;
@@ -203,7 +207,7 @@ struct cr_state {
 };
 
 /* cr_key.c */
-void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key);
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);
 int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
                    unsigned char *buf);
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
@@ -246,8 +250,12 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
 
 /* cr_call.c */
 int cr_func_call(lua_State *L);
-int cr_func_clear(lua_State *L);
 int cr_call_gc(lua_State *L);
+cr_func *cr_func_of(lua_State *L, int idx);
+void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
+
+/* cr_manage.c: clear, stats, info, peek */
+void cr_manage_open(lua_State *L);
 
 /* cr_options.c */
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);

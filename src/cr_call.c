@@ -414,86 +414,63 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   return lookup(L, base, call);
 }
 
-/* __call of cached functions. Their metatable is protected (__metatable),
- * so Lua code cannot call this with another object; the size and magic
- * check costs a fraction of luaL_checkudata's lookup by name. */
+/* A cached function: a C closure over this function, upvalue 1 its
+ * cr_func. Arguments start at 1; a call that leaves the fast path moves the
+ * cr_func into slot 1 so the slow path's layout is [1] cr_func, [2..] args. */
 int cr_func_call(lua_State *L) {
-  cr_func *f = (cr_func *)lua_touserdata(L, 1);
+  cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+  cr_state *S = f->S;
   cr_cache *c;
-  cr_state *S;
-  int nargs = lua_gettop(L) - 1;
+  int nargs = lua_gettop(L);
   cr_store *st;
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
-  if (f == NULL || lua_rawlen(L, 1) != sizeof *f || f->magic != CR_FUNC_MAGIC)
-    return luaL_typeerror(L, 1, CR_FUNC_MT);
+  if (S->closed)
+    return luaL_error(L, "cache_resource: a cached function was called after the module was closed "
+                         "(from a finalizer running at lua_close)");
   c = f->cache;
-  S = c->S;
   if (S->heap_len) { /* one comparison unless something has expired */
     double now = cr_now(L, S);
-    if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
+    /* the clock may be Lua code that released entries: read the heap again */
+    if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
-  if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 2, nargs, &key, buf))
-    cr_key_for_call(L, S, f, 2, nargs, &key);
+  if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))
+    cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
-  if (st && c->validate_ref == LUA_NOREF && !c->allow_widgets &&
-      (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
+  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
     cr_key_done(&key);
     cr_store_touch(st, e);
     c->hits++;
     cr_push_values(L, e);
     return replay_and_return(L, S, e->replay, e->nvalues);
   }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
   return slow_path(L, f, nargs, &key);
 }
 
-/* f:clear(), f.clear(), f:clear(...), f.clear(...): upvalue 1 is f. */
-int cr_func_clear(lua_State *L) {
-  cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
-  cr_cache *c = f->cache;
-  cr_state *S = c->S;
-  int n = lua_gettop(L);
-  cr_key key;
-  cr_store *one, *st;
-  unsigned char *bytes;
-  if (n >= 1 && lua_rawequal(L, 1, lua_upvalueindex(1))) lua_remove(L, 1), n--;
-  if (n == 0) {
-    cr_cache_clear(L, c, S->current == NULL);
-    return 0;
+/* The cr_func of the cached function at idx, or NULL when it is not one. */
+cr_func *cr_func_of(lua_State *L, int idx) {
+  cr_func *f;
+  if (lua_tocfunction(L, idx) != cr_func_call) return NULL;
+  lua_getupvalue(L, idx, 1);
+  f = (cr_func *)luaL_testudata(L, -1, CR_FUNC_MT);
+  lua_pop(L, 1);
+  return f;
+}
+
+/* The key a call of f with the nargs arguments at first.. would look up,
+ * widget values included, so clear and peek find what a call would hit.
+ * fidx: where f's cr_func is. May leave temporaries on the stack. */
+void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key) {
+  cr_key_for_call(L, f->S, f, fidx, first, nargs, key);
+  if (f->cache->allow_widgets) {
+    push_argkey(L, key);
+    cr_key_done(key);
+    widget_lookup_key(L, f->cache, lua_gettop(L), key);
   }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1); /* the key builder names parameters from arg 1 */
-  cr_key_for_call(L, S, f, 2, n, &key);
-  if (c->allow_widgets) { /* exactly like a call: the widgets' current values too */
-    push_argkey(L, &key);
-    cr_key_done(&key);
-    widget_lookup_key(L, c, lua_gettop(L), &key);
-  }
-  /* copy the key: releasing runs on_release, which may hash other keys */
-  bytes = (unsigned char *)lua_newuserdatauv(L, key.len ? key.len : 1, 0);
-  memcpy(bytes, key.bytes, key.len);
-  cr_key_done(&key);
-  one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
-  st = one ? one : (c->session_scope ? c->session_stores : c->global);
-  while (st) {
-    cr_entry *e = cr_store_find(st, key.hash, bytes, key.len, key.is_digest);
-    cr_call *call;
-    cr_store *next = one ? NULL : st->next_of_cache;
-    for (call = S->calls; call; call = call->next)
-      if (call->computing && call->store == st && call->hash == key.hash && call->keylen == key.len &&
-          memcmp(call->key, bytes, key.len) == 0)
-        call->store = NULL;
-    if (e) {
-      st->pins++;
-      cr_entry_release(L, e, CR_CLEAR);
-      next = (one || st->dead) ? NULL : st->next_of_cache;
-      cr_store_unpin(st);
-    }
-    st = next;
-  }
-  return 0;
 }

@@ -36,6 +36,7 @@ typedef struct ser {
   int hf;                 /* stack index of the hash_funcs table, 0 = none */
   const char *fname;      /* display name, for errors */
   const cr_func *func;    /* names parameters in errors; NULL outside calls */
+  int fidx;               /* where its cr_func userdata is (a stack or upvalue index) */
   const char *argname;    /* a fixed name for errors, else looked up */
   int argpos;
   const void *path[CR_MAX_DEPTH + 2]; /* tables on the current path */
@@ -74,11 +75,11 @@ static cr_keybufs *take_bufs(lua_State *L, cr_state *S) {
 
 /* ---- errors ---------------------------------------------------------- */
 
-static const char *param_name(lua_State *L, const cr_func *f, int i) {
-  /* only on the error path: the wrapped function is uservalue 1 of arg 1 */
+static const char *param_name(lua_State *L, const cr_func *f, int fidx, int i) {
+  /* only on the error path: the wrapped function is uservalue 1 of the cr_func */
   const char *name = NULL;
   if (i > f->nparams) return NULL;
-  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, fidx, 1) == LUA_TTABLE) {
     if (lua_getmetatable(L, -1)) {
       lua_getfield(L, -1, "__call");
       lua_replace(L, -3);
@@ -94,7 +95,7 @@ static const char *param_name(lua_State *L, const cr_func *f, int i) {
 
 /* The parameter's name, else '#position' (varargs, C functions). */
 static void arg_desc(ser *s, char *buf, size_t size) {
-  if (s->argname == NULL && s->func) s->argname = param_name(s->L, s->func, s->argpos);
+  if (s->argname == NULL && s->func) s->argname = param_name(s->L, s->func, s->fidx, s->argpos);
   if (s->argname) snprintf(buf, size, "%s", s->argname);
   else snprintf(buf, size, "#%d", s->argpos);
 }
@@ -274,7 +275,13 @@ static void ser_upvalues(ser *s, int idx) {
 
 static void ser_function(ser *s, int idx) {
   lua_State *L = s->L;
+  cr_func *cached;
   luaL_checkstack(L, 4, "cache_resource: function key");
+  if ((cached = cr_func_of(L, idx)) != NULL) { /* a cached function: by its cache's identity */
+    cr_buffer_byte(L, &s->kb->out, TAG_CACHED);
+    cr_buffer_put(L, &s->kb->out, cached->cache->id, 16);
+    return;
+  }
   if (lua_iscfunction(L, idx)) {
     lua_CFunction cf = lua_tocfunction(L, idx);
     unsigned char p[sizeof cf];
@@ -488,14 +495,6 @@ static void ser_value(ser *s, int idx, int depth, int use_hf) {
     case LUA_TSTRING: ser_scalar_t(s, idx, t); break;
     case LUA_TTABLE: ser_table(s, idx, depth); break;
     case LUA_TFUNCTION: ser_function(s, idx); break;
-    case LUA_TUSERDATA: {
-      cr_func *f = (cr_func *)luaL_testudata(L, idx, CR_FUNC_MT);
-      if (f) { /* a cached function as an argument: by its cache identity */
-        cr_buffer_byte(L, &s->kb->out, TAG_CACHED);
-        cr_buffer_put(L, &s->kb->out, f->cache->id, 16);
-        break;
-      }
-    } /* fall through */
     default: unhashable(s, idx, depth); break;
   }
 }
@@ -513,6 +512,7 @@ static void ser_begin(ser *s, lua_State *L, cr_state *S, const char *fname, cons
   s->argname = argname;
   s->argpos = 0;
   s->hf = 0;
+  s->fidx = 0;
 }
 
 /* The unseeded 128-bit digest of what was serialized (hash(), identities). */
@@ -596,11 +596,12 @@ static void finish_key(cr_state *S, cr_keybufs *kb, cr_key *key) {
   }
 }
 
-void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key) {
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key) {
   ser s;
   int i;
   while (nargs > 0 && lua_isnil(L, first + nargs - 1)) nargs--; /* trailing nils */
   ser_begin(&s, L, S, f->cache->name, f, NULL);
+  s.fidx = fidx;
   if (f->cache->hash_funcs_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->cache->hash_funcs_ref);
     s.hf = lua_gettop(L);

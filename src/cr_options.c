@@ -241,6 +241,8 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->show_time = o->show_time;
   c->allow_widgets = o->allow_widgets;
   c->session_scope = o->session_scope;
+  /* every per-cache reason to leave the hit fast path, in one flag */
+  c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
 }
 
 /* Pushes the Lua function that describes fn (fn, or a table's __call). */
@@ -257,7 +259,7 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   c->S = S;
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
-  c->anchor_ref = c->widget_sets_ref = LUA_NOREF;
+  c->anchor_ref = c->widget_sets_ref = c->options_ref = LUA_NOREF;
   if (lua_istable(L, fn) && name == NULL) { /* no other table may reuse the address */
     lua_pushvalue(L, fn);
     c->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -303,6 +305,28 @@ static void fill_params(lua_State *L, cr_func *f, int fn) {
   lua_pop(L, 1);
 }
 
+/* A copy of the options for info(): durations in seconds, hash_funcs as
+ * given. Kept per cache; the latest wrap wins like the options themselves. */
+static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
+  luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
+  lua_newtable(L);
+  if (opts) {
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  if (o->ttl != HUGE_VAL) {
+    lua_pushnumber(L, o->ttl);
+    lua_setfield(L, -2, "ttl");
+  }
+  c->options_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Returns the cached function: a C closure over cr_func_call with the
+ * cr_func userdata as its one upvalue, so type(f) == "function". */
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   cr_opts o;
   unsigned char id[16];
@@ -330,12 +354,14 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   }
   lua_pop(L, 1);
   apply_options(L, c, &o, opts);
-  f = (cr_func *)lua_newuserdatauv(L, sizeof *f, 2);
-  f->magic = CR_FUNC_MAGIC;
+  keep_options(L, c, &o, opts);
+  f = (cr_func *)lua_newuserdatauv(L, sizeof *f, 1);
+  f->S = S;
   f->cache = c;
   fill_params(L, f, fn);
   luaL_setmetatable(L, CR_FUNC_MT);
   lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, 1);
+  lua_pushcclosure(L, cr_func_call, 1);
   return 1;
 }

@@ -416,6 +416,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->spinner_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
     free(c->name);
     free(c->where);
     free(c);

@@ -1,0 +1,186 @@
+/* Managing cached functions from the module: clear, stats, info and peek.
+ * A cached function is a plain Lua function, so it has no methods; these
+ * take it as their first argument and check that it is one. */
+#include <math.h>
+#include <string.h>
+#include "cr.h"
+
+static cr_state *state_of(lua_State *L) {
+  return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* The cr_func of argument idx, or an error naming the function. */
+static cr_func *check_cached(lua_State *L, int idx, const char *fname) {
+  cr_func *f = cr_func_of(L, idx);
+  if (f == NULL)
+    luaL_error(L, "bad argument #%d to 'cache_resource.%s' (a cached function expected, got %s: "
+                  "pass the function cache_resource(fn) returned)",
+               idx, fname, lua_isfunction(L, idx) ? "a function that is not a cached function" : luaL_typename(L, idx));
+  if (f->S->closed) luaL_error(L, "cache_resource.%s: the module was closed (lua_close)", fname);
+  return f;
+}
+
+/* Copies the key out of the serializer's buffers onto the stack: releasing
+ * entries runs on_release, which may serialize other keys. */
+static unsigned char *keep_key(lua_State *L, cr_key *key) {
+  unsigned char *bytes = (unsigned char *)lua_newuserdatauv(L, key->len ? key->len : 1, 0);
+  memcpy(bytes, key->bytes, key->len);
+  cr_key_done(key);
+  key->bytes = bytes;
+  return bytes;
+}
+
+/* clear(): everything; clear(f): f's entries (the current session's for
+ * scope "session", every session's when none is set); clear(f, ...): the
+ * one entry a call with those arguments would hit. */
+static int m_clear(lua_State *L) {
+  cr_state *S = state_of(L);
+  int n = lua_gettop(L);
+  cr_func *f;
+  cr_cache *c;
+  cr_key key;
+  cr_store *one, *st;
+  if (n == 0) {
+    for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1);
+    return 0;
+  }
+  f = check_cached(L, 1, "clear");
+  c = f->cache;
+  if (n == 1) {
+    cr_cache_clear(L, c, S->current == NULL);
+    return 0;
+  }
+  lua_getupvalue(L, 1, 1);
+  cr_call_key(L, f, lua_gettop(L), 2, n - 1, &key);
+  keep_key(L, &key);
+  one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
+  st = one ? one : (c->session_scope ? c->session_stores : c->global);
+  while (st) {
+    cr_entry *e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest);
+    cr_call *call;
+    cr_store *next = one ? NULL : st->next_of_cache;
+    for (call = S->calls; call; call = call->next)
+      if (call->computing && call->store == st && call->hash == key.hash && call->keylen == key.len &&
+          memcmp(call->key, key.bytes, key.len) == 0)
+        call->store = NULL; /* its values go to its caller, not into the cache */
+    if (e) {
+      st->pins++;
+      cr_entry_release(L, e, CR_CLEAR);
+      next = (one || st->dead) ? NULL : st->next_of_cache;
+      cr_store_unpin(st);
+    }
+    st = next;
+  }
+  return 0;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* One stats() row. */
+static void push_stats(lua_State *L, cr_cache *c) {
+  size_t entries = c->global ? c->global->count : 0;
+  cr_store *st;
+  for (st = c->session_stores; st; st = st->next_of_cache) entries += st->count;
+  lua_createtable(L, 0, 16);
+  set_str(L, "name", c->name);
+  set_str(L, "where", c->where);
+  set_str(L, "scope", c->session_scope ? "session" : "global");
+  set_num(L, "ttl", c->ttl);
+  if (c->max_entries > 0) set_int(L, "max_entries", c->max_entries);
+  else set_num(L, "max_entries", HUGE_VAL);
+  set_str(L, "refresh_mode", "foreground");
+  set_int(L, "entries", (lua_Integer)entries);
+  set_int(L, "hits", c->hits);
+  set_int(L, "stale_hits", c->stale_hits);
+  set_int(L, "misses", c->misses);
+  set_int(L, "failures", c->failures);
+  set_int(L, "refreshes", c->refreshes);
+  set_int(L, "refresh_failures", c->refresh_failures);
+  set_int(L, "evictions", c->evictions);
+  set_int(L, "expirations", c->expirations);
+  set_int(L, "replay_bytes", (lua_Integer)c->replay_bytes);
+}
+
+/* stats(): one row per cached function, oldest first; stats(f): f's row. */
+static int m_stats(lua_State *L) {
+  cr_state *S = state_of(L);
+  cr_cache *c;
+  lua_Integer i = 0;
+  if (!lua_isnone(L, 1)) {
+    push_stats(L, check_cached(L, 1, "stats")->cache);
+    return 1;
+  }
+  lua_newtable(L);
+  for (c = S->caches; c; c = c->next) {
+    push_stats(L, c);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* info(f): stats(f) plus `options`, a copy of what f was wrapped with. */
+static int m_info(lua_State *L) {
+  cr_cache *c = check_cached(L, 1, "info")->cache;
+  push_stats(L, c);
+  lua_newtable(L);
+  if (lua_rawgeti(L, LUA_REGISTRYINDEX, c->options_ref) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -5);
+    }
+  }
+  lua_pop(L, 1);
+  lua_setfield(L, -2, "options");
+  return 1;
+}
+
+/* peek(f, ...): the entry a call would hit, without computing, validating,
+ * replaying, waiting or touching recency and statistics. Returns nothing,
+ * or the remaining lifetime in seconds followed by the values. */
+static int m_peek(lua_State *L) {
+  cr_func *f = check_cached(L, 1, "peek");
+  cr_state *S = f->S;
+  cr_cache *c = f->cache;
+  int n = lua_gettop(L);
+  double now = 0;
+  cr_key key;
+  cr_store *st;
+  cr_entry *e;
+  if (c->ttl != HUGE_VAL) now = cr_now(L, S); /* Lua code, maybe: before any lookup */
+  if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
+  lua_getupvalue(L, 1, 1);
+  cr_call_key(L, f, lua_gettop(L), 2, n - 1, &key);
+  cr_key_done(&key); /* nothing below serializes: the bytes stay put */
+  st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
+  e = st ? cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest) : NULL;
+  if (e == NULL || e->expires_at <= now) return 0;
+  luaL_checkstack(L, e->nvalues + 2, "cache_resource.peek: too many values");
+  lua_pushnumber(L, (lua_Number)(e->expires_at == HUGE_VAL ? HUGE_VAL : e->expires_at - now));
+  cr_push_values(L, e);
+  return e->nvalues + 1;
+}
+
+/* Adds clear, stats, info and peek to the module table at the top of the
+ * stack; the state userdata is just below it. */
+void cr_manage_open(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"clear", m_clear}, {"stats", m_stats}, {"info", m_info}, {"peek", m_peek}, {NULL, NULL}
+  };
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, fns, 1);
+}
