@@ -45,6 +45,7 @@ build = {
         "src/cr_call.c",
         "src/cr_compile.c",
         "src/cr_key.c",
+        "src/cr_manage.c",
         "src/cr_options.c",
         "src/cr_replay.c",
         "src/cr_store.c",
