@@ -310,7 +310,7 @@ int luaopen_cache_resource(lua_State *L) {
   luaL_setfuncs(L, module_fns, 1);
   cr_replay_open(L);
   cr_manage_open(L);
-  lua_pushliteral(L, "0.1.0");
+  lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */
   lua_pushvalue(L, -3);
