@@ -245,7 +245,7 @@ static uint64_t random_seed(const void *salt) {
   return seed;
 }
 
-int luaopen_cache_resource(lua_State *L) {
+CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   static const luaL_Reg module_fns[] = {
     {"expire", m_expire}, {"hash", m_hash},
     {"set_clock", m_set_clock}, {"set_waiter", m_set_waiter}, {"set_session", m_set_session},

@@ -414,6 +414,14 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   return lookup(L, base, call);
 }
 
+/* A hit that needs nothing but the entry: recency, count, values, replay. */
+static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
+  cr_store_touch(st, e);
+  st->cache->hits++;
+  cr_push_values(L, e);
+  return replay_and_return(L, S, e->replay, e->nvalues);
+}
+
 /* A cached function: a C closure over this function, upvalue 1 its
  * cr_func. Arguments start at 1; a call that leaves the fast path moves the
  * cr_func into slot 1 so the slow path's layout is [1] cr_func, [2..] args. */
@@ -436,6 +444,21 @@ int cr_func_call(lua_State *L) {
     if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
+  if (c->front_ok) { /* no argument, or one string/integer/boolean: no key to build */
+    if (nargs == 0) {
+      if ((e = c->front_empty) != NULL) return fast_hit(L, S, c->global, e);
+    } else if (nargs == 1 && !(f->any_skip && f->skip[0])) {
+      int t = lua_type(L, 1);
+      if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+        lua_pushvalue(L, 1);
+        /* the argument and the looked-up value stay below the values
+         * returned: Lua discards them */
+        if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TLIGHTUSERDATA)
+          return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+        lua_settop(L, 1);
+      }
+    }
+  }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
@@ -443,10 +466,7 @@ int cr_func_call(lua_State *L) {
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
   if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
     cr_key_done(&key);
-    cr_store_touch(st, e);
-    c->hits++;
-    cr_push_values(L, e);
-    return replay_and_return(L, S, e->replay, e->nvalues);
+    return fast_hit(L, S, st, e);
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

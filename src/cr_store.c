@@ -155,11 +155,23 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   return c->last_store = st;
 }
 
+/* Word-wise: keys are short, and a memcmp call costs more than comparing. */
+static inline int same_bytes(const unsigned char *a, const unsigned char *b, size_t n) {
+  for (; n >= 8; a += 8, b += 8, n -= 8) {
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    if (x != y) return 0;
+  }
+  while (n--)
+    if (*a++ != *b++) return 0;
+  return 1;
+}
+
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest) {
   cr_entry *e;
   for (e = st->buckets[hash & st->mask]; e; e = e->hnext)
-    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest &&
-        memcmp(CR_ENTRY_KEY(e), key, len) == 0)
+    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest && same_bytes(CR_ENTRY_KEY(e), key, len))
       return e;
   return NULL;
 }
@@ -224,6 +236,7 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   e->heap_pos = CR_NO_HEAP;
   e->keylen = key->len;
   e->is_digest = key->is_digest;
+  e->front = CR_FRONT_NONE;
   e->nvalues = n;
   e->replay = rp;
   if (rp) c->replay_bytes += rp->buf.len;
@@ -240,6 +253,7 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   /* load factor <= 1/2: a hit in a big store then rarely walks past a
    * second entry, each of which is a cache miss */
   if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
+  cr_front_add(L, st, e); /* may run Lua (global store only, which is never freed) */
   if (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries) {
     st->pins++;
     while ((lua_Integer)st->count > c->max_entries && st->oldest) cr_entry_release(L, st->oldest, CR_EVICT);
@@ -257,6 +271,8 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
   cr_entry **pp;
   int i, n = e->nvalues;
   int notify = why != CR_DROP && c->on_release_ref != LUA_NOREF;
+  cr_front_gone gone;
+  cr_front_note(e, &gone);
   if (notify) {
     luaL_checkstack(L, n + 4, "cache_resource: releasing an entry");
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_release_ref);
@@ -278,6 +294,7 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
     cr_replay_unref(L, e->replay);
   }
   free(e);
+  cr_front_forget(L, &gone); /* may run Lua: e is gone from every structure */
   if (notify && lua_pcall(L, n, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     lua_pushfstring(L, "cache_resource: on_release of %s raised an error: %s", c->name,
@@ -417,6 +434,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
     free(c->name);
     free(c->where);
     free(c);
