@@ -16,7 +16,7 @@ E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
 .PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench fuzz valgrind test test53 asan install clean \
-  dist docs lint-lua
+  dist docs lint-lua release-rockspecs
 
 all: $(BUILD)/cache_resource.so
 
@@ -98,6 +98,19 @@ docs:
 VERSION  := 0.2.0
 ROCKREV  := 1
 ROCKS    := cache_resource cache_resource-cqueues
+REPO_URL := https://github.com/cache-resource/cache_resource
+
+# Writes the release rockspecs from the scm ones (the same build, the
+# release archive as source, cache_resource pinned to this version). Run it
+# after changing an scm rockspec; the packaging spec checks they agree.
+release-rockspecs:
+	set -e; for r in $(ROCKS); do \
+	  sed -e 's/^version = "scm-1"$$/version = "$(VERSION)-$(ROCKREV)"/' \
+	      -e 's|^  url = "git+$(REPO_URL).git",$$|  url = "$(REPO_URL)/archive/v$(VERSION).tar.gz",\n  dir = "cache_resource-$(VERSION)",|' \
+	      -e 's/^  "cache_resource",$$/  "cache_resource == $(VERSION)",/' \
+	      rockspec/$$r-scm-1.rockspec >rockspec/$$r-$(VERSION)-$(ROCKREV).rockspec; \
+	done
+
 dist:
 	@[ -z "$$(git status --porcelain --untracked-files=no)" ] || \
 	  echo "dist: note: uncommitted changes are not in the archive (it is HEAD)"

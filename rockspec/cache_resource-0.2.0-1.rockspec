@@ -44,6 +44,7 @@ build = {
         "src/cr_buffer.c",
         "src/cr_call.c",
         "src/cr_compile.c",
+        "src/cr_front.c",
         "src/cr_key.c",
         "src/cr_manage.c",
         "src/cr_options.c",

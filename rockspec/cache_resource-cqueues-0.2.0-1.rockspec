@@ -1,8 +1,8 @@
 -- cache_resource with what its cqueues-based modules need: installs the
--- cache_resource rock of the same version and cqueues. It builds nothing of
--- its own (the modules are in the cache_resource rock, which does not
--- depend on cqueues, so that an app that never serves pages or runs under
--- cqueues does not have to build it).
+-- cache_resource rock and cqueues. It builds nothing of its own (the modules
+-- are in the cache_resource rock, which does not depend on cqueues, so that
+-- an app that never serves pages or runs under cqueues does not have to
+-- build it).
 rockspec_format = "3.0"
 package = "cache_resource-cqueues"
 version = "0.2.0-1"
