@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "cr_compat.h"
 #include "cr_buffer.h"
 
 /* Only luaopen_cache_resource is exported (it says so where it is

@@ -246,7 +246,7 @@ static void lfunc_static_id(lua_State *L, cr_state *S, int idx, unsigned char ou
   lua_pop(L, 1);
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">S", &ar);
-  h = XXH3_128bits(ar.source, ar.srclen);
+  h = XXH3_128bits(ar.source, CR_SRCLEN(ar));
   XXH128_canonicalFromHash(&canon, h);
   memcpy(parts, canon.digest, 16);
   {
