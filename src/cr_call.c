@@ -432,8 +432,18 @@ int cr_func_call(lua_State *L) {
   if (nargs == 1) { /* one string/integer/boolean: the front index, before anything else */
     int t = lua_type(L, 1);
     if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+      int found;
       lua_pushvalue(L, 1);
-      if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TLIGHTUSERDATA) {
+      found = lua_rawget(L, lua_upvalueindex(2));
+      if (found != LUA_TLIGHTUSERDATA && found != LUA_TNIL) { /* the value itself */
+        cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+        cr_state *S = f->S;
+        if (!S->closed &&
+            (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))) {
+          f->cache->hits++;
+          return 1;
+        }
+      } else if (found == LUA_TLIGHTUSERDATA) {
         cr_entry *e = (cr_entry *)lua_touserdata(L, 2);
         cr_store *st = e->store;
         cr_state *S = st->cache->S;
@@ -487,8 +497,11 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
       int t = lua_type(L, 1);
       if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
         lua_pushvalue(L, 1);
-        if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TLIGHTUSERDATA)
-          return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+        switch (lua_rawget(L, lua_upvalueindex(2))) {
+          case LUA_TLIGHTUSERDATA: return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+          case LUA_TNIL: break;
+          default: c->hits++; return 1; /* the value itself */
+        }
         lua_settop(L, 1);
       }
     }

@@ -243,8 +243,14 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->session_scope = o->session_scope;
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
-  c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow;
-  if (!c->front_ok) cr_front_reset(L, c); /* calls read the index before these options */
+  {
+    int was_values = c->front_values;
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow;
+    /* a hit by value skips the entry: only where no hit needs to touch it */
+    c->front_values = c->front_ok && c->max_entries == 0;
+    if (!c->front_ok || (was_values && !c->front_values))
+      cr_front_reset(L, c); /* calls read the index before these options */
+  }
 }
 
 /* Pushes the Lua function that describes fn (fn, or a table's __call). */
