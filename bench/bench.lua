@@ -266,6 +266,7 @@ do -- replay of 10 UI calls
     end, base = true },
     { "cache_resource hit replaying 10 UI calls", function(n) for _ = 1, n do page() end end },
   }, N // 10)
+  assert(sink[10] == "element 10", "the replay did not reach the UI functions")
 end
 
 -- ---- misses and scale ----------------------------------------------------
@@ -367,7 +368,8 @@ print(string.format("cache_resource bench — %s, %s, %s, %d calls x %d rounds (
   _VERSION, uname, cpu, N, ROUNDS, QUICK and " [QUICK]" or ""))
 print()
 print(string.format("| %-20s | %-44s | %9s | %7s | %s", "case", "variant", "ns/call", "ratio", "note"))
-print("|" .. string.rep("-", 22) .. "|" .. string.rep("-", 46) .. "|" .. string.rep("-", 11) .. "|" .. string.rep("-", 9) .. "|------")
+print("|" .. string.rep("-", 22) .. "|" .. string.rep("-", 46) .. "|" .. string.rep("-", 11)
+  .. "|" .. string.rep("-", 9) .. "|------")
 local last
 for _, r in ipairs(rows) do
   print(string.format("| %-20s | %-44s | %9s | %7s | %s", r.group ~= last and r.group or "", r.name,

@@ -24,3 +24,5 @@ else
 end
 collectgarbage(); collectgarbage()
 print((rss_bytes() - rss0) / COUNT, (collectgarbage("count") * 1024 - heap0) / COUNT)
+-- Read after the measurement: the memo must still hold every entry then.
+assert(variant ~= "memo" or memo[keys[COUNT]] == values[COUNT])

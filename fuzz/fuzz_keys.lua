@@ -190,7 +190,8 @@ local function same(a, b, seen)
     else -- a copied table key is another table: match it by content
       local found = false
       for k2, v2 in pairs(b) do
-        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end -- trials: fresh memo
+        -- trials: fresh memo
+        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end
       end
       if not found then return false end
     end

@@ -142,4 +142,37 @@ describe("front index (one scalar or no argument)", function()
     end
     assert.is_true(#runs > 13)
   end)
+
+  it("hits that map straight to the value count as hits and return the same object", function()
+    local f, runs = counting()
+    local a = f("v")
+    local before = cr.stats(f).hits
+    for _ = 1, 3 do assert.equal(a, f("v")) end
+    assert.equal(1, #runs)
+    assert.equal(before + 3, cr.stats(f).hits)
+  end)
+
+  it("false, several values and no value come back exactly", function()
+    local n = 0
+    local f = cr(function(k) n = n + 1; if k == "f" then return false elseif k == "two" then return 1, nil, 3 end end)
+    assert.is_false(f("f")); assert.is_false(f("f"))
+    assert.equal(3, select("#", f("two"))); assert.equal(3, select(3, f("two")))
+    assert.equal(0, select("#", f("none"))); assert.equal(0, select("#", f("none")))
+    assert.equal(3, n)
+  end)
+
+  it("a re-wrap that adds max_entries brings back least-recently-used eviction", function()
+    local released = {}
+    local function wrap(opts)
+      opts.name = "lru-rewrap"
+      opts.on_release = function(v) released[#released + 1] = v[1] end
+      return cr(function(x) return { x } end, opts)
+    end
+    local f = wrap({})
+    f("a"); f("b")
+    f = wrap({ max_entries = 2 })
+    f("a")                      -- a hit: "a" becomes the most recently used
+    f("c")                      -- evicts "b"
+    assert.same({ "b" }, released)
+  end)
 end)

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "cr_compat.h"
 #include "cr_buffer.h"
 
 /* Only luaopen_cache_resource is exported (it says so where it is
@@ -114,7 +115,7 @@ struct cr_entry {
   int refs[];                   /* registry refs of the values, then key bytes */
 };
 #define CR_NO_HEAP ((size_t)-1)
-enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE };
+enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
 
 struct cr_store {
@@ -153,6 +154,7 @@ struct cr_cache {
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
   int front_ok;                 /* calls may use the front index (cr_front.c) */
+  int front_values;             /* ... and it may map straight to the value */
   int front_ref;                /* table: raw argument -> light userdata entry */
   cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
@@ -274,13 +276,13 @@ void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_ke
 /* cr_front.c */
 typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   cr_cache *cache;
-  uintptr_t entry;
   size_t len;
   unsigned char key[CR_FRONT_MAX_KEY];
 } cr_front_gone;
 void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
+void cr_front_reset(lua_State *L, cr_cache *c);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
 
 /* cr_manage.c: clear, stats, info, peek */
@@ -298,9 +300,11 @@ static inline void cr_key_done(cr_key *key) {
   key->bufs = NULL;
 }
 
-/* A read or write refreshes recency; the newest entry is already in place. */
+/* A read or write refreshes recency, which only eviction reads: without
+ * max_entries the list stays in store order (no writes to two random
+ * neighbours on every hit of a big cache). */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e) cr_store_relink(st, e);
+  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
 }
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {

@@ -4,16 +4,27 @@
  *
  * Per cache, for its global store only: `front_empty` points at the entry of
  * the empty key, and a Lua table (upvalue 2 of every cached function of the
- * cache) maps the raw argument to a light userdata of its entry. Floats are
+ * cache) maps the raw argument to a light userdata of its entry — or, when
+ * no hit needs the entry (no max_entries, so no recency to refresh; one
+ * value, not nil and not a light userdata; nothing to replay), straight to
+ * the value: a hit in a big cache then touches one table node, like a plain
+ * Lua table, instead of the node, the entry and the registry. Floats are
  * never indexed (a table would merge 1 and 1.0, which are different keys).
+ *
+ * The call path reads the table first thing, before it even looks at the
+ * cache, so the table itself must be right: it is empty while the cache's
+ * options rule the index out (cr_front_reset), a closure whose first
+ * parameter is skipped gets an empty table of its own (cr_wrap), and the
+ * state empties every table when it closes.
  *
  * Invariant: a mapping exists only while its entry is alive in the global
  * store. cr_front_add (from cr_store_insert) maps an entry after a step that
  * may run Lua code (pushing the key value may collect garbage and run
  * finalizers), so it finds the entry again by its key before mapping it;
  * cr_front_forget (from cr_entry_release) runs once the entry is already
- * unlinked and freed, and only ever clears a mapping. Losing a mapping only
- * sends calls down the general path, which finds the same entry. */
+ * unlinked and freed, and only ever clears a mapping (whatever it holds by
+ * then: removing one is always safe). Losing a mapping only sends calls
+ * down the general path, which finds the same entry. */
 #include <string.h>
 #include "cr.h"
 
@@ -38,7 +49,7 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   unsigned char key[CR_FRONT_MAX_KEY];
   size_t len = e->keylen;
   uint64_t hash = e->hash;
-  if (st != c->global || e->is_digest) return;
+  if (st != c->global || e->is_digest || !c->front_ok) return;
   if (len == 0) {
     c->front_empty = e;
     e->front = CR_FRONT_EMPTY;
@@ -56,20 +67,24 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
   lua_insert(L, -2);
-  lua_pushlightuserdata(L, e);
+  e->front = CR_FRONT_TABLE;
+  if (c->front_values && e->nvalues == 1 && e->replay == NULL) {
+    int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
+    if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
+    else lua_pop(L, 1);
+  }
+  if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
   lua_pop(L, 1);
-  e->front = CR_FRONT_TABLE;
 }
 
 /* Called by cr_entry_release before it unlinks e: what to forget later. */
 void cr_front_note(cr_entry *e, cr_front_gone *gone) {
   cr_cache *c = e->store->cache;
   gone->len = 0;
-  gone->entry = (uintptr_t)e; /* compared, never used: e is freed before forget */
   gone->cache = c;
   if (e->front == CR_FRONT_EMPTY && c->front_empty == e) c->front_empty = NULL;
-  if (e->front == CR_FRONT_TABLE && e->keylen <= sizeof gone->key) {
+  if ((e->front == CR_FRONT_TABLE || e->front == CR_FRONT_VALUE) && e->keylen <= sizeof gone->key) {
     gone->len = e->keylen;
     memcpy(gone->key, CR_ENTRY_KEY(e), e->keylen);
   }
@@ -85,13 +100,24 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushvalue(L, -1);
-  if (lua_rawget(L, -3) == LUA_TLIGHTUSERDATA && (uintptr_t)lua_touserdata(L, -1) == gone->entry) {
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Empties c's index: its options no longer allow it, or the state closes.
+ * Only removes keys (no allocation, so no Lua code runs). */
+void cr_front_reset(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  if (c->front_ref == LUA_NOREF) return;
+  luaL_checkstack(L, 4, "cache_resource: front index");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
     lua_pop(L, 1);
+    lua_pushvalue(L, -1);
     lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-  } else {
-    lua_pop(L, 3);
+    lua_rawset(L, -4); /* clearing a field during traversal is allowed */
   }
+  lua_pop(L, 1);
 }

@@ -372,7 +372,7 @@ static void lfunc_static_id(ser *s, int idx, unsigned char out[16]) {
   lua_pop(L, 1);
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">S", &ar);
-  h = XXH3_128bits(ar.source, ar.srclen); /* the whole chunk name, NULs included */
+  h = XXH3_128bits(ar.source, CR_SRCLEN(ar)); /* the whole chunk name */
   XXH128_canonicalFromHash(&canon, h);
   memcpy(parts, canon.digest, 16);
   put_u64(parts + 16, (uint64_t)ar.linedefined);
@@ -719,7 +719,8 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
         const char *p = lua_tolstring(L, idx, &sl);
         if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
         buf[len++] = TAG_STRING;
-        len = (size_t)(put_varint(buf + len, sl) - buf); /* as put_framed writes it */
+        if (sl < 0x80) buf[len++] = (unsigned char)sl; /* a one-byte varint */
+        else len = (size_t)(put_varint(buf + len, sl) - buf); /* as put_framed writes it */
         copy_bytes(buf + len, p, sl);
         len += sl;
         break;

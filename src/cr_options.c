@@ -262,7 +262,14 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->session_scope = o->session_scope;
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
-  c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow;
+  {
+    int was_values = c->front_values;
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow;
+    /* a hit by value skips the entry: only where no hit needs to touch it */
+    c->front_values = c->front_ok && c->max_entries == 0;
+    if (!c->front_ok || (was_values && !c->front_values))
+      cr_front_reset(L, c); /* calls read the index before these options */
+  }
 }
 
 /* Pushes the Lua function that describes fn (fn, or a table's __call). */
@@ -385,7 +392,10 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   luaL_setmetatable(L, CR_FUNC_MT);
   lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  /* a skipped first parameter: one argument is not the key, so this
+   * closure gets an index of its own that stays empty */
+  if (f->any_skip && f->skip[0]) lua_newtable(L);
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
   lua_pushcclosure(L, cr_func_call, 2);
   return 1;
 }
