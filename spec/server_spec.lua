@@ -375,11 +375,21 @@ describe("the web server", function()
   end)
 
   it("checks its options", function()
-    assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path }")
+    assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path or function }")
     assert.has_error(function() server.new({ script = "x", prot = 1 }) end, "cache_resource.server: unknown option 'prot'")
     assert.has_error(function() server.new({ script = "x", max_sessions = "9" }) end,
       "cache_resource.server: option 'max_sessions' must be a number, got a string")
     assert.has_error(function() server.new({ script = "x", max_sessions = 0 }) end)
+  end)
+
+  it("serves a script given as a function", function()
+    local srv = server.new({ script = function() ui.title("From a function") end, log = function() end })
+    local code, body = srv:handle({ method = "GET", path = "/", headers = {}, body = "" })
+    local chunks = {}
+    body(function(text) chunks[#chunks + 1] = text end)
+    assert.equal(200, code)
+    assert.truthy(has(final_page(table.concat(chunks)), '<h1 class="cr-title">From a function</h1>'))
+    srv:stop()
   end)
 
   it("parses forms and converts posted values by widget kind", function()

@@ -229,20 +229,21 @@ end
 local Server = {}
 Server.__index = Server
 
-local OPTIONS = { script = "string", host = "string", port = "number", idle = "number", max_sessions = "number",
+local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number", max_sessions = "number",
   max_body = "number", title = "string", log = "function" }
 
---- server.new{ script = path, host = "127.0.0.1", port = 8501, idle = 900,
+--- server.new{ script = path or function, host = "127.0.0.1", port = 8501, idle = 900,
 --  max_sessions = 1000, max_body = 65536, title = "cache_resource app",
 --  log = function(msg) end }
 function M.new(opts)
-  if type(opts) ~= "table" or type(opts.script) ~= "string" then
-    error("cache_resource.server.new needs { script = path }", 2)
+  if type(opts) ~= "table" or (type(opts.script) ~= "string" and type(opts.script) ~= "function") then
+    error("cache_resource.server.new needs { script = path or function }", 2)
   end
   for k, v in pairs(opts) do
     if not OPTIONS[k] then error("cache_resource.server: unknown option '" .. tostring(k) .. "'", 2) end
-    if type(v) ~= OPTIONS[k] then
-      error(string.format("cache_resource.server: option '%s' must be a %s, got a %s", k, OPTIONS[k], type(v)), 2)
+    if not OPTIONS[k]:find(type(v), 1, true) then
+      error(string.format("cache_resource.server: option '%s' must be a %s, got a %s", k,
+        OPTIONS[k]:gsub("|", " or "), type(v)), 2)
     end
   end
   local max_sessions = opts.max_sessions or 1000
@@ -601,7 +602,8 @@ function Server:start(cq)
     errno.strerror(err) or tostring(err)), 2) end
   local _, host, port = self.listener:localname()
   self.bound_port = port
-  self.log(string.format("cache_resource: serving %s on http://%s:%d/", self.script, host, port))
+  self.log(string.format("cache_resource: serving %s on http://%s:%d/",
+    type(self.script) == "string" and self.script or "the app function", host, port))
   local readable = { pollfd = self.listener:pollfd(), events = "r" }
   cq:wrap(function()
     while not self.stopped do
