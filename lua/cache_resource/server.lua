@@ -597,9 +597,10 @@ end
 --- Listens, and adds the accept loop and the idle reaper to the controller.
 function Server:start(cq)
   self.listener = assert(socket.listen(self.host, self.port))
-  local ok, err = self.listener:listen()
+  local listened, ok, err = pcall(self.listener.listen, self.listener)
+  if not listened then ok, err = false, ok end
   if not ok then error(string.format("cache_resource.server: cannot listen on %s:%s: %s", self.host, self.port,
-    errno.strerror(err) or tostring(err)), 2) end
+    type(err) == "number" and errno.strerror(err) or tostring(err)), 2) end
   local _, host, port = self.listener:localname()
   self.bound_port = port
   self.log(string.format("cache_resource: serving %s on http://%s:%d/",

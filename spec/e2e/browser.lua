@@ -4,7 +4,8 @@
 -- it computes, with its running time, and gone after), that a second load
 -- replays the same elements without the cached function running (the
 -- server's /stats), that columns sit side by side, that widgets in the
--- sidebar change the page, and that an ended session is reported. Saves
+-- sidebar change the page, that an ended session is reported, and that the
+-- page works without JavaScript (an Apply button posts the form). Saves
 -- screenshots of the loading state and of the final page.
 --   lua5.4 spec/e2e/browser.lua APP_URL DRIVER_URL FINAL.png LOADING.png
 local http = require "socket.http"
@@ -67,18 +68,26 @@ local function base64_decode(s)
   return table.concat(out)
 end
 
+local PROFILE = os.getenv("CR_E2E_PROFILE") or "build/e2e-profile"
+
+-- A browser session; `javascript = false` turns scripts off for its pages.
+local function browser(profile, javascript, load_strategy)
+  return wd("POST", "/session", { capabilities = { alwaysMatch = {
+    browserName = "chrome",
+    pageLoadStrategy = load_strategy,
+    ["goog:chromeOptions"] = {
+      binary = "/usr/bin/chromium",
+      args = { "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1280,860", "--user-data-dir=" .. profile },
+      prefs = javascript == false and { ["profile.managed_default_content_settings.javascript"] = 2 } or nil,
+    },
+  } } }).sessionId
+end
+
 -- "none": navigation commands return at once, so the page can be watched
 -- while it streams.
-local session = wd("POST", "/session", { capabilities = { alwaysMatch = {
-  browserName = "chrome",
-  pageLoadStrategy = "none",
-  ["goog:chromeOptions"] = {
-    binary = "/usr/bin/chromium",
-    args = { "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--window-size=1280,860", "--user-data-dir=" .. (os.getenv("CR_E2E_PROFILE") or "build/e2e-profile") },
-  },
-} } }).sessionId
+local session = browser(PROFILE .. "/js", true, "none")
 local S = "/session/" .. session
 
 local function js(script, ...)
@@ -123,10 +132,13 @@ local function has(texts, class, text)
   return false
 end
 
-local function click(css)
-  local el = wd("POST", S .. "/element", { using = "css selector", value = css })
-  local id = el["element-6066-11e4-a52e-4f735466cecf"] or el.ELEMENT
-  wd("POST", S .. "/element/" .. id .. "/click", EMPTY)
+local function find(css, in_session)
+  local el = wd("POST", (in_session or S) .. "/element", { using = "css selector", value = css })
+  return el["element-6066-11e4-a52e-4f735466cecf"] or el.ELEMENT
+end
+
+local function click(css, in_session)
+  wd("POST", (in_session or S) .. "/element/" .. find(css, in_session) .. "/click", EMPTY)
 end
 
 local ok, err = pcall(function()
@@ -204,6 +216,26 @@ local ok, err = pcall(function()
   check(wait_for(LOADED, 30), "a load with an unknown session cookie finishes")
   local notice = js("var n = document.querySelector('.cr-notice'); return n && n.innerText")
   check(notice and notice:find("session has ended", 1, true), "it tells the user the session ended (" .. tostring(notice) .. ")")
+
+  -- 6. without JavaScript: no live parts, but the page is a form with an Apply button
+  local plain = "/session/" .. browser(PROFILE .. "/nojs", false, "normal")
+  local plain_ok, plain_err = pcall(function()
+    wd("POST", plain .. "/url", { url = app .. "/" })
+    local shown = wd("GET", plain .. "/element/" .. find("form.cr-final", plain) .. "/displayed")
+    local stages = wd("POST", plain .. "/elements", { using = "css selector", value = ".cr-stage:not(.cr-final)" })
+    local hidden = true
+    for _, el in ipairs(stages) do
+      local id = el["element-6066-11e4-a52e-4f735466cecf"] or el.ELEMENT
+      if wd("GET", plain .. "/element/" .. id .. "/displayed") then hidden = false end
+    end
+    check(shown and hidden, "without JavaScript the final page shows and the streamed snapshots are hidden")
+    click('form.cr-final input[type=checkbox][name="checkbox:Show raw data"]', plain)
+    click("button.cr-apply", plain)
+    local text = wd("GET", plain .. "/element/" .. find("form.cr-final .cr-json", plain) .. "/text")
+    check(text:find("total_words", 1, true) ~= nil, "without JavaScript, ticking the checkbox and Apply shows the raw data")
+  end)
+  pcall(wd, "DELETE", plain)
+  if not plain_ok then error(plain_err, 0) end
 end)
 pcall(wd, "DELETE", S)
 if not ok then

@@ -7,7 +7,7 @@ APP_PORT=${CR_E2E_PORT:-8599}
 DRIVER_PORT=${CR_E2E_DRIVER_PORT:-9515}
 mkdir -p build docs
 rm -f build/e2e.sqlite3
-rm -rf build/e2e-profile && mkdir -p build/e2e-profile
+rm -rf build/e2e-profile && mkdir -p build/e2e-profile/js build/e2e-profile/nojs
 CR_DEMO_DB=build/e2e.sqlite3 CR_PORT=$APP_PORT lua5.4 examples/serve.lua examples/app.lua >build/e2e-server.log 2>&1 &
 server=$!
 chromedriver --port="$DRIVER_PORT" >build/e2e-driver.log 2>&1 &
