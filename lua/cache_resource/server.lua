@@ -394,18 +394,21 @@ end
 function Server:page_stream(s, notices)
   return function(send)
     s.busy = s.busy + 1
-    local _ <close> = setmetatable({}, { __close = function()
-      s.busy = s.busy - 1
-      s.ui.listener = nil
-    end })
-    send(self:head_html(notices))
-    local stage = 0
-    s.ui.listener = function(event, page, spinner)
-      stage = stage + 1
-      send(stage_html(stage, page, event == "spinner_start" and spinner or nil), true)
-    end
-    local page = self:run(s)
-    send(final_html(page, stage))
+    -- whatever happens, the session is no longer busy or listened to
+    -- (pcall rather than a `<close>` variable: this also runs on Lua 5.3)
+    local ok, err = pcall(function()
+      send(self:head_html(notices))
+      local stage = 0
+      s.ui.listener = function(event, page, spinner)
+        stage = stage + 1
+        send(stage_html(stage, page, event == "spinner_start" and spinner or nil), true)
+      end
+      local page = self:run(s)
+      send(final_html(page, stage))
+    end)
+    s.busy = s.busy - 1
+    s.ui.listener = nil
+    if not ok then error(err, 0) end
   end
 end
 

@@ -197,12 +197,20 @@ local function resolve(run, block, what)
   return block
 end
 
+-- Runs fn(...), then cleanup() whatever happens; an error goes on
+-- unchanged. (Not a `<close>` variable: the module also runs on Lua 5.3.)
+local function finally(cleanup, fn, ...)
+  local res = table.pack(pcall(fn, ...))
+  cleanup()
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
 -- Runs fn(...) with `block` as the run's target, whatever happens.
 local function with_target(run, block, fn, ...)
   local saved = run.target
   run.target = block
-  local _ <close> = setmetatable({}, { __close = function() run.target = saved end })
-  return fn(...)
+  return finally(function() run.target = saved end, fn, ...)
 end
 
 -- The functions that do the work; ui.* and block methods wrap them as replayables.
@@ -678,8 +686,7 @@ local leave = cr.replayable(raw.leave, "with.leave")
 function ui.with(block, fn, ...)
   if not is_callable(fn) then fail("with", "expected a function to run in the block, got " .. show(fn)) end
   enter(block)
-  local _ <close> = setmetatable({}, { __close = function() leave() end })
-  return fn(...)
+  return finally(leave, fn, ...)
 end
 
 -- ------------------------------------------------------------- rendering
@@ -960,7 +967,7 @@ local function install_hooks()
 end
 
 --- ui.session([id]): a user session; the id names it for scope = "session".
--- Closes itself when it goes out of scope as a `<close>` variable.
+-- Closes itself when it goes out of scope as a `<close>` variable (Lua 5.4).
 function ui.session(id)
   if id == nil then
     sessions_made = sessions_made + 1
@@ -998,13 +1005,12 @@ function Session:run(script, ...)
   run.side = setmetatable({ children = page.sidebar, token = run.token, replay_of = false }, Block)
   run.target = run.main
   local saved, saved_session = current, cr.session()
-  do
-    -- Whatever happens below, the previous run and session come back.
-    local _ <close> = setmetatable({}, { __close = function()
-      current = saved
-      cr.set_session(saved_session)
-      page.transient = nil
-    end })
+  -- Whatever happens below, the previous run and session come back.
+  finally(function()
+    current = saved
+    cr.set_session(saved_session)
+    page.transient = nil
+  end, function(...)
     current = run
     cr.set_session(self.id)
     local ok, err
@@ -1017,7 +1023,7 @@ function Session:run(script, ...)
       if type(err) ~= "table" then err = { message = safe_text(err) } end
       add(run.main, { kind = "exception", body = err.message, trace = err.trace })
     end
-  end
+  end, ...)
   for _, id in ipairs(run.pressed) do self.widgets[id] = false end
   self.last_page = page
   return page
