@@ -28,8 +28,13 @@ local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+-- Under `make asan` the sanitizer runtime is preloaded into this process:
+-- shell utilities must not inherit it (they would abort at exit), only the
+-- Lua process that runs a block and loads the sanitized module.
+local PRELOAD = os.getenv("LD_PRELOAD")
+
 local function run(command)
-  local p = assert(io.popen(command .. " 2>&1"))
+  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. shell_quote(command .. " 2>&1")))
   local out = p:read("a")
   local ok, how, code = p:close()
   return ok, out, how, code
@@ -84,8 +89,9 @@ local function run_block(block)
   f:close()
   local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
     ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;", BUILD .. "/?.so;")
+  local lua = PRELOAD and ("env LD_PRELOAD=" .. shell_quote(PRELOAD) .. " " .. LUA) or LUA
   local ok, out, _, code = run(string.format("cd %s && timeout %d %s -e %s block.lua", shell_quote(dir), TIMEOUT,
-    LUA, shell_quote(setup)))
+    lua, shell_quote(setup)))
   run("rm -rf " .. shell_quote(dir))
   return ok, out, code
 end
