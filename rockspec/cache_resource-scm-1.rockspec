@@ -44,6 +44,7 @@ build = {
       libdirs = { "$(XXHASH_LIBDIR)" },
       libraries = { "xxhash" },
     },
+    ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
   },
