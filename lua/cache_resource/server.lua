@@ -10,6 +10,7 @@ local socket = require "cqueues.socket"
 local condition = require "cqueues.condition"
 local cr = require "cache_resource"
 local ui = require "cache_resource.ui"
+require "cache_resource.cqueues" -- waiting coroutines park on condition variables; refreshes run in the loop
 
 local M = {}
 
