@@ -118,7 +118,8 @@ local function same(a, b, seen)
     else -- a copied table key is another table: match it by content
       local found = false
       for k2, v2 in pairs(b) do
-        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end -- trials: fresh memo
+        -- trials: fresh memo
+        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end
       end
       if not found then return false end
     end
@@ -130,7 +131,6 @@ cr.set_replay_compile(2) -- the first replay decodes, the second compiles
 local recorded = {}
 local record = cr.replayable(function(...) recorded[#recorded + 1] = table.pack(...) end, "fuzz.record")
 local replay_probe = cr(function(_label, v) record(v); return true end, { name = "fuzz replay" })
-local has_cycle_or_meta
 
 local function plain(v, seen)
   if type(v) ~= "table" then return true end

@@ -18,7 +18,18 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "cr_compat.h"
 #include "cr_buffer.h"
+
+/* Only luaopen_cache_resource is exported (it says so where it is
+ * defined): every other symbol is private to the module, so calls between
+ * its files are direct, not through the PLT, whatever flags build it. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility push(hidden)
+#define CR_EXPORT __attribute__((visibility("default")))
+#else
+#define CR_EXPORT
+#endif
 
 #define CR_FUNC_MT "cache_resource.function"
 #define CR_CALL_MT "cache_resource.call"
@@ -30,6 +41,8 @@
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
 #define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
+#define CR_FRONT_MAX_STRING 40 /* longer strings are not in the front index */
+#define CR_FRONT_MAX_KEY 64    /* room for the key of one such string */
 
 typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
@@ -104,10 +117,12 @@ struct cr_entry {
   cr_replay *replay;            /* UI calls to replay on a hit, or NULL */
   size_t keylen;
   int is_digest;
+  unsigned char front;          /* how the front index knows it (cr_front.c) */
   int nvalues;
   int refs[];                   /* registry refs of the values, then key bytes */
 };
 #define CR_NO_HEAP ((size_t)-1)
+enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
 
 struct cr_store {
@@ -148,6 +163,10 @@ struct cr_cache {
   int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
+  int front_ok;                 /* calls may use the front index (cr_front.c) */
+  int front_values;             /* ... and it may map straight to the value */
+  int front_ref;                /* table: raw argument -> light userdata entry */
+  cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
   size_t replay_bytes;
@@ -274,6 +293,18 @@ int cr_call_gc(lua_State *L);
 cr_func *cr_func_of(lua_State *L, int idx);
 void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
 
+/* cr_front.c */
+typedef struct cr_front_gone {  /* what a released entry leaves to forget */
+  cr_cache *cache;
+  size_t len;
+  unsigned char key[CR_FRONT_MAX_KEY];
+} cr_front_gone;
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
+void cr_front_note(cr_entry *e, cr_front_gone *gone);
+void cr_front_forget(lua_State *L, const cr_front_gone *gone);
+void cr_front_reset(lua_State *L, cr_cache *c);
+int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
+
 void cr_call_link(cr_state *S, cr_call *call);
 void cr_call_unlink(cr_call *call);
 void cr_call_finish(lua_State *L, cr_call *call);
@@ -306,9 +337,11 @@ static inline void cr_key_done(cr_key *key) {
   key->bufs = NULL;
 }
 
-/* A read or write refreshes recency; the newest entry is already in place. */
+/* A read or write refreshes recency, which only eviction reads: without
+ * max_entries the list stays in store order (no writes to two random
+ * neighbours on every hit of a big cache). */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e) cr_store_relink(st, e);
+  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
 }
 
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {
@@ -316,5 +349,9 @@ static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
   for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
 }
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility pop
+#endif
 
 #endif

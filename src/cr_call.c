@@ -527,19 +527,73 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   return lookup(L, base, call);
 }
 
+/* A hit that needs nothing but the entry: recency, count, values, replay. */
+static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
+  cr_store_touch(st, e);
+  st->cache->hits++;
+  cr_push_values(L, e);
+  return replay_and_return(L, S, e->replay, e->nvalues);
+}
+
 /* A cached function: a C closure over this function, upvalue 1 its
  * cr_func. Arguments start at 1; a call that leaves the fast path moves the
  * cr_func into slot 1 so the slow path's layout is [1] cr_func, [2..] args. */
+static int general_path(lua_State *L, int nargs, int front_missed);
+
 int cr_func_call(lua_State *L) {
-  cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
-  cr_state *S = f->S;
+  int nargs = lua_gettop(L), front_missed = 0;
+  if (nargs == 1) { /* one string/integer/boolean: the front index, before anything else */
+    int t = lua_type(L, 1);
+    if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+      int found;
+      lua_pushvalue(L, 1);
+      found = lua_rawget(L, lua_upvalueindex(2));
+      if (found != LUA_TLIGHTUSERDATA && found != LUA_TNIL) { /* the value itself */
+        cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+        cr_state *S = f->S;
+        if (!S->closed &&
+            (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))) {
+          f->cache->hits++;
+          return 1;
+        }
+      } else if (found == LUA_TLIGHTUSERDATA) {
+        cr_entry *e = (cr_entry *)lua_touserdata(L, 2);
+        cr_store *st = e->store;
+        cr_state *S = st->cache->S;
+        /* expired entries go first; the C clock runs no Lua code, so e
+         * stays valid across it (a Lua clock takes the general path) */
+        if (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))
+          return fast_hit(L, S, st, e); /* the argument and the lookup stay below: Lua drops them */
+      } else {
+        front_missed = 1;
+      }
+      lua_settop(L, 1);
+    }
+  } else if (nargs == 0) { /* no argument: the cache's pointer to its entry */
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_entry *e;
+    if (!S->closed && c->front_ok && (e = c->front_empty) != NULL &&
+        (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S))))
+      return fast_hit(L, S, c->global, e);
+  }
+  return general_path(L, nargs, front_missed);
+}
+
+/* Everything but a one-argument front hit: kept apart so that path's frame
+ * stays small. */
+static int general_path(lua_State *L, int nargs, int front_missed) {
+  cr_func *f;
+  cr_state *S;
   cr_cache *c;
-  int nargs = lua_gettop(L);
   cr_store *st;
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
   double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
+  f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+  S = f->S;
   if (S->closed)
     return luaL_error(L, "cache_resource: a cached function was called after the module was closed "
                          "(from a finalizer running at lua_close)");
@@ -550,6 +604,22 @@ int cr_func_call(lua_State *L) {
     if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
+  if (c->front_ok) { /* the index again: the clock or a sweep may have changed it */
+    if (nargs == 0) {
+      if ((e = c->front_empty) != NULL) return fast_hit(L, S, c->global, e);
+    } else if (nargs == 1 && !front_missed && !(f->any_skip && f->skip[0])) {
+      int t = lua_type(L, 1);
+      if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+        lua_pushvalue(L, 1);
+        switch (lua_rawget(L, lua_upvalueindex(2))) {
+          case LUA_TLIGHTUSERDATA: return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+          case LUA_TNIL: break;
+          default: c->hits++; return 1; /* the value itself */
+        }
+        lua_settop(L, 1);
+      }
+    }
+  }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
@@ -558,10 +628,7 @@ int cr_func_call(lua_State *L) {
   if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
       e->stale_at > now) { /* a stale entry takes the slow path */
     cr_key_done(&key);
-    cr_store_touch(st, e);
-    c->hits++;
-    cr_push_values(L, e);
-    return replay_and_return(L, S, e->replay, e->nvalues);
+    return fast_hit(L, S, st, e);
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

@@ -144,10 +144,24 @@ static inline unsigned char *room(lua_State *L, cr_buffer *b, size_t n) {
   return b->data + b->len;
 }
 
+/* 8 bytes, little-endian on every host: one store where the host is. */
 static inline unsigned char *put_u64(unsigned char *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 8);
+#else
   int i;
   for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+#endif
   return p + 8;
+}
+
+/* memcpy, but short strings (most keys) without a library call. */
+static inline void copy_bytes(unsigned char *p, const char *s, size_t n) {
+  if (n > 16) {
+    memcpy(p, s, n);
+    return;
+  }
+  while (n--) *p++ = (unsigned char)*s++;
 }
 
 static inline unsigned char *put_varint(unsigned char *p, uint64_t v) {
@@ -232,7 +246,7 @@ static void lfunc_static_id(lua_State *L, cr_state *S, int idx, unsigned char ou
   lua_pop(L, 1);
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">S", &ar);
-  h = XXH3_128bits(ar.source, ar.srclen);
+  h = XXH3_128bits(ar.source, CR_SRCLEN(ar));
   XXH128_canonicalFromHash(&canon, h);
   memcpy(parts, canon.digest, 16);
   {
@@ -560,8 +574,9 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
         const char *p = lua_tolstring(L, idx, &sl);
         if (len + 10 + sl > CR_KEY_INLINE_MAX) return 0;
         buf[len++] = TAG_STRING;
-        len = (size_t)(put_varint(buf + len, sl) - buf); /* as cr_buffer_varint writes it */
-        memcpy(buf + len, p, sl);
+        if (sl < 0x80) buf[len++] = (unsigned char)sl; /* a one-byte varint */
+        else len = (size_t)(put_varint(buf + len, sl) - buf); /* as cr_buffer_varint writes it */
+        copy_bytes(buf + len, p, sl);
         len += sl;
         break;
       }
@@ -684,4 +699,40 @@ void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr
     lua_pop(L, 1);
   }
   finish_key(S, s.kb, key);
+}
+
+/* For the front index (cr_front.c): when `key` is exactly the key of one
+ * string (of at most CR_FRONT_MAX_STRING bytes), integer or boolean
+ * argument, pushes that value and returns 1; else pushes nothing and
+ * returns 0. The caller checks the result by serializing it again, so a
+ * change of the key format can never make the index wrong. */
+int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len) {
+  size_t pos = 1, slen = 0;
+  int shift = 0;
+  if (len == 0) return 0;
+  switch (key[0]) {
+    case TAG_TRUE: case TAG_FALSE:
+      if (len != 1) return 0;
+      lua_pushboolean(L, key[0] == TAG_TRUE);
+      return 1;
+    case TAG_INT: {
+      uint64_t v = 0;
+      int i;
+      if (len != 9) return 0;
+      for (i = 0; i < 8; i++) v |= (uint64_t)key[1 + i] << (8 * i);
+      lua_pushinteger(L, (lua_Integer)v);
+      return 1;
+    }
+    case TAG_STRING:
+      while (pos < len && shift < 64) {
+        unsigned char c = key[pos++];
+        slen |= (size_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) break;
+        shift += 7;
+      }
+      if (slen > CR_FRONT_MAX_STRING || pos + slen != len) return 0;
+      lua_pushlstring(L, (const char *)key + pos, slen);
+      return 1;
+    default: return 0;
+  }
 }

@@ -5,6 +5,11 @@
 #include <string.h>
 #include "cr.h"
 
+/***
+Managing cached functions.
+@module cache_resource
+*/
+
 static cr_state *state_of(lua_State *L) {
   return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
 }
@@ -33,6 +38,16 @@ static unsigned char *keep_key(lua_State *L, cr_key *key) {
 /* clear(): everything; clear(f): f's entries (the current session's for
  * scope "session", every session's when none is set); clear(f, ...): the
  * one entry a call with those arguments would hit. */
+/***
+Releases entries (their `on_release` runs). `clear()`: every entry of every
+cached function and session; `clear(f)`: every entry of `f` (the current
+session's, for `scope = "session"`); `clear(f, ...)`: the one entry a call
+`f(...)` would hit. A computation in progress still returns its values to
+its caller; they are not stored.
+@function clear
+@tparam[opt] function f a cached function
+@param ... arguments, keyed exactly like a call's
+*/
 static int m_clear(lua_State *L) {
   cr_state *S = state_of(L);
   int n = lua_gettop(L);
@@ -115,6 +130,16 @@ static void push_stats(lua_State *L, cr_cache *c) {
 }
 
 /* stats(): one row per cached function, oldest first; stats(f): f's row. */
+/***
+Statistics: `stats()` returns one row per cached function, oldest first;
+`stats(f)` the row of `f`. A row has `name`, `where`, `scope`, `ttl` (seconds,
+`math.huge` without one), `max_entries`, `refresh_mode`, `entries`, `hits`,
+`stale_hits`, `misses`, `failures`, `refreshes`, `refresh_failures`,
+`evictions`, `expirations` and `replay_bytes`.
+@function stats
+@tparam[opt] function f a cached function
+@treturn table a row, or an array of rows
+*/
 static int m_stats(lua_State *L) {
   cr_state *S = state_of(L);
   cr_cache *c;
@@ -132,6 +157,13 @@ static int m_stats(lua_State *L) {
 }
 
 /* info(f): stats(f) plus `options`, a copy of what f was wrapped with. */
+/***
+What `stats(f)` returns, plus `options`: the options `f` was wrapped with
+(durations in seconds).
+@function info
+@tparam function f a cached function
+@treturn table
+*/
 static int m_info(lua_State *L) {
   cr_cache *c = check_cached(L, 1, "info")->cache;
   push_stats(L, c);
@@ -153,6 +185,17 @@ static int m_info(lua_State *L) {
  * replaying, waiting, refreshing or touching recency and statistics.
  * Returns nothing, or the remaining lifetime in seconds (negative while
  * stale) followed by the values. */
+/***
+Looks up the entry a call `f(...)` would hit without computing, validating,
+replaying, waiting or refreshing, and without changing recency or statistics. Returns
+nothing at all when there is no entry.
+@function peek
+@tparam function f a cached function
+@param ... arguments, keyed exactly like a call's
+@treturn number the entry's remaining lifetime in seconds (`math.huge`
+without `ttl`, negative while stale)
+@return ... the stored values
+*/
 static int m_peek(lua_State *L) {
   cr_func *f = check_cached(L, 1, "peek");
   cr_state *S = f->S;

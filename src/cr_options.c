@@ -293,6 +293,16 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->session_scope = o->session_scope;
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
+  {
+    int was_values = c->front_values;
+    /* its hits trust that nothing in the process expired: an entry that
+     * can be stale before it expires (max_stale) is looked up by key */
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0;
+    /* a hit by value skips the entry: only where no hit needs to touch it */
+    c->front_values = c->front_ok && c->max_entries == 0;
+    if (!c->front_ok || (was_values && !c->front_values))
+      cr_front_reset(L, c); /* calls read the index before these options */
+  }
 }
 
 /* Pushes the Lua function that describes fn (fn, or a table's __call). */
@@ -310,6 +320,8 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
   c->anchor_ref = c->widget_sets_ref = c->options_ref = LUA_NOREF;
+  lua_newtable(L);
+  c->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (lua_istable(L, fn) && name == NULL) { /* no other table may reuse the address */
     lua_pushvalue(L, fn);
     c->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -383,8 +395,9 @@ static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) 
   c->options_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* Returns the cached function: a C closure over cr_func_call with the
- * cr_func userdata as its one upvalue, so type(f) == "function". */
+/* Returns the cached function: a C closure over cr_func_call, so
+ * type(f) == "function". Upvalue 1: the cr_func userdata; upvalue 2: the
+ * cache's front index table (cr_front.c). */
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   cr_opts o;
   unsigned char id[16];
@@ -420,6 +433,10 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   luaL_setmetatable(L, CR_FUNC_MT);
   lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, 1);
-  lua_pushcclosure(L, cr_func_call, 1);
+  /* a skipped first parameter: one argument is not the key, so this
+   * closure gets an index of its own that stays empty */
+  if (f->any_skip && f->skip[0]) lua_newtable(L);
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_pushcclosure(L, cr_func_call, 2);
   return 1;
 }

@@ -26,7 +26,14 @@ double cr_now(lua_State *L, cr_state *S) {
     return t;
   } else {
     struct timespec ts;
+    /* read on every call while something has a ttl: the coarse clock
+     * (a few ms of resolution, far finer than any sensible ttl) costs a
+     * fraction of the precise one where the kernel has it */
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
     clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
   }
 }
@@ -155,11 +162,29 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   return c->last_store = st;
 }
 
+/* Word-wise: keys are short, and a memcmp call costs more than comparing. */
+static inline uint64_t load8(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+static inline int same_bytes(const unsigned char *a, const unsigned char *b, size_t n) {
+  size_t i;
+  if (n < 8) {
+    for (i = 0; i < n; i++)
+      if (a[i] != b[i]) return 0;
+    return 1;
+  }
+  for (i = 0; i + 8 < n; i += 8)
+    if (load8(a + i) != load8(b + i)) return 0;
+  return load8(a + n - 8) == load8(b + n - 8); /* the last word, overlapping the one before */
+}
+
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest) {
   cr_entry *e;
   for (e = st->buckets[hash & st->mask]; e; e = e->hnext)
-    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest &&
-        memcmp(CR_ENTRY_KEY(e), key, len) == 0)
+    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest && same_bytes(CR_ENTRY_KEY(e), key, len))
       return e;
   return NULL;
 }
@@ -233,6 +258,7 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   e->heap_pos = CR_NO_HEAP;
   e->keylen = key->len;
   e->is_digest = key->is_digest;
+  e->front = CR_FRONT_NONE;
   e->nvalues = n;
   e->replay = rp;
   if (rp) c->replay_bytes += rp->buf.len;
@@ -250,6 +276,7 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   /* load factor <= 1/2: a hit in a big store then rarely walks past a
    * second entry, each of which is a cache miss */
   if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
+  cr_front_add(L, st, e); /* may run Lua (global store only, which is never freed) */
   if (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries) {
     st->pins++;
     while ((lua_Integer)st->count > c->max_entries && st->oldest) cr_entry_release(L, st->oldest, CR_EVICT);
@@ -267,6 +294,8 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
   cr_entry **pp;
   int i, n = e->nvalues;
   int notify = why != CR_DROP && c->on_release_ref != LUA_NOREF;
+  cr_front_gone gone;
+  cr_front_note(e, &gone);
   if (notify) {
     luaL_checkstack(L, n + 4, "cache_resource: releasing an entry");
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_release_ref);
@@ -288,6 +317,7 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
     cr_replay_unref(L, e->replay);
   }
   free(e);
+  cr_front_forget(L, &gone); /* may run Lua: e is gone from every structure */
   if (notify && lua_pcall(L, n, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     lua_pushfstring(L, "cache_resource: on_release of %s raised an error: %s", c->name,
@@ -415,6 +445,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
   for (c = S->caches; c; c = cnext) {
     cr_store *st, *next;
     cnext = c->next;
+    cr_front_reset(L, c); /* a finalizer calling a cached function now takes the path that sees `closed` */
     if (c->global) store_free_entries(L, c->global);
     for (st = c->session_stores; st; st = next) {
       next = st->next_of_cache;
@@ -427,6 +458,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
     free(c->name);
     free(c->where);
     free(c);
