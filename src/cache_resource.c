@@ -263,7 +263,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   if (luaL_newmetatable(L, CR_CALL_MT)) {
     lua_pushcfunction(L, cr_call_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, cr_call_gc); /* an owner's slot is to-be-closed */
+    lua_pushcfunction(L, cr_call_close); /* an owner's slot is to-be-closed */
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);

@@ -290,6 +290,7 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
 /* cr_call.c */
 int cr_func_call(lua_State *L);
 int cr_call_gc(lua_State *L);
+int cr_call_close(lua_State *L);
 cr_func *cr_func_of(lua_State *L, int idx);
 void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
 

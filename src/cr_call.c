@@ -66,13 +66,20 @@ void cr_call_finish(lua_State *L, cr_call *call) {
   owner_done(L, call);
 }
 
-/* __gc and __close. A coroutine that dropped its computation ends it here:
- * closed (coroutine.close runs the to-be-closed slot at once) or collected.
- * Also run, doing nothing, when a finished call leaves the stack. */
+/* __gc. A coroutine that dropped its computation (collected) ends it here. */
 int cr_call_gc(lua_State *L) {
   cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
   if (call->linked) cr_call_finish(L, call);
   else cr_replay_free_frame(L, call);
+  return 0;
+}
+
+/* __close of an owner's stack slot: coroutine.close(owner) ends the
+ * computation at once. Every computing call passes here when it returns
+ * (or raises), by then finished: one test. */
+int cr_call_close(lua_State *L) {
+  cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
+  if (call->linked) cr_call_finish(L, call);
   return 0;
 }
 
