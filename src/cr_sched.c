@@ -10,6 +10,11 @@
 #include <string.h>
 #include "cr.h"
 
+/***
+Schedulers: waiting without polling, background refreshes.
+@module cache_resource
+*/
+
 static cr_state *state_of(lua_State *L) {
   return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
 }
@@ -61,6 +66,25 @@ void cr_sched_free(lua_State *L, cr_state *S) {
   set_ref(L, &S->spawn_ref, 0);
   set_ref(L, &S->scheduler_ref, 0);
 }
+
+/***
+Connects the module to a coroutine scheduler. A coroutine that asks for a
+key another one is computing calls `s.wait(token)` once and is resumed by
+`s.wake(token)` when the owner ends; background refreshes
+(`refresh_mode = "background"`) run through `s.spawn(fn)`. Used instead of
+the waiter set with `set_waiter`. `require "cache_resource.cqueues"` sets one
+for lua-cqueues.
+@function set_scheduler
+@tparam[opt] table s `{ wait = fn, wake = fn, spawn = fn }`: `wait` and
+`wake` go together, `spawn` may come alone; `nil` removes the scheduler
+@treturn ?table the scheduler it replaces
+*/
+
+/***
+The scheduler set with `set_scheduler`, or nil.
+@function scheduler
+@treturn ?table the table given to `set_scheduler`
+*/
 
 /* set_scheduler(s): s = { wait = fn, wake = fn, spawn = fn } or nil.
  * wait and wake go together; spawn alone is fine (background refreshes
