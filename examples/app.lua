@@ -73,7 +73,7 @@ end
 -- the scheduler) a re-run past the 5 s shows the previous summary at once
 -- and never waits for the new one. Without a scheduler (`make demo`) the
 -- run that finds it stale rebuilds it itself.
-local summary = cache_resource(function(_model)
+local summary = cache_resource(function(_model) -- luacheck: ignore 214 (_model: not hashed, still used)
   return string.format("Summary built at %s: the three most common words are %s.", os.date("%H:%M:%S"),
     table.concat(corpus.top(_model, 3), ", "))
 end, { ttl = "5s", refresh_mode = "background", show_spinner = false })

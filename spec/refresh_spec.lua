@@ -122,7 +122,10 @@ describe("stale-while-revalidate (refresh_mode = \"background\")", function()
     local shown, spinners = {}, 0
     cr.set_spinner(function(event) if event == "start" then spinners = spinners + 1 end end)
     local text = cr.replayable(function(x) shown[#shown + 1] = x end, "refresh.text")
-    local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v) text("version " .. v.version); return v end)
+    local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v)
+      text("version " .. v.version)
+      return v
+    end)
     r.f(1)
     assert.equal(1, spinners)
     shown = {}
@@ -136,7 +139,10 @@ describe("stale-while-revalidate (refresh_mode = \"background\")", function()
   it("records the refresh's UI calls into the new entry without showing them live", function()
     local shown = {}
     local text = cr.replayable(function(x) shown[#shown + 1] = x end, "refresh.live")
-    local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v) text("version " .. v.version); return v end)
+    local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v)
+      text("version " .. v.version)
+      return v
+    end)
     r.f(1)
     clock.now = 1011
     r.f(1)
@@ -178,7 +184,7 @@ describe("stale-while-revalidate (refresh_mode = \"background\")", function()
     assert.equal(0, s.waits)
   end)
 
-  it("a stale hit while another coroutine refreshes (in the foreground) serves stale values, no second refresh", function()
+  it("a stale hit while another coroutine refreshes in the foreground gets stale values, no refresh", function()
     cr.set_scheduler(s.functions("wait", "wake"))  -- no spawn: the first stale call refreshes itself
     local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v)
       if v.version == 2 then coroutine.yield() end
