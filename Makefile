@@ -15,7 +15,7 @@ DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues l
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
-.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench fuzz valgrind test test53 asan install clean \
+.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
   dist docs lint-lua release-rockspecs
 
 all: $(BUILD)/cache_resource.so
@@ -133,6 +133,12 @@ clean:
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+
+# Instructions per hit under callgrind (repeatable, unlike times), beside a
+# hand-written memo called through a function and a no-op C function.
+bench-callgrind: deps all
+	@dpkg -s valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory apt PKGS=valgrind
+	bash bench/callgrind.sh
 
 # libFuzzer on keys and the replay recorder (clang-14 + libclang-rt-14-dev).
 # FUZZ_TIME seconds (default 60); FUZZ_RUNS=N for a run of N executions.

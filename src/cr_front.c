@@ -59,8 +59,9 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
   if (!push_front_value(L, c->S, key, len)) return;
-  /* the push may have run finalizers: find the entry again */
-  e = c->global ? cr_store_find(c->global, hash, key, len, 0) : NULL;
+  /* the push may have run finalizers (which may even re-wrap the cache with
+   * options that rule the index out): check again, find the entry again */
+  e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
   if (e == NULL) {
     lua_pop(L, 1);
     return;
@@ -68,7 +69,7 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
   lua_insert(L, -2);
   e->front = CR_FRONT_TABLE;
-  if (c->front_values && e->nvalues == 1 && e->replay == NULL) {
+  if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
     int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
     if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
     else lua_pop(L, 1);
