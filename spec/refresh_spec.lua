@@ -405,6 +405,24 @@ describe("stale-while-revalidate (refresh_mode = \"background\")", function()
     assert.matches("spawn raised an error %(.*no loop running%)", seen[1])
   end)
 
+  it("a spawn that runs the refresh at once: the call gets the refreshed values", function()
+    cr.set_scheduler { spawn = function(fn) fn() end }
+    local shown = {}
+    local text = cr.replayable(function(x) shown[#shown + 1] = x end, "refresh.sync")
+    local r = versioned({ ttl = 10, refresh_mode = "background" }, function(v)
+      text("version " .. v.version)
+      return v
+    end)
+    r.f(1)
+    clock.now = 1011
+    shown = {}
+    assert.equal(2, r.f(1).version)
+    assert.same({ "version 2" }, shown)  -- replayed by the hit on the new entry, not shown live
+    local st = cr.stats(r.f)
+    assert.equal(1, st.refreshes)
+    assert.equal(0, st.stale_hits)
+  end)
+
   it("a refresh the scheduler drops unrun: the key computes again after collection", function()
     local dropped = {}
     local t = s.functions()
