@@ -202,6 +202,7 @@ struct cr_call {
   int spinner;                  /* this computation started the spinner */
   int kind;                     /* CR_MISS, CR_REFRESH_FG or CR_REFRESH_BG */
   int stale_ok;                 /* replaces a stale entry: on failure, serve it */
+  int spawned;                  /* this call started a background refresh */
   int validating_stale;         /* the entry being validated was stale */
   uint64_t validated;           /* gen of the entry validate accepted */
   lua_Integer token;            /* what waiters wait on; 0 until the first */

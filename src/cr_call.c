@@ -235,8 +235,11 @@ static int lookup(lua_State *L, int base, cr_call *call) {
     }
     if (e) { /* stale */
       if (c->refresh_background) {
-        if (other || now < e->retry_at) return hit(L, call, e, 1);
-        if (S->spawn_ref != LUA_NOREF && cr_refresh_spawn(L, base, call)) continue;
+        if (other || now < e->retry_at || call->spawned) return hit(L, call, e, 1);
+        if (S->spawn_ref != LUA_NOREF && cr_refresh_spawn(L, base, call)) {
+          call->spawned = 1; /* one per call, whatever the scheduler did with it */
+          continue;
+        }
         call->kind = CR_REFRESH_FG; /* no scheduler to run it: this call refreshes */
       }
       if (other == NULL) {
