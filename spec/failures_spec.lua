@@ -155,7 +155,7 @@ describe("failure results", function()
         err_of { failure_ttl = true })
       assert.matches("got a boolean", err_of { failure_ttl = true })
       assert.matches("got a table", err_of { failure_ttl = {} })
-      assert.matches("option 'failure_ttl' must be >= 0 seconds, got the number %-1", err_of { failure_ttl = -1 })
+      assert.matches("option 'failure_ttl' must be >= 0 seconds, got %-1", err_of { failure_ttl = -1 })
       assert.matches("option 'failure_ttl': cannot read the duration '10 parsecs'",
         err_of { failure_ttl = "10 parsecs" })
       assert.matches("did you mean 'failure_ttl'", err_of { failure_tll = 1 })

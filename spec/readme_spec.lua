@@ -15,13 +15,6 @@ local LUA = os.getenv("CR_LUA") or ("lua" .. VERSION)
 -- Blocks that fail today, by their first line: pending until README.md is
 -- fixed (then delete the line here).
 local KNOWN_FAILING = {
-  ['local cache_resource = require "cache_resource"'] = true,
-  ['local ui = require "cache_resource.ui"'] = true,
-  ['local get_model = cache_resource(function(name) return load_model(name) end)'] = true,
-  ['cache_resource.clear(get_db)            -- every entry of get_db (this session\'s, for session scope)'] = true,
-  ['local per_user = cache_resource(make_client, { scope = "session" })'] = true,
-  ['local text = cache_resource.replayable(function(s) io.write(s, "\\n") end, "text")'] = true,
-  ['require("cache_resource.server").serve { script = "app.lua", host = "127.0.0.1", port = 8501,'] = true,
 }
 
 -- What only Lua 5.4 has, as it shows in a block's text.

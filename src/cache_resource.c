@@ -314,6 +314,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   cr_replay_open(L);
   cr_manage_open(L);
   cr_sched_open(L);
+  cr_key_open(L);
   lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */

@@ -254,6 +254,7 @@ void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *na
 cr_keybufs *cr_keybufs_box(lua_State *L);
 void cr_keybufs_free(cr_keybufs *kb);
 int cr_keybufs_gc(lua_State *L);
+void cr_key_open(lua_State *L);
 
 /* cr_store.c */
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);

@@ -114,35 +114,45 @@ static int is_callable(lua_State *L, int idx) {
   return 0;
 }
 
-static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
-  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
-}
-
-/* "a string \"10\"", "a boolean (true)", "the number -1", "a table". */
-static const char *describe(lua_State *L, int idx) {
+/* Pushes what was given, for messages: `a string "10"`, `2.5`, `a boolean
+ * (true)`, `a table`. */
+static const char *given(lua_State *L, int idx) {
+  luaL_Buffer b;
+  size_t len;
+  const char *s;
   switch (lua_type(L, idx)) {
-    case LUA_TSTRING: return lua_pushfstring(L, "a string \"%s\"", lua_tostring(L, idx));
-    case LUA_TNUMBER: return lua_pushfstring(L, "the number %s", luaL_tolstring(L, idx, NULL));
-    case LUA_TBOOLEAN: return lua_toboolean(L, idx) ? "a boolean (true)" : "a boolean (false)";
-    case LUA_TNIL: return "nil";
+    case LUA_TSTRING:
+      s = lua_tolstring(L, idx, &len);
+      luaL_buffinit(L, &b);
+      luaL_addstring(&b, "a string \"");
+      luaL_addlstring(&b, s, len > 40 ? 40 : len);
+      luaL_addstring(&b, len > 40 ? "...\"" : "\"");
+      luaL_pushresult(&b);
+      return lua_tostring(L, -1);
+    case LUA_TNUMBER: return luaL_tolstring(L, idx, NULL);
+    case LUA_TBOOLEAN: return lua_pushstring(L, lua_toboolean(L, idx) ? "a boolean (true)" : "a boolean (false)");
     default: return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
   }
 }
 
-/* A duration option: seconds >= 0 (math.huge: forever) or a duration string. */
+static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
+  return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, given(L, idx));
+}
+
+/* A duration option like ttl: seconds >= 0 (math.huge: forever) or a
+ * duration string. */
 static double duration_option(lua_State *L, const char *name, int v) {
   double d = 0;
   if (lua_type(L, v) == LUA_TNUMBER) {
     d = (double)lua_tonumber(L, v);
-    if (!(d >= 0)) luaL_error(L, "cache_resource: option '%s' must be >= 0 seconds, got %s", name, describe(L, v));
+    if (!(d >= 0)) bad_option(L, name, ">= 0 seconds", v);
   } else if (lua_type(L, v) == LUA_TSTRING) {
-    if (!cr_parse_duration(lua_tostring(L, v), &d))
+    if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &d))
       luaL_error(L, "cache_resource: option '%s': cannot read the duration '%s' (write it like "
                     "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                  name, lua_tostring(L, v));
   } else {
-    luaL_error(L, "cache_resource: option '%s' must be a number of seconds or a duration string like \"1h\", "
-                  "got %s", name, describe(L, v));
+    bad_option(L, name, "a number of seconds or a duration string like \"1h\"", v);
   }
   return d;
 }
@@ -176,9 +186,9 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     if (strcmp(k, "ttl") == 0) {
       if (lua_type(L, v) == LUA_TNUMBER) {
         o->ttl = (double)lua_tonumber(L, v);
-        if (!(o->ttl >= 0)) luaL_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
+        if (!(o->ttl >= 0)) bad_option(L, k, ">= 0 seconds", v);
       } else if (lua_type(L, v) == LUA_TSTRING) {
-        if (!cr_parse_duration(lua_tostring(L, v), &o->ttl))
+        if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &o->ttl))
           luaL_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
                         "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                      lua_tostring(L, v));
@@ -189,8 +199,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
       if (!isint || lua_type(L, v) != LUA_TNUMBER || o->max_entries < 1)
-        luaL_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "an integer >= 1", v);
     } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
       if (!is_callable(L, v)) bad_option(L, k, "a function", v);
       if (k[0] == 'v') o->validate = 1;
@@ -211,14 +220,12 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
       if (s && strcmp(s, "session") == 0) o->session_scope = 1;
       else if (!s || strcmp(s, "global") != 0)
-        luaL_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "\"global\" or \"session\"", v);
     } else if (strcmp(k, "refresh_mode") == 0) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
       if (s && strcmp(s, "background") == 0) o->refresh_background = 1;
       else if (!s || strcmp(s, "foreground") != 0)
-        luaL_error(L, "cache_resource: option 'refresh_mode' must be \"foreground\" or \"background\", got %s",
-                   describe(L, v));
+        bad_option(L, k, "\"foreground\" or \"background\"", v);
     } else if (strcmp(k, "max_stale") == 0) {
       o->max_stale = duration_option(L, k, v);
       o->has_max_stale = 1;
