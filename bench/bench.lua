@@ -336,6 +336,55 @@ do
   collectgarbage()
 end
 
+-- ---- waiting for another coroutine's build ------------------------------
+
+-- 50 coroutines ask for a key while a 51st builds it (a 1-second cqueues
+-- sleep; 0.1 s under QUICK): CPU time (os.clock) of the whole episode with
+-- the cqueues scheduler (each waiter parks once on a condition variable)
+-- and with a polling waiter (cqueues.sleep(0) in a loop). Round by round,
+-- like the groups above; the ratio is the median of per-round ratios.
+do
+  local ok, cqueues = pcall(require, "cqueues")
+  if ok then
+    local adapter = require "cache_resource.cqueues"
+    local BUILD, WAITERS, WROUNDS = QUICK and 0.1 or 1.0, 50, QUICK and 2 or 3
+    local function episode(mode, round)
+      local build = cr(function() cqueues.sleep(BUILD); return {} end, { name = "bench wait " .. mode .. round })
+      if mode == "scheduler" then
+        adapter.install()
+        cr.set_waiter(nil)
+      else
+        cr.set_scheduler(nil)
+        cr.set_waiter(function() cqueues.sleep(0) end)
+      end
+      local cq = cqueues.new()
+      local got = {}
+      for i = 1, WAITERS + 1 do cq:wrap(function() got[i] = build() end) end
+      local t0 = clock()
+      assert(cq:loop())
+      local cpu = clock() - t0
+      for i = 2, WAITERS + 1 do assert(got[i] == got[1]) end
+      return cpu
+    end
+    local sched, poll, ratios = {}, {}, {}
+    for r = 1, WROUNDS do
+      poll[r] = episode("polling", r)
+      sched[r] = episode("scheduler", r)
+      ratios[r] = sched[r] / poll[r]
+    end
+    cr.set_scheduler(nil)
+    cr.set_waiter(nil)
+    cr.clear()
+    local s_cpu, p_cpu, ratio = median(sched), median(poll), median(ratios)
+    local g = string.format("waiting, %gs build", BUILD)
+    row(g, string.format("%d coroutines, polling waiter", WAITERS), p_cpu * 1e9 / WAITERS, 1,
+      string.format("CPU %.0f ms in all (ns/call: per waiter)", p_cpu * 1e3))
+    row(g, string.format("%d coroutines, cache_resource.cqueues", WAITERS), s_cpu * 1e9 / WAITERS, ratio,
+      string.format("CPU %.2f ms in all, %.2f%% of polling; target < 1%% and < 10 ms: %s", s_cpu * 1e3,
+        ratio * 100, (ratio < 0.01 and s_cpu < 0.010) and "met" or "NOT met"))
+  end
+end
+
 do -- bytes per entry: each variant in a fresh process, so RSS is its own
   local COUNT = QUICK and 20000 or 200000
   local function measure(variant)

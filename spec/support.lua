@@ -23,6 +23,7 @@ function M.reset()
   cr.set_replay_compile(8)
   cr.set_clock(nil)
   cr.set_waiter(nil)
+  cr.set_scheduler(nil)
   cr.set_session(nil)
   cr.clear()
 end

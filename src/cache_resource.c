@@ -263,6 +263,8 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   if (luaL_newmetatable(L, CR_CALL_MT)) {
     lua_pushcfunction(L, cr_call_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, cr_call_close); /* an owner's slot is to-be-closed */
+    lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_REPLAY_MT)) {
@@ -286,6 +288,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   S = (cr_state *)lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
   S->clock_ref = S->waiter_ref = S->spinner_ref = S->widget_source_ref = LUA_NOREF;
+  S->wait_ref = S->wake_ref = S->spawn_ref = S->scheduler_ref = LUA_NOREF;
   S->seed = random_seed(S);
   S->compile_after = CR_COMPILE_AFTER;
   luaL_setmetatable(L, CR_STATE_MT);
@@ -310,6 +313,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   luaL_setfuncs(L, module_fns, 1);
   cr_replay_open(L);
   cr_manage_open(L);
+  cr_sched_open(L);
   cr_key_open(L);
   lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");

@@ -75,6 +75,10 @@ struct cr_replay {
 /* Argument tags of the record format (cr_replay.c). */
 enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
 
+/* What a computation is: a miss, or a refresh of a stale entry run by the
+ * caller (foreground) or in a coroutine of the scheduler (background). */
+enum { CR_MISS, CR_REFRESH_FG, CR_REFRESH_BG };
+
 /* Why an entry leaves its store: decides the statistic and on_release. */
 enum cr_reason { CR_EVICT, CR_EXPIRE, CR_CLEAR, CR_DROP };
 
@@ -105,7 +109,10 @@ struct cr_entry {
   cr_store *store;
   uint64_t hash;
   uint64_t gen;                 /* unique per stored entry, survives yields */
-  double expires_at;            /* HUGE_VAL without ttl */
+  double stale_at;              /* past it a hit is stale; HUGE_VAL without ttl */
+  double expires_at;            /* released then: stale_at + max_stale */
+  double retry_at;              /* a failed refresh: no new one before it */
+  int failure;                  /* a failure result kept for failure_ttl */
   size_t heap_pos;              /* index in the expiry heap, or CR_NO_HEAP */
   cr_replay *replay;            /* UI calls to replay on a hit, or NULL */
   size_t keylen;
@@ -146,6 +153,9 @@ struct cr_cache {
   char *where;                  /* short_src:first-last */
   int name_fixed;               /* from `name`, or already inferred */
   double ttl;                   /* seconds, HUGE_VAL = forever */
+  double max_stale;             /* seconds past ttl an entry may be served */
+  double failure_ttl;           /* seconds a failure result is kept; 0 never */
+  int refresh_background;       /* refresh_mode = "background" */
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
@@ -190,6 +200,13 @@ struct cr_call {
   int nvalues;                  /* values pushed for validate or replay */
   uint64_t gen;                 /* entry being validated */
   int spinner;                  /* this computation started the spinner */
+  int kind;                     /* CR_MISS, CR_REFRESH_FG or CR_REFRESH_BG */
+  int stale_ok;                 /* replaces a stale entry: on failure, serve it */
+  int spawned;                  /* this call started a background refresh */
+  int validating_stale;         /* the entry being validated was stale */
+  uint64_t validated;           /* gen of the entry validate accepted */
+  lua_Integer token;            /* what waiters wait on; 0 until the first */
+  int waited;                   /* someone waits through the scheduler */
   cr_replay *recording;         /* UI calls recorded while computing */
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
@@ -211,6 +228,10 @@ struct cr_state {
   size_t heap_len, heap_cap;
   cr_call *calls;
   int clock_ref, waiter_ref;
+  int wait_ref, wake_ref, spawn_ref; /* the scheduler's functions */
+  int scheduler_ref;            /* the table given to set_scheduler */
+  lua_Integer next_token;
+  int refreshing;               /* background refreshes in S->calls */
   int spinner_ref;              /* UI hook: spinner("start", text, show_time) / ("stop") */
   int widget_source_ref;        /* UI hook: current value of a widget id */
   int replayables_ref;          /* table: id -> replayable, fn -> replayable */
@@ -239,7 +260,8 @@ void cr_key_open(lua_State *L);
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp);
+cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp,
+                          int failure);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_drain(lua_State *L, cr_store *st);
 void cr_store_unpin(cr_store *st);
@@ -270,6 +292,7 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
 /* cr_call.c */
 int cr_func_call(lua_State *L);
 int cr_call_gc(lua_State *L);
+int cr_call_close(lua_State *L);
 cr_func *cr_func_of(lua_State *L, int idx);
 void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
 
@@ -284,6 +307,23 @@ void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
+
+void cr_call_link(cr_state *S, cr_call *call);
+void cr_call_unlink(cr_call *call);
+void cr_call_finish(lua_State *L, cr_call *call);
+int cr_call_compute(lua_State *L, int base, cr_call *call);
+
+/* cr_sched.c: set_scheduler, waiting and waking */
+void cr_sched_wait(lua_State *L, cr_call *owner, lua_KContext ctx, lua_KFunction k);
+void cr_sched_wake(lua_State *L, cr_call *call);
+void cr_sched_free(lua_State *L, cr_state *S);
+void cr_sched_open(lua_State *L);
+
+/* cr_refresh.c: stale entries and background refreshes */
+int cr_refresh_spawn(lua_State *L, int base, cr_call *call);
+int cr_refresh_running(cr_state *S, lua_State *L);
+void cr_refresh_failed(lua_State *L, cr_call *call, int err);
+void cr_refresh_fallback(lua_State *L, cr_call *call, int err, double now);
 
 /* cr_manage.c: clear, stats, info, peek */
 void cr_manage_open(lua_State *L);

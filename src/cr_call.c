@@ -5,12 +5,19 @@
  * calls (cr_replay.c keeps that loop's state on the stack). No allocation,
  * no clock read unless some entry in the process has a ttl.
  *
- * Everything else (miss, validate, waiting for another coroutine)
- * runs as a small state machine on a cr_call userdata pushed at stack slot
- * `base` = nargs + 2. Each step that calls Lua code does so with
+ * Everything else (miss, validate, a stale entry, waiting for another
+ * coroutine) runs as a small state machine on a cr_call userdata pushed at
+ * stack slot `base` = nargs + 2. Each step that calls Lua code does so with
  * lua_callk/lua_pcallk and continues in resume(), so the cached function,
- * validate and the waiter may all yield to a coroutine scheduler. The
- * continuation context packs base and the phase. */
+ * validate and the scheduler's wait (or the waiter) may all yield to a
+ * coroutine scheduler. The continuation context packs base and the phase.
+ *
+ * A computing call is its key's owner: waiters park on its token and are
+ * woken when it ends, however it ends (done, failed, its coroutine closed:
+ * the slot is to-be-closed; or collected: __gc). A background refresh
+ * (cr_refresh.c) runs the same compute step in a coroutine of the
+ * scheduler, with the refresh's call record at its own `base`. */
+#include <math.h>
 #include <string.h>
 #include <stdlib.h>
 #include "cr.h"
@@ -28,6 +35,7 @@ static void call_link(cr_state *S, cr_call *call) {
   if (S->calls) S->calls->prev = call;
   S->calls = call;
   call->linked = 1;
+  if (call->kind == CR_REFRESH_BG) S->refreshing++;
 }
 
 static void call_unlink(cr_call *call) {
@@ -38,14 +46,40 @@ static void call_unlink(cr_call *call) {
   if (call->next) call->next->prev = call->prev;
   call->linked = 0;
   call->computing = 0;
+  if (call->kind == CR_REFRESH_BG) S->refreshing--;
 }
 
-/* A coroutine that dropped its computation (closed, or collected) unlinks
- * here; until then waiters see it as dead and take over. */
+void cr_call_link(cr_state *S, cr_call *call) {
+  call_link(S, call);
+}
+
+/* The owner is done with its key: it leaves the list, then the coroutines
+ * waiting on it are woken (Lua code: `call` may be gone afterwards). */
+static void owner_done(lua_State *L, cr_call *call) {
+  call_unlink(call);
+  cr_sched_wake(L, call);
+}
+
+/* Ends a call record for good: not computing, nothing recorded, waiters woken. */
+void cr_call_finish(lua_State *L, cr_call *call) {
+  cr_replay_free_frame(L, call);
+  owner_done(L, call);
+}
+
+/* __gc. A coroutine that dropped its computation (collected) ends it here. */
 int cr_call_gc(lua_State *L) {
   cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
-  call_unlink(call);
-  cr_replay_free_frame(L, call);
+  if (call->linked) cr_call_finish(L, call);
+  else cr_replay_free_frame(L, call);
+  return 0;
+}
+
+/* __close of an owner's stack slot: coroutine.close(owner) ends the
+ * computation at once. Every computing call passes here when it returns
+ * (or raises), by then finished: one test. */
+int cr_call_close(lua_State *L) {
+  cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
+  if (call->linked) cr_call_finish(L, call);
   return 0;
 }
 
@@ -65,6 +99,7 @@ enum { OWNER_BLOCKS_US, OWNER_SUSPENDED, OWNER_DEAD };
  * end), is suspended (wait for it), or is gone (take over). */
 static int owner_state(lua_State *L, lua_State *co) {
   lua_Debug ar;
+  if (co == NULL) return OWNER_SUSPENDED; /* a background refresh not started yet */
   if (co == L) return OWNER_BLOCKS_US;
   switch (lua_status(co)) {
     case LUA_YIELD: return OWNER_SUSPENDED;
@@ -91,9 +126,10 @@ static int finish_hit(lua_State *L, cr_call *call, cr_replay *rp) {
   return replay_and_return(L, call->S, rp, call->nvalues);
 }
 
-static int hit(lua_State *L, cr_call *call, cr_entry *e) {
+static int hit(lua_State *L, cr_call *call, cr_entry *e, int stale) {
   cr_store_touch(e->store, e);
-  call->cache->hits++;
+  if (stale) call->cache->stale_hits++;
+  else call->cache->hits++;
   luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
   cr_push_values(L, e);
   call->nvalues = e->nvalues;
@@ -130,7 +166,8 @@ static int outermost(cr_state *S, lua_State *L) {
 
 static int compute(lua_State *L, int base, cr_call *call) {
   int nargs = base - 2, i;
-  if (call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF && outermost(call->S, L)) {
+  if (call->kind != CR_REFRESH_BG && call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF &&
+      outermost(call->S, L)) {
     spinner_event(L, call, 1, nargs);
     call->spinner = 1;
   }
@@ -138,7 +175,9 @@ static int compute(lua_State *L, int base, cr_call *call) {
   call->owner = L;
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
   lua_setiuservalue(L, base, 1);
-  call->cache->misses++;
+  lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
+  if (call->kind == CR_MISS) call->cache->misses++;
+  else if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
   luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
   lua_getiuservalue(L, 1, 1);
   for (i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
@@ -146,20 +185,30 @@ static int compute(lua_State *L, int base, cr_call *call) {
                 CTX(base, PHASE_COMPUTE));
 }
 
-/* Stack: [1] f, [2..base-1] args, [base] call; top == base. */
+int cr_call_compute(lua_State *L, int base, cr_call *call) {
+  return compute(L, base, call);
+}
+
+/* Stack: [1] f, [2..base-1] args, [base] call; top == base.
+ * A fresh entry is a hit. A stale one (past its ttl, within max_stale) is
+ * served at once in the background mode while a refresh runs (started here
+ * through the scheduler's spawn, or already running), else recomputed by
+ * this call with the stale values as the fallback. No entry: compute, or
+ * wait for the coroutine computing it. */
 static int lookup(lua_State *L, int base, cr_call *call) {
   cr_cache *c = call->cache;
   cr_state *S = call->S;
   for (;;) {
     cr_entry *e;
     cr_call *other;
+    double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
     if (S->heap_len) {
-      double now = cr_now(L, S);
-      if (S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
+      now = cr_now(L, S);
+      if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
     }
     if (call->store == NULL) return compute(L, base, call); /* detached: not stored */
     e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
-    if (e && c->validate_ref != LUA_NOREF) {
+    if (e && c->validate_ref != LUA_NOREF && !e->failure && e->gen != call->validated) {
       int n = e->nvalues;
       luaL_checkstack(L, 2 * n + 4, "cache_resource: too many values to validate");
       cr_push_values(L, e);
@@ -167,15 +216,16 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       cr_push_values(L, e);
       call->nvalues = n;
       call->gen = e->gen;
+      call->validating_stale = e->stale_at <= now;
       lua_callk(L, n, 1, CTX(base, PHASE_VALIDATE), resume);
       return resume(L, LUA_OK, CTX(base, PHASE_VALIDATE));
     }
-    if (e) return hit(L, call, e);
+    if (e && e->stale_at > now) return hit(L, call, e, 0);
     other = find_owner(S, call);
-    if (other == NULL) return compute(L, base, call);
-    switch (owner_state(L, other->owner)) {
+    if (other) switch (owner_state(L, other->owner)) {
       case OWNER_DEAD:
         other->store = NULL; /* its result, if it ever comes, is not stored */
+        cr_sched_wake(L, other);
         continue;
       case OWNER_BLOCKS_US:
         return luaL_error(L, "cache_resource: recursive call of %s with the same arguments: this key is "
@@ -183,10 +233,32 @@ static int lookup(lua_State *L, int base, cr_call *call) {
                           c->name);
       default: break;
     }
+    if (e) { /* stale */
+      if (c->refresh_background) {
+        if (other || now < e->retry_at || call->spawned) return hit(L, call, e, 1);
+        if (S->spawn_ref != LUA_NOREF && cr_refresh_spawn(L, base, call)) {
+          call->spawned = 1; /* one per call, whatever the scheduler did with it */
+          continue;
+        }
+        call->kind = CR_REFRESH_FG; /* no scheduler to run it: this call refreshes */
+      }
+      if (other == NULL) {
+        call->stale_ok = 1;
+        return compute(L, base, call);
+      }
+    } else if (other == NULL) {
+      return compute(L, base, call);
+    }
+    if (S->wait_ref != LUA_NOREF) {
+      cr_sched_wait(L, other, CTX(base, PHASE_WAIT), resume);
+      lua_settop(L, base); /* woken (or returned early) without yielding: look again */
+      continue;
+    }
     if (S->waiter_ref == LUA_NOREF)
       return luaL_error(L, "cache_resource: %s: this key is being computed by another coroutine; "
-                           "set a waiter to wait for it, e.g. cache_resource.set_waiter(function() "
-                           "cqueues.sleep(0) end)",
+                           "set a scheduler to wait for it (require \"cache_resource.cqueues\", or "
+                           "cache_resource.set_scheduler{ wait = ..., wake = ... }) or a polling waiter, "
+                           "e.g. cache_resource.set_waiter(function() cqueues.sleep(0) end)",
                         c->name);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->waiter_ref);
     lua_callk(L, 0, 0, CTX(base, PHASE_WAIT), resume);
@@ -252,18 +324,18 @@ static void widget_lookup_key(lua_State *L, cr_cache *c, int argkey, cr_key *key
 /* Stores the n values above base. For widget caches the key is rebuilt:
  * the widgets read by this run widen the set kept for the arguments, and
  * their values (as read) complete the key. */
-static void store_result(lua_State *L, int base, cr_call *call, int n) {
+static void store_result(lua_State *L, int base, cr_call *call, int n, int failure) {
   cr_cache *c = call->cache;
   cr_replay *rp = call->recording;
   cr_key key;
   call->recording = NULL;
-  if (!c->allow_widgets) {
+  if (!c->allow_widgets || call->kind == CR_REFRESH_BG) { /* a refresh keeps the key it refreshes */
     key.bytes = call->key;
     key.len = call->keylen;
     key.hash = call->hash;
     key.is_digest = call->is_digest;
     key.bufs = NULL;
-    cr_store_insert(L, call->store, &key, base + 1, n, rp);
+    cr_store_insert(L, call->store, &key, base + 1, n, rp, failure);
     return;
   } else {
     int argkey, ids, reads, values, i, count;
@@ -315,9 +387,58 @@ static void store_result(lua_State *L, int base, cr_call *call, int n) {
       lua_pop(L, 1);
     }
     cr_key_widgets(L, c->S, argkey, values, count, &key);
-    cr_store_insert(L, call->store, &key, base + 1, n, rp);
+    cr_store_insert(L, call->store, &key, base + 1, n, rp, failure);
     cr_key_done(&key);
   }
+}
+
+/* A result Lua calls a failure: nil followed by a value that is not nil. */
+static int is_failure(lua_State *L, int base, int n) {
+  return n >= 2 && lua_isnil(L, base + 1) && !lua_isnil(L, base + 2);
+}
+
+/* The computation raised (error object on top) or returned a failure (n
+ * values above base). A background refresh keeps the stale entry. A
+ * recompute of a stale entry serves it if it is still within max_stale.
+ * Otherwise the caller gets the error or the failure, which is kept for
+ * failure_ttl when that is set. Waiters are woken either way: one of them
+ * computes next. */
+static int compute_failed(lua_State *L, int base, cr_call *call, int raised, int n) {
+  cr_cache *c = call->cache;
+  int err = raised ? lua_gettop(L) : base + 2;
+  cr_entry *e = NULL;
+  double now = 0;
+  if (call->kind == CR_REFRESH_BG) {
+    cr_refresh_failed(L, call, err);
+    cr_call_finish(L, call);
+    return 0;
+  }
+  if (call->stale_ok && call->store) {
+    now = cr_now(L, call->S);
+    if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
+  }
+  if (e && !e->failure && now < e->expires_at) {
+    cr_refresh_fallback(L, call, err, now);
+    /* still linked, so a session ending meanwhile detaches it: call->store
+     * is valid or NULL below */
+    call->computing = 0;
+    cr_replay_free_frame(L, call);
+    cr_sched_wake(L, call);
+    e = call->store ? cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest) : NULL;
+    if (e && !e->failure && now < e->expires_at) {
+      lua_settop(L, base);
+      return hit(L, call, e, 1);
+    }
+    call_unlink(call);
+  } else {
+    if (call->kind == CR_REFRESH_FG) c->refresh_failures++;
+    else c->failures++;
+    if (!raised && c->failure_ttl > 0 && call->store) store_result(L, base, call, n, 1);
+    cr_call_finish(L, call);
+  }
+  if (raised) return lua_error(L); /* the error object, unchanged */
+  lua_settop(L, base + n);
+  return n;
 }
 
 static int resume(lua_State *L, int status, lua_KContext ctx) {
@@ -333,6 +454,11 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       lua_pop(L, 1);
       if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
       if (e && e->gen != call->gen) e = NULL; /* replaced while validate yielded */
+      if (ok && call->validating_stale) { /* the stale rules decide, without validating again */
+        call->validated = call->gen;
+        lua_settop(L, base);
+        return lookup(L, base, call);
+      }
       if (ok) {
         if (e) cr_store_touch(e->store, e);
         call->cache->hits++;
@@ -349,15 +475,12 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
         call->spinner = 0;
         spinner_event(L, call, 0, 0);
       }
-      if (status != LUA_OK && status != LUA_YIELD) {
-        call_unlink(call);
-        cr_replay_free_frame(L, call); /* a failed run shows nothing later */
-        return lua_error(L);           /* the error object, unchanged */
-      }
+      if (status != LUA_OK && status != LUA_YIELD) return compute_failed(L, base, call, 1, 1);
       n = lua_gettop(L) - base;
-      if (call->store) store_result(L, base, call, n);
-      cr_replay_free_frame(L, call);
-      call_unlink(call);
+      if (is_failure(L, base, n)) return compute_failed(L, base, call, 0, n);
+      if (call->store) store_result(L, base, call, n, 0);
+      cr_call_finish(L, call); /* after storing: woken waiters find the entry */
+      if (call->kind == CR_REFRESH_BG) return 0;
       lua_settop(L, base + n);
       return n;
   }
@@ -478,6 +601,7 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
+  double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
   f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
   S = f->S;
   if (S->closed)
@@ -485,7 +609,7 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
                          "(from a finalizer running at lua_close)");
   c = f->cache;
   if (S->heap_len) { /* one comparison unless something has expired */
-    double now = cr_now(L, S);
+    now = cr_now(L, S);
     /* the clock may be Lua code that released entries: read the heap again */
     if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
@@ -511,7 +635,8 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
-  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
+  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
+      e->stale_at > now) { /* a stale entry takes the slow path */
     cr_key_done(&key);
     return fast_hit(L, S, st, e);
   }

@@ -15,7 +15,10 @@
  *   prefix of 5.4's default warning function ("Lua warning: "), and pieces
  *   sent with tocont set are joined on one line.
  * - CR_SRCLEN(ar): the length of lua_Debug's source, a 5.4 field (srclen)
- *   that 5.3 lacks (there the source is a C string). */
+ *   that 5.3 lacks (there the source is a C string).
+ * - lua_toclose: 5.3 has no to-be-closed slots (nor coroutine.close), so
+ *   marking one does nothing; an abandoned computation ends when its
+ *   record is collected. */
 #ifndef CR_COMPAT_H
 #define CR_COMPAT_H
 
@@ -112,6 +115,7 @@ static inline void cr_compat_warning(lua_State *L, const char *msg, int tocont) 
 #define luaL_argexpected(L, cond, arg, tname) \
   ((void)((cond) || luaL_typeerror((L), (arg), (tname))))
 #define lua_warning(L, msg, tocont) cr_compat_warning((L), (msg), (tocont))
+#define lua_toclose(L, idx) ((void)(L), (void)(idx))
 
 #else
 #error "cache_resource needs Lua 5.3 or 5.4"

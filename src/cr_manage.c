@@ -116,7 +116,7 @@ static void push_stats(lua_State *L, cr_cache *c) {
   set_num(L, "ttl", c->ttl);
   if (c->max_entries > 0) set_int(L, "max_entries", c->max_entries);
   else set_num(L, "max_entries", HUGE_VAL);
-  set_str(L, "refresh_mode", "foreground");
+  set_str(L, "refresh_mode", c->refresh_background ? "background" : "foreground");
   set_int(L, "entries", (lua_Integer)entries);
   set_int(L, "hits", c->hits);
   set_int(L, "stale_hits", c->stale_hits);
@@ -182,11 +182,12 @@ static int m_info(lua_State *L) {
 }
 
 /* peek(f, ...): the entry a call would hit, without computing, validating,
- * replaying, waiting or touching recency and statistics. Returns nothing,
- * or the remaining lifetime in seconds followed by the values. */
+ * replaying, waiting, refreshing or touching recency and statistics.
+ * Returns nothing, or the remaining lifetime in seconds (negative while
+ * stale) followed by the values. */
 /***
 Looks up the entry a call `f(...)` would hit without computing, validating,
-replaying or waiting, and without changing recency or statistics. Returns
+replaying, waiting or refreshing, and without changing recency or statistics. Returns
 nothing at all when there is no entry.
 @function peek
 @tparam function f a cached function
@@ -200,11 +201,11 @@ static int m_peek(lua_State *L) {
   cr_state *S = f->S;
   cr_cache *c = f->cache;
   int n = lua_gettop(L);
-  double now = 0;
+  double now = -HUGE_VAL;
   cr_key key;
   cr_store *st;
   cr_entry *e;
-  if (c->ttl != HUGE_VAL) now = cr_now(L, S); /* Lua code, maybe: before any lookup */
+  if (S->heap_len) now = cr_now(L, S); /* Lua code, maybe: before any lookup */
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   lua_getupvalue(L, 1, 1);
   cr_call_key(L, f, lua_gettop(L), 2, n - 1, &key);
@@ -213,7 +214,7 @@ static int m_peek(lua_State *L) {
   e = st ? cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest) : NULL;
   if (e == NULL || e->expires_at <= now) return 0;
   luaL_checkstack(L, e->nvalues + 2, "cache_resource.peek: too many values");
-  lua_pushnumber(L, (lua_Number)(e->expires_at == HUGE_VAL ? HUGE_VAL : e->expires_at - now));
+  lua_pushnumber(L, (lua_Number)(e->stale_at == HUGE_VAL ? HUGE_VAL : e->stale_at - now));
   cr_push_values(L, e);
   return e->nvalues + 1;
 }

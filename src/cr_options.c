@@ -9,11 +9,13 @@
 
 static const char *const option_names[] = {
   "ttl", "max_entries", "validate", "on_release", "hash_funcs", "show_spinner",
-  "show_time", "experimental_allow_widgets", "scope", "name", NULL
+  "show_time", "experimental_allow_widgets", "scope", "name", "refresh_mode", "max_stale",
+  "failure_ttl", NULL
 };
 
 typedef struct cr_opts {
-  double ttl;
+  double ttl, max_stale, failure_ttl;
+  int refresh_background, has_max_stale, has_failure_ttl;
   lua_Integer max_entries;
   int validate, on_release, hash_funcs, spinner_text; /* present in the table */
   int show_spinner, show_time, allow_widgets, session_scope;
@@ -100,7 +102,7 @@ static int unknown_option(lua_State *L, const char *key) {
   if (best) return luaL_error(L, "cache_resource: unknown option '%s' (did you mean '%s'?)", key, best);
   return luaL_error(L, "cache_resource: unknown option '%s' (known options: ttl, max_entries, validate, "
                        "on_release, hash_funcs, show_spinner, show_time, experimental_allow_widgets, "
-                       "scope, name)", key);
+                       "scope, name, refresh_mode, max_stale, failure_ttl)", key);
 }
 
 static int is_callable(lua_State *L, int idx) {
@@ -135,6 +137,24 @@ static const char *given(lua_State *L, int idx) {
 
 static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
   return luaL_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, given(L, idx));
+}
+
+/* A duration option like ttl: seconds >= 0 (math.huge: forever) or a
+ * duration string. */
+static double duration_option(lua_State *L, const char *name, int v) {
+  double d = 0;
+  if (lua_type(L, v) == LUA_TNUMBER) {
+    d = (double)lua_tonumber(L, v);
+    if (!(d >= 0)) bad_option(L, name, ">= 0 seconds", v);
+  } else if (lua_type(L, v) == LUA_TSTRING) {
+    if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &d))
+      luaL_error(L, "cache_resource: option '%s': cannot read the duration '%s' (write it like "
+                    "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
+                 name, lua_tostring(L, v));
+  } else {
+    bad_option(L, name, "a number of seconds or a duration string like \"1h\"", v);
+  }
+  return d;
 }
 
 static void check_hash_funcs(lua_State *L, int t) {
@@ -201,6 +221,17 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       if (s && strcmp(s, "session") == 0) o->session_scope = 1;
       else if (!s || strcmp(s, "global") != 0)
         bad_option(L, k, "\"global\" or \"session\"", v);
+    } else if (strcmp(k, "refresh_mode") == 0) {
+      const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
+      if (s && strcmp(s, "background") == 0) o->refresh_background = 1;
+      else if (!s || strcmp(s, "foreground") != 0)
+        bad_option(L, k, "\"foreground\" or \"background\"", v);
+    } else if (strcmp(k, "max_stale") == 0) {
+      o->max_stale = duration_option(L, k, v);
+      o->has_max_stale = 1;
+    } else if (strcmp(k, "failure_ttl") == 0) {
+      o->failure_ttl = duration_option(L, k, v);
+      o->has_failure_ttl = 1;
     } else if (strcmp(k, "name") == 0) {
       if (lua_type(L, v) != LUA_TSTRING || lua_rawlen(L, v) == 0) bad_option(L, k, "a non-empty string", v);
       o->name = lua_tostring(L, v);
@@ -209,6 +240,10 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     }
     lua_settop(L, v - 1);
   }
+  if (o->refresh_background && !(o->ttl > 0 && o->ttl != HUGE_VAL))
+    luaL_error(L, "cache_resource: option 'refresh_mode' = \"background\" requires option 'ttl' > 0 (the age at "
+                  "which an entry is refreshed)");
+  if (!o->has_max_stale) o->max_stale = o->refresh_background ? o->ttl : 0;
 }
 
 void cr_check_options(lua_State *L, int opts) {
@@ -238,6 +273,9 @@ static void set_ref(lua_State *L, int *ref, int present, int opts, const char *f
  * `name`) re-wrapped in a script re-run brings fresh callback closures. */
 static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
   c->ttl = o->ttl;
+  c->max_stale = o->max_stale;
+  c->failure_ttl = o->failure_ttl;
+  c->refresh_background = o->refresh_background;
   c->max_entries = o->max_entries;
   set_ref(L, &c->validate_ref, o->validate, opts, "validate");
   set_ref(L, &c->on_release_ref, o->on_release, opts, "on_release");
@@ -264,7 +302,9 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
   {
     int was_values = c->front_values;
-    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow;
+    /* its hits trust that nothing in the process expired: an entry that
+     * can be stale before it expires (max_stale) is looked up by key */
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0;
     /* a hit by value skips the entry: only where no hit needs to touch it */
     c->front_values = c->front_ok && c->max_entries == 0;
     if (!c->front_ok || (was_values && !c->front_values))
@@ -350,6 +390,14 @@ static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) 
   if (o->ttl != HUGE_VAL) {
     lua_pushnumber(L, o->ttl);
     lua_setfield(L, -2, "ttl");
+  }
+  if (o->has_max_stale) {
+    lua_pushnumber(L, o->max_stale);
+    lua_setfield(L, -2, "max_stale");
+  }
+  if (o->has_failure_ttl) {
+    lua_pushnumber(L, o->failure_ttl);
+    lua_setfield(L, -2, "failure_ttl");
   }
   c->options_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

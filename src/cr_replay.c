@@ -379,6 +379,9 @@ static int replayable_done(lua_State *L, int status, lua_KContext ctx) {
 
 static int replayable_call(lua_State *L) {
   int nargs = lua_gettop(L), i;
+  cr_state *S = state_up(L);
+  /* a background refresh records what it shows, but no page is being built for it */
+  if (S->refreshing && cr_refresh_running(S, L)) return replayable_done(L, LUA_OK, nargs);
   luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
   lua_pushvalue(L, lua_upvalueindex(2));
   for (i = 1; i <= nargs; i++) lua_pushvalue(L, i);

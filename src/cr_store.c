@@ -227,14 +227,20 @@ static void grow_buckets(cr_store *st) {
 }
 
 /* Stores the n values at first.. under key, with its recorded UI calls
- * (ownership of rp moves to the entry); evicts over max_entries. */
-cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp) {
+ * (ownership of rp moves to the entry); evicts over max_entries. A value
+ * is fresh for ttl, then stale for max_stale; a failure result lives
+ * failure_ttl and is never stale. */
+cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay *rp,
+                          int failure) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry *e, *old;
   int i;
-  double expires = HUGE_VAL;
-  if (c->ttl != HUGE_VAL) expires = cr_now(L, S) + c->ttl;
+  double stale = HUGE_VAL, expires = HUGE_VAL, ttl = failure ? c->failure_ttl : c->ttl;
+  if (ttl != HUGE_VAL) {
+    stale = cr_now(L, S) + ttl;
+    expires = failure ? stale : stale + c->max_stale;
+  }
   old = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
   if (old) cr_entry_release(L, old, CR_CLEAR); /* a takeover raced an owner */
   e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
@@ -245,7 +251,10 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
   e->store = st;
   e->hash = key->hash;
   e->gen = ++S->next_gen;
+  e->stale_at = stale;
   e->expires_at = expires;
+  e->retry_at = -HUGE_VAL;
+  e->failure = failure;
   e->heap_pos = CR_NO_HEAP;
   e->keylen = key->len;
   e->is_digest = key->is_digest;
@@ -259,7 +268,8 @@ cr_entry *cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int fir
     if (e->refs[i] != LUA_REFNIL) S->live_refs++;
   }
   memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
-  if (expires != HUGE_VAL) heap_push(L, S, e); /* before linking: may raise */
+  /* in the heap as soon as it can go stale: the hit path then reads the clock */
+  if (stale != HUGE_VAL) heap_push(L, S, e); /* before linking: may raise */
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
   lru_push(st, e);
@@ -460,6 +470,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
   free(S->heap);
   luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
+  cr_sched_free(L, S);
   luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);

@@ -659,6 +659,7 @@ function M.serve(opts)
   local cq = cqueues.new()
   -- A scheduler for cached functions that wait or refresh in the background
   -- goes here, before the first request: require "cache_resource.cqueues".
+  require("cache_resource.cqueues").install()
   local srv = M.new(opts):start(cq)
   signal.block(signal.SIGINT, signal.SIGTERM)
   local signals = signal.listen(signal.SIGINT, signal.SIGTERM)
