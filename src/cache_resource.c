@@ -1,5 +1,5 @@
 /* Module entry: luaopen_cache_resource, the module state, and the
- * module-level functions of SPEC 2, 4 and 5. Every function gets the state
+ * module-level setters and helpers. Every function gets the state
  * userdata as upvalue 1 (the lua-cjson pattern). */
 #include <stdio.h>
 #include <string.h>

@@ -10,7 +10,7 @@
  * same closure finds the old entries. Calls that leave the fast path get a cr_call userdata on their own
  * Lua stack: it holds a copy of the key across yields and, while it computes,
  * is the in-flight marker other coroutines wait on and the recording frame
- * that SPEC 6 appends UI calls to. */
+ * that replayable UI calls append to. */
 #ifndef CR_H
 #define CR_H
 
@@ -52,7 +52,7 @@ typedef struct cr_session cr_session;
 typedef struct cr_call cr_call;
 typedef struct cr_replay cr_replay;
 
-/* Recorded UI calls of one computation (SPEC 6.1), in a userdata so the
+/* Recorded UI calls of one computation, in a userdata so the
  * garbage collector decides when the buffer goes: its one C owner (the
  * recording frame, then the entry) anchors it by `self_ref`, and a replay
  * in progress keeps it on its own Lua stack, so the entry may be released
@@ -148,7 +148,7 @@ struct cr_session {
 struct cr_cache {
   cr_cache *next;
   cr_state *S;
-  unsigned char id[16];         /* digest of the identity (SPEC 3.1) */
+  unsigned char id[16];         /* digest of the identity */
   char *name;                   /* display name */
   char *where;                  /* short_src:first-last */
   int name_fixed;               /* from `name`, or already inferred */
@@ -159,7 +159,7 @@ struct cr_cache {
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
-  int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3) */
+  int widget_sets_ref;          /* table: argument key -> widget ids read */
   int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */

@@ -1,5 +1,5 @@
-/* Wrapping a function: option checking (SPEC 2), durations, identity
- * (SPEC 3.1) and the parameter skip mask, all computed once here so the
+/* Wrapping a function: option checking, durations, identity
+ * and the parameter skip mask, all computed once here so the
  * call path never touches the debug library. */
 #include <ctype.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Replay of UI calls (SPEC 6): replayable UI functions, the record format,
+/* Replay of UI calls: replayable UI functions, the record format,
  * per-coroutine recording frames and the widget hooks.
  *
  * A record is [varint replayable id][varint nargs][argument]*; a string
@@ -297,7 +297,7 @@ static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* Replays rp's records in order, then returns the nvalues values on top of
- * the stack (SPEC 6.2). `direct`: nothing would record these calls (no
+ * the stack. `direct`: nothing would record these calls (no
  * computation of this coroutine encloses the hit), so call the UI functions
  * themselves rather than their replayables (one C layer less). */
 int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct) {
