@@ -1,7 +1,9 @@
 SHELL := /bin/bash
 # cache_resource — build, test, install. See README.md.
+# LUA=lua5.3 builds and tests against Lua 5.3, in build53/ (make test53).
 LUA      ?= lua5.4
-LUA_INC  ?= /usr/include/lua5.4
+LUA_INC  ?= /usr/include/$(LUA)
+BUILD    ?= $(if $(filter lua5.4,$(LUA)),build,build$(subst .,,$(subst lua,,$(LUA))))
 BUSTED   ?= $(LUA) /usr/bin/busted --ignore-lua
 CC       ?= cc
 OPT      ?= -O2 -g
@@ -9,23 +11,25 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS_ALL = $(WARN) $(OPT) -fPIC -I$(LUA_INC) $(EXTRA_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 HDRS     := $(wildcard src/*.h)
-DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
+DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
-.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench fuzz valgrind test asan install clean lint
+.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
+  dist docs lint lint-lua release-rockspecs
 
-all: build/cache_resource.so
+all: $(BUILD)/cache_resource.so
 
-# Never -llua5.4: the interpreter already holds the Lua VM.
-build/cache_resource.so: $(SRCS) $(HDRS)
-	@mkdir -p build
-	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRCS) -lxxhash
+# Never -llua5.4: the interpreter already holds the Lua VM. Nor -lxxhash:
+# xxHash is inlined from its header (XXH_INLINE_ALL).
+$(BUILD)/cache_resource.so: $(SRCS) $(HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRCS)
 
 build-asan/cache_resource.so: $(SRCS) $(HDRS)
 	@mkdir -p build-asan
 	$(CC) $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
-	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS) -lxxhash
+	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS)
 
 deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
@@ -54,8 +58,11 @@ e2e: e2e-deps all
 	bash spec/e2e/run.sh
 
 test: deps all
-	@mkdir -p build
-	$(BUSTED) -o plainTerminal 2>&1 | tee build/busted.log; exit $${PIPESTATUS[0]}
+	CR_BUILD=$(BUILD) $(BUSTED) -o plainTerminal 2>&1 | tee $(BUILD)/busted.log; exit $${PIPESTATUS[0]}
+
+# The same suite on Lua 5.3 (build53/; specs that need 5.4 say so, pending).
+test53:
+	@$(MAKE) --no-print-directory LUA=lua5.3 test
 
 # The whole suite against the sanitized build. lua5.4 itself is not
 # instrumented, so the ASan runtime is preloaded.
@@ -66,15 +73,72 @@ asan: deps build-asan/cache_resource.so
 	  $(BUSTED) -o plainTerminal 2>&1 | tee build/busted-asan.log; exit $${PIPESTATUS[0]}
 
 install: deps
-	luarocks --lua-version=5.4 make rockspec/cache_resource-scm-1.rockspec \
+	luarocks --lua-version=$(subst lua,,$(LUA)) make rockspec/cache_resource-scm-1.rockspec \
 	  CFLAGS="-O2 -fPIC $(WARN)"
 
+# luacheck (.luacheckrc); fails on any warning.
+LINT_DIRS = lua/ spec/ examples/ bench/ fuzz/
+lint-lua:
+	@$(MAKE) --no-print-directory apt PKGS=lua-check
+	luacheck $(LINT_DIRS)
+
+# The API reference (config.ld) in docs/api/; fails on any LDoc warning.
+# Debian's LDoc runs on Lua 5.1 (lua-any), and so does its markdown module.
+docs:
+	@$(MAKE) --no-print-directory apt PKGS="lua5.1 lua-ldoc lua-markdown"
+	@mkdir -p build && rm -rf docs/api
+	@ldoc . >build/ldoc.log 2>&1; status=$$?; cat build/ldoc.log; \
+	  if [ $$status -ne 0 ] || grep -v -E '^(reading configuration from config\.ld|output written to .*/docs/api|found master module	.*)$$' \
+	    build/ldoc.log >/dev/null; then echo "docs: LDoc failed or warned"; exit 1; fi
+
+# The release: dist/v$(VERSION).tar.gz (git archive of HEAD, as the release
+# rockspecs' source.url names it) and one source rock per release rockspec,
+# laid out as `luarocks pack` lays them out (the rockspec and the archive),
+# built offline. Install one with
+#   luarocks --lua-version=5.4 install dist/cache_resource-$(VERSION)-1.src.rock
+VERSION  := 0.2.0
+ROCKREV  := 1
+ROCKS    := cache_resource cache_resource-cqueues
+REPO_URL := https://github.com/cache-resource/cache_resource
+
+# Writes the release rockspecs from the scm ones (the same build, the
+# release archive as source, cache_resource pinned to this version). Run it
+# after changing an scm rockspec; the packaging spec checks they agree.
+release-rockspecs:
+	set -e; for r in $(ROCKS); do \
+	  sed -e 's/^version = "scm-1"$$/version = "$(VERSION)-$(ROCKREV)"/' \
+	      -e 's|^  url = "git+$(REPO_URL).git",$$|  url = "$(REPO_URL)/archive/v$(VERSION).tar.gz",\n  dir = "cache_resource-$(VERSION)",|' \
+	      -e 's/^  "cache_resource",$$/  "cache_resource == $(VERSION)",/' \
+	      rockspec/$$r-scm-1.rockspec >rockspec/$$r-$(VERSION)-$(ROCKREV).rockspec; \
+	done
+
+dist:
+	@[ -z "$$(git status --porcelain --untracked-files=no)" ] || \
+	  echo "dist: note: uncommitted changes are not in the archive (it is HEAD)"
+	rm -rf dist/stage && mkdir -p dist/stage
+	git archive --format=tar.gz --prefix=cache_resource-$(VERSION)/ -o dist/v$(VERSION).tar.gz HEAD
+	cp dist/v$(VERSION).tar.gz dist/stage/
+	set -e; for r in $(ROCKS); do \
+	  cp rockspec/$$r-$(VERSION)-$(ROCKREV).rockspec dist/stage/; \
+	  rm -f dist/$$r-$(VERSION)-$(ROCKREV).src.rock; \
+	  (cd dist/stage && zip -q ../$$r-$(VERSION)-$(ROCKREV).src.rock \
+	    $$r-$(VERSION)-$(ROCKREV).rockspec v$(VERSION).tar.gz); \
+	done
+	rm -rf dist/stage
+	@ls -l dist
+
 clean:
-	rm -rf build build-asan src/*.o cache_resource.so
+	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
 
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+
+# Instructions per hit under callgrind (repeatable, unlike times), beside a
+# hand-written memo called through a function and a no-op C function.
+bench-callgrind: deps all
+	@dpkg -s valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory apt PKGS=valgrind
+	bash bench/callgrind.sh
 
 # libFuzzer on keys and the replay recorder (clang-14 + libclang-rt-14-dev).
 # FUZZ_TIME seconds (default 60); FUZZ_RUNS=N for a run of N executions.
@@ -83,7 +147,7 @@ FUZZ_FLAGS = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
 build/fuzz_keys: fuzz/fuzz_keys.c $(SRCS) $(HDRS)
 	@mkdir -p build
 	clang-14 -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -I$(LUA_INC) -o $@ fuzz/fuzz_keys.c $(SRCS) -llua5.4 -lxxhash -lm
+	  -I$(LUA_INC) -o $@ fuzz/fuzz_keys.c $(SRCS) -l$(LUA) -lm
 
 fuzz: fuzz-deps build/fuzz_keys
 	@mkdir -p build/fuzz-corpus

@@ -8,8 +8,13 @@ local corpus = require "corpus"
 local luasql = require "luasql.sqlite3"
 
 local DB_PATH = os.getenv("CR_DEMO_DB") or "build/demo.sqlite3"
+local SIZE = tonumber(os.getenv("CR_DEMO_SIZE") or "") or corpus.DEFAULT_SIZE
 
 ui.title("Word model explorer")
+ui.caption("Every interaction re-runs this script from the top; the cached resources make the re-runs fast.")
+
+ui.sidebar:header("Settings")
+local show_raw = ui.sidebar:checkbox("Show raw data")
 
 -- Built once (about a second); every later run gets the same table and the
 -- header and success message are replayed.
@@ -25,7 +30,7 @@ local get_db = cache_resource(function(path)
   local env = assert(luasql.sqlite3())
   local conn = assert(env:connect(path))
   assert(conn:execute("CREATE TABLE IF NOT EXISTS visits (id INTEGER PRIMARY KEY, at TEXT)"))
-  ui.info("Opened SQLite database " .. path)
+  ui.sidebar:info("Opened SQLite database " .. path)
   return conn, env
 end, {
   ttl = "10m",
@@ -40,17 +45,18 @@ end, {
   end,
 })
 
--- The slider is read inside the cached function: its value is part of the
--- key (experimental_allow_widgets), and `_model` is left out of it.
+-- The slider (in the sidebar) is read inside the cached function: its value
+-- is part of the key (experimental_allow_widgets), and `_model` is left out
+-- of it. What it writes goes to the block active where it is called.
 local top_words = cache_resource(function(_model)
-  local n = ui.slider("Top words", { min = 3, max = 10, value = 5 })
+  local n = ui.sidebar:slider("Top words", 3, 10, 5)
   local list = corpus.top(_model, n)
   ui.subheader(string.format("Top %d words", n))
   ui.write(table.concat(list, ", "))
   return list
 end, { experimental_allow_widgets = true })
 
-local model = load_model(corpus.DEFAULT_SIZE)
+local model = load_model(SIZE)
 local db = get_db(DB_PATH)
 
 assert(db:execute("INSERT INTO visits (at) VALUES (datetime('now'))"))
@@ -58,12 +64,25 @@ local cur = assert(db:execute("SELECT count(*) FROM visits"))
 local visits = cur:fetch()
 cur:close()
 
-local top = top_words(model)
-ui.text(string.format("After '%s' comes '%s'.", top[1]:match("^%S+"), corpus.next_word(model, top[1]:match("^%S+"))))
-ui.caption(string.format("This page has been rendered %d times (counted in SQLite).", visits))
+local left, right = ui.columns({ 3, 2 })
+local top = ui.with(left, function() return top_words(model) end)
+local first = top[1]:match("^%S+")
+right:subheader("Next word")
+right:text(string.format("After '%s' comes '%s'.", first, corpus.next_word(model, first)))
+right:caption(string.format("This page has been rendered %d times (counted in SQLite).", visits))
 
-if ui.checkbox("Show raw data") then
-  local sample = {}
-  for i, w in ipairs(corpus.top(model, 3)) do sample[i] = w end
-  ui.json({ total_words = model.total, distinct = model.distinct, most_common = sample })
+if show_raw then
+  local raw = ui.expander("Raw data", true)
+  raw:json({ total_words = model.total, distinct = model.distinct, most_common = corpus.top(model, 3) })
 end
+
+-- Stale-while-revalidate: this summary is at most 5 s old before it is
+-- rebuilt, in the background: under `make serve` (cache_resource.cqueues is
+-- the scheduler) a re-run past the 5 s shows the previous summary at once
+-- and never waits for the new one. Without a scheduler (`make demo`) the
+-- run that finds it stale rebuilds it itself.
+local summary = cache_resource(function(_model) -- luacheck: ignore 214 (_model: not hashed, still used)
+  return string.format("Summary built at %s: the three most common words are %s.", os.date("%H:%M:%S"),
+    table.concat(corpus.top(_model, 3), ", "))
+end, { ttl = "5s", refresh_mode = "background", show_spinner = false })
+ui.caption(summary(model))

@@ -1,12 +1,20 @@
 -- Invariants checked on every fuzz input (see fuzz/fuzz_keys.c):
---  1. building the same value twice, with a different insertion order,
---     gives the same key (cache_resource.hash);
+--  1. building the same argument list twice, with a different insertion
+--     order, gives the same canonical bytes (cache_resource.key_bytes) and
+--     the same digest (cache_resource.hash);
 --  2. a value changed in one place gives a different key;
---  3. the replay recorder copies arguments exactly (round trip), both when
+--  3. the canonical bytes decode (spec/keydecode.lua) to exactly the
+--     argument list they came from; with a byte cut off or appended they
+--     are refused, or (when the byte is a whole one-byte value) decode to a
+--     shorter or longer list, never to the same one;
+--  4. the replay recorder copies arguments exactly (round trip), both when
 --     the C loop decodes a buffer and when it is replayed compiled;
---  4. nothing crashes, whatever the value (cycles, NUL bytes, NaN, -0.0,
---     huge integers, metatables with __name, deep nesting).
+--  5. nothing crashes, whatever the values (cycles, NUL bytes, NaN, -0.0,
+--     huge integers, metatables with __name, closures with scalar upvalues
+--     at any index, C closures, cached functions, deep nesting).
+package.path = "spec/?.lua;" .. package.path
 local cr = require "cache_resource"
+local kd = require "keydecode"
 
 local Reader = {}
 Reader.__index = Reader
@@ -20,12 +28,31 @@ function Reader:left() return #self.s - self.i + 1 end
 
 local SPECIALS = { 0 / 0, -(0 / 0), 0.0, -0.0, math.huge, -math.huge, math.maxinteger, math.mininteger,
   1.5, 2 ^ 53, -1, 0 }
-local NAMES = { "Point", "Vec", "FILE*", "" }
+local NAMES = { "Point", "Vec", "FILE*", "", "Point\0v2" }
+
+-- Closures of two codes with 16 upvalues each, any of which may be a
+-- scalar (part of the key) or a table (not part of it).
+local UPVALUES = 16
+local FACTORIES = {}
+do
+  local names = {}
+  for i = 1, UPVALUES do names[i] = "u" .. i end
+  local list = table.concat(names, ", ")
+  FACTORIES[1] = assert(load("local " .. list .. " = ...; return function() return " .. list .. " end", "=fuzz1"))
+  FACTORIES[2] = assert(load("local " .. list .. " = ...; return function() return { " .. list .. " } end", "=fuzz2"))
+end
+local CACHED = cr(function() return 1 end, { name = "fuzz cached" })
+local C_FUNCTIONS = {
+  function() return print end,
+  function() return string.format end,
+  function() return ("a b"):gmatch("%a") end, -- a C closure with scalar upvalues
+  function() return CACHED end,
+}
 
 -- Builds a description (a plain tree) first, so the same value can be
 -- materialized twice with different insertion orders.
 local function describe(r, depth)
-  local k = r:byte() % 9
+  local k = r:byte() % 11
   if r:left() <= 0 then k = 0 end
   if k == 0 then return { "nil" }
   elseif k == 1 then return { "bool", r:byte() % 2 == 1 }
@@ -49,6 +76,18 @@ local function describe(r, depth)
     return { "table", arr, pairs_, name > 0 and NAMES[name] or nil }
   elseif k == 6 then return { "cycle", r:byte() % 3 }
   elseif k == 7 then return { "float", (r:byte() - 128) / 7 }
+  elseif k == 8 then
+    local ups = {}
+    for i = 1, UPVALUES do
+      local b = r:byte()
+      if b < 64 then ups[i] = { "table" }
+      elseif b < 128 then ups[i] = { "nil" }
+      elseif b < 160 then ups[i] = { "bool", b % 2 == 1 }
+      elseif b < 208 then ups[i] = { "int", b }
+      else ups[i] = { "str", "s\0" .. b } end
+    end
+    return { "closure", r:byte() % 2 + 1, ups }
+  elseif k == 9 then return { "cfunc", r:byte() % #C_FUNCTIONS + 1 }
   end
   return { "str", "s" .. r:byte() }
 end
@@ -60,6 +99,11 @@ local function build(d, reverse, path)
   if tag == "nil" then return nil
   elseif tag == "bool" or tag == "int" or tag == "num" or tag == "str" or tag == "float" then return d[2]
   elseif tag == "cycle" then return path[#path - d[2]] or "no-ancestor"
+  elseif tag == "cfunc" then return C_FUNCTIONS[d[2]]()
+  elseif tag == "closure" then
+    local ups = {}
+    for i = 1, UPVALUES do ups[i] = d[3][i][1] == "table" and {} or build(d[3][i], reverse, path) end
+    return FACTORIES[d[2]](table.unpack(ups, 1, UPVALUES))
   end
   local t = {}
   if d[4] then setmetatable(t, { __name = d[4] }) end
@@ -88,12 +132,40 @@ local function build(d, reverse, path)
   return t
 end
 
+-- The only refusal possible here is nesting, never a crash or another error.
+local function refused(err)
+  assert(tostring(err):find("nested deeper", 1, true), "unexpected hash error: " .. tostring(err))
+  return nil
+end
+
 local function safe_hash(...)
   local ok, h = pcall(cr.hash, ...)
   if ok then return h end
-  -- the only refusals possible here: nesting, never a crash or another error
-  assert(tostring(h):find("nested deeper", 1, true), "unexpected hash error: " .. tostring(h))
-  return nil
+  return refused(h)
+end
+
+local function safe_bytes(...)
+  local ok, b = pcall(cr.key_bytes, ...)
+  if ok then return b end
+  return refused(b)
+end
+
+-- 3. the bytes decode to exactly the argument list, and only those bytes do.
+local function check_decoding(bytes, n, ...)
+  local ok, decoded = pcall(kd.decode, bytes)
+  assert(ok, "the decoder refused a key: " .. tostring(decoded))
+  local expected = kd.describe_args(...)
+  assert(kd.same_args(decoded, expected),
+    "decoded " .. kd.show_args(decoded) .. ", built " .. kd.show_args(expected) .. " (" .. n .. " arguments)")
+  if #bytes > 0 then -- cut short: refused, or (a one-byte last value gone) a shorter list
+    local ok2, shorter = pcall(kd.decode, bytes:sub(1, -2))
+    assert(not ok2 or #shorter < #decoded, "a key with its last byte cut off decoded to as many arguments")
+  end
+  assert(not pcall(kd.decode, bytes .. "\xff"), "a key with a stray byte appended still decoded")
+  for _, c in ipairs({ 0, 1, 6, 12, 13, 0x80 }) do
+    local ok2, longer = pcall(kd.decode, bytes .. string.char(c))
+    assert(not ok2 or #longer == #decoded + 1, "an appended byte decoded to the same argument list")
+  end
 end
 
 -- Exact deep equality, as a replay must reproduce arguments: floats bit for
@@ -118,7 +190,8 @@ local function same(a, b, seen)
     else -- a copied table key is another table: match it by content
       local found = false
       for k2, v2 in pairs(b) do
-        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end -- trials: fresh memo
+        -- trials: fresh memo
+        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end
       end
       if not found then return false end
     end
@@ -130,7 +203,6 @@ cr.set_replay_compile(2) -- the first replay decodes, the second compiles
 local recorded = {}
 local record = cr.replayable(function(...) recorded[#recorded + 1] = table.pack(...) end, "fuzz.record")
 local replay_probe = cr(function(_label, v) record(v); return true end, { name = "fuzz replay" })
-local has_cycle_or_meta
 
 local function plain(v, seen)
   if type(v) ~= "table" then return true end
@@ -146,31 +218,49 @@ end
 
 local counter = 0
 function fuzz_one(data, debug_print)
-  local d = describe(reader(data), 0)
-  local a, b = build(d, false), build(d, true)
-  local ha, hb = safe_hash(a), safe_hash(b)
-  assert(ha == hb, "equal values gave different keys")
-  if ha then
+  local r = reader(data)
+  local n = r:byte() % 3 + 1
+  local ds = {}
+  for i = 1, n do ds[i] = describe(r, 0) end
+  local a, b = {}, {}
+  for i = 1, n do a[i], b[i] = build(ds[i], false), build(ds[i], true) end
+  -- 1. insertion order does not matter
+  local ka, kb = safe_bytes(table.unpack(a, 1, n)), safe_bytes(table.unpack(b, 1, n))
+  assert(ka == kb, "equal values gave different keys")
+  local ha, hb = safe_hash(table.unpack(a, 1, n)), safe_hash(table.unpack(b, 1, n))
+  assert(ha == hb, "equal values gave different digests")
+  assert((ka == nil) == (ha == nil), "key_bytes and hash disagree on what they refuse")
+  if ka then
+    check_decoding(ka, n, table.unpack(a, 1, n))
     -- 2. a changed value gives a different key
-    local changed = type(a) == "table" and a or { a }
+    local first = a[1]
+    local changed = type(first) == "table" and first or { first }
     local marker = {}
     rawset(changed, marker, true) -- a new pair: a different value
-    local hc = safe_hash(changed)
-    if type(a) == "table" then rawset(changed, marker, nil) end
-    if hc then assert(hc ~= ha, "a changed table kept its key") end
-    assert(safe_hash(a, 1) ~= ha, "an extra argument kept the key")
+    local kc = safe_bytes(changed, table.unpack(a, 2, n))
+    if type(first) == "table" then rawset(changed, marker, nil) end
+    if kc then assert(kc ~= ka, "a changed table kept its key") end
+    local extended = { table.unpack(a, 1, n) }
+    extended[n + 1] = 1
+    assert(safe_bytes(table.unpack(extended, 1, n + 1)) ~= ka, "an extra argument kept the key")
   end
-  -- 3. the replay recorder round-trips copyable arguments exactly
-  if plain(a) and ha then
+  -- 4. the replay recorder round-trips copyable arguments exactly
+  local v = a[1]
+  if plain(v) and ka then
     counter = counter + 1
     recorded = {}
-    replay_probe(counter, a)   -- live: records
-    replay_probe(counter, a)   -- hit: the C loop replays the buffer
-    replay_probe(counter, a)   -- hit: a compiled function replays it
+    replay_probe(counter, v)   -- live: records
+    replay_probe(counter, v)   -- hit: the C loop replays the buffer
+    replay_probe(counter, v)   -- hit: a compiled function replays it
     assert(#recorded == 3, "expected a live call and two replays")
-    if debug_print then debug_print(a, recorded[1][1], recorded[2][1], recorded[3][1]) end
+    if debug_print then debug_print(v, recorded[1][1], recorded[2][1], recorded[3][1]) end
     assert(same(recorded[1][1], recorded[2][1]), "replay did not copy the argument exactly")
     assert(same(recorded[1][1], recorded[3][1]), "compiled replay did not copy the argument exactly")
-    if counter % 256 == 0 then cr.clear() end
+    cr.clear(replay_probe)
   end
+  -- Everything this input allocated is freed before it ends: libFuzzer
+  -- treats an input that leaves more allocations than it freed as a
+  -- possible leak and runs a full LeakSanitizer scan after it, which made
+  -- each run cost a scan of the whole heap.
+  collectgarbage()
 end

@@ -1,26 +1,37 @@
+-- Every module: the C core, cache_resource.ui, and the modules built on
+-- cqueues (cache_resource.server), which need lua-cqueues only when they are
+-- required. cqueues is not a dependency here, so that the core installs
+-- without it (and, from a source rock, without a network); the rock
+-- cache_resource-cqueues adds that dependency.
 rockspec_format = "3.0"
 package = "cache_resource"
 version = "scm-1"
 source = {
-  url = "git+file:///work/main",
+  url = "git+https://github.com/cache-resource/cache_resource.git",
 }
 description = {
-  summary = "Streamlit's st.cache_resource for Lua 5.4: shared resources cached by argument value, with UI replay",
+  summary = "Streamlit's st.cache_resource for Lua: shared resources cached by argument value, with UI replay",
   detailed = [[
-    cache_resource(fn, opts) returns a cached function: the first call with some
-    arguments runs fn, later calls with equal arguments (hashed by value with
-    xxHash) return the same objects. TTL, LRU eviction, validate, on_release,
-    clearing, per-session scope, yield-safe under coroutine schedulers.
+    cache_resource(fn, opts) returns a cached function: the first call with
+    some arguments runs fn, later calls with equal arguments (keyed by value,
+    hashed with xxHash) return the same objects. TTL, LRU eviction, validate,
+    on_release, refresh in the background, per-session scope, yield-safe
+    under coroutine schedulers; UI calls made while computing are replayed on
+    every hit. For Lua 5.3 and 5.4.
   ]],
+  homepage = "https://github.com/cache-resource/cache_resource",
+  issues_url = "https://github.com/cache-resource/cache_resource/issues",
   license = "MIT",
+  labels = { "cache", "memoization", "streamlit" },
 }
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.3, < 5.5",
 }
+-- Only the header: xxHash is compiled into the module (XXH_INLINE_ALL), so
+-- nothing links libxxhash. Debian/Ubuntu: libxxhash-dev; Fedora: xxhash-devel.
 external_dependencies = {
   XXHASH = {
     header = "xxhash.h",
-    library = "xxhash",
   },
 }
 build = {
@@ -32,17 +43,26 @@ build = {
         "src/cr_buffer.c",
         "src/cr_call.c",
         "src/cr_compile.c",
+        "src/cr_front.c",
         "src/cr_key.c",
         "src/cr_manage.c",
         "src/cr_options.c",
+        "src/cr_refresh.c",
         "src/cr_replay.c",
+        "src/cr_sched.c",
         "src/cr_store.c",
       },
       incdirs = { "$(XXHASH_INCDIR)" },
-      libdirs = { "$(XXHASH_LIBDIR)" },
-      libraries = { "xxhash" },
     },
+    ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
   },
+}
+-- `luarocks test` in a checkout: builds the module for the Lua that
+-- luarocks runs (--lua-version) and runs the spec suite with busted, which
+-- is taken from the system (Debian: lua-busted), so nothing is downloaded.
+test = {
+  type = "command",
+  script = "rockspec/test.lua",
 }

@@ -1,9 +1,9 @@
--- SPEC §3.2: argument keys.
+-- Argument keys: framing, tables, functions, exactness, messages.
 local cr = require "cache_resource"
 local support = require "support"
 local H = cr.hash
 
-describe("argument keys (SPEC 3.2)", function()
+describe("argument keys", function()
   before_each(support.reset)
 
   describe("cache_resource.hash", function()
@@ -84,13 +84,26 @@ describe("argument keys (SPEC 3.2)", function()
       assert.not_equal(H({ {} }), H({}))
     end)
 
-    it("hash a cycle as a fixed placeholder: same-shaped cycles are equal", function()
+    it("hash a cycle as a back-reference: same-shaped cycles are equal", function()
       local a, b = {}, {}
       a.self = a
       b.self = b
       assert.equal(H(a), H(b))
       local c = { self = {} }
       assert.not_equal(H(a), H(c))
+    end)
+
+    it("tell cycles apart by the ancestor they close on: t.x.y = t is not t.x.y = t.x", function()
+      local function shape(to_root)
+        local t = { x = { y = false } }
+        t.x.y = to_root and t or t.x
+        return t
+      end
+      assert.not_equal(H(shape(true)), H(shape(false)))
+      assert.equal(H(shape(true)), H(shape(true)))
+      assert.equal(H(shape(false)), H(shape(false)))
+      local f = cr(function(t) return {} end)
+      assert.not_equal(f(shape(true)), f(shape(false)))
     end)
 
     it("handle a longer cycle through several tables", function()
@@ -100,6 +113,15 @@ describe("argument keys (SPEC 3.2)", function()
         return x
       end
       assert.equal(H(ring()), H(ring()))
+    end)
+
+    it("include a metatable's whole __name, embedded NULs included", function()
+      local a = setmetatable({ 1 }, { __name = "Point\0v1" })
+      local b = setmetatable({ 1 }, { __name = "Point\0v2" })
+      assert.not_equal(H(a), H(b))
+      assert.not_equal(H(a), H(setmetatable({ 1 }, { __name = "Point" })))
+      local f = cr(function(p) return {} end)
+      assert.not_equal(f(a), f(b))
     end)
 
     it("include a metatable's __name", function()
@@ -292,6 +314,307 @@ describe("argument keys (SPEC 3.2)", function()
       local a = f(io.stdout)
       hf.userdata = nil
       assert.equal(a, f(io.stderr))
+    end)
+  end)
+  describe("exact keys", function()
+    local kd = require "keydecode"
+    local KB = cr.key_bytes
+
+    -- Closures of two different codes with 13 upvalues; only the 13th may
+    -- be a scalar (the others are tables, which are not part of a key).
+    local function make_g(u13)
+      local u1, u2, u3, u4, u5, u6, u7, u8, u9, u10, u11, u12 = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+      return function() return u1, u2, u3, u4, u5, u6, u7, u8, u9, u10, u11, u12, u13 end
+    end
+    local function make_h(u13)
+      local u1, u2, u3, u4, u5, u6, u7, u8, u9, u10, u11, u12 = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+      return function() return { u1, u2, u3, u4, u5, u6, u7, u8, u9, u10, u11, u12, u13 } end
+    end
+
+    it("an empty options table is the same identity as none", function()
+      local body = function() return {} end
+      local plain = cr(body)
+      assert.equal(plain(), cr(body, {})())
+      assert.equal(plain(), cr({})(body)())
+      assert.not_equal(plain(), cr(body, { max_entries = 3 })())
+    end)
+
+    it("frame the name option whole: names differing after a NUL are two caches", function()
+      local one = cr(function() return "one" end, { name = "Point\0v1" })
+      local two = cr(function() return "two" end, { name = "Point\0v2" })
+      assert.equal("one", one())
+      assert.equal("two", two())
+    end)
+
+    it("never read an upvalue index as the end of a list (a forged collision through index 13)", function()
+      -- With indices written bare, upvalue 13 reads as the tag that closes
+      -- a list, and these two argument lists had the same bytes (for one of
+      -- the two orders of the functions' identities).
+      for _, makers in ipairs({ { make_g, make_h }, { make_h, make_g } }) do
+        local G, Hm = makers[1], makers[2]
+        local A = { [G("v")] = "y", [Hm({})] = "w" }
+        local B1, B2, B3 = { [G({})] = "v" }, "y", Hm("w")
+        local f = cr(function(...) return { n = select("#", ...) } end)
+        assert.equal(1, f(A).n)
+        assert.equal(3, f(B1, B2, B3).n) -- not the entry of A
+        assert.not_equal(H(A), H(B1, B2, B3))
+        assert.not_equal(KB(A), KB(B1, B2, B3))
+      end
+    end)
+
+    it("keep scalar upvalues by index: a closure's 13th capture is part of its key", function()
+      assert.not_equal(H(make_g("a")), H(make_g("b")))
+      assert.equal(H(make_g("a")), H(make_g("a")))
+      assert.not_equal(H(make_g("a")), H(make_g({})))
+      local up = kd.decode(KB(make_g(7)))[1].upvalues
+      assert.same({ { index = 13, v = { t = "int", v = 7 } } }, up)
+    end)
+
+    describe("trailing nils are judged after skipped parameters", function()
+      local function count_runs(opts)
+        local runs = 0
+        local f = cr(function(name, _conn) runs = runs + 1; return runs end, opts)
+        return f, function() return runs end
+      end
+
+      it("on the scalar hit path: f(nil, conn) and f() are one key", function()
+        local f, runs = count_runs()
+        assert.equal(1, f(nil, io.stdout))
+        assert.equal(1, f())
+        assert.equal(1, f(nil, io.stderr, nil))
+        assert.equal(1, runs())
+        assert.equal(2, f("db"))
+        assert.equal(2, f("db", io.stdout))
+      end)
+
+      it("on the general path (hash_funcs given)", function()
+        local f, runs = count_runs({ hash_funcs = { thread = function() return 0 end } })
+        assert.equal(1, f(nil, io.stdout))
+        assert.equal(1, f())
+        assert.equal(1, runs())
+      end)
+
+      it("with a skipped parameter between hashed ones", function()
+        local runs = 0
+        local f = cr(function(a, _conn, b) runs = runs + 1; return runs end)
+        assert.equal(1, f(1, io.stdout))
+        assert.equal(1, f(1, nil, nil))
+        assert.equal(1, f(1))
+        assert.equal(2, f(1, io.stdout, 2))
+        assert.equal(2, f(1, nil, 2))
+      end)
+
+      it("the hit path and clear(...) compute the same key", function()
+        local runs = 0
+        local f = cr(function(name, _conn) runs = runs + 1; return runs end)
+        assert.equal(1, f(nil, io.stdout)) -- the scalar path made the entry
+        cr.clear(f, nil, io.stderr)         -- the general path removes it
+        assert.equal(2, f())
+      end)
+    end)
+
+    describe("decode back to exactly the argument list (spec/keydecode.lua)", function()
+      local function zoo()
+        local self_ref = {}
+        self_ref.me = self_ref
+        local to_root, to_mid = { x = { y = false } }, { x = { y = false } }
+        to_root.x.y = to_root
+        to_mid.x.y = to_mid.x
+        local deep, cur = {}, nil
+        cur = deep
+        for _ = 1, 99 do cur.x = {}; cur = cur.x end
+        local up_s, up_n, up_b = "captured\0nul", 42, false
+        local function lua_fn() return up_s, up_n, up_b, self_ref end
+        local gm = ("a b"):gmatch("%a") -- a C closure with scalar upvalues
+        local cached = cr(function() return 1 end, { name = "zoo cached" })
+        return {
+          { true }, { false }, { 0 }, { -1 }, { math.maxinteger }, { math.mininteger },
+          { 0.0 }, { -0.0 }, { 1 / 0 }, { -1 / 0 }, { 0 / 0 }, { 1.5 }, { 2 ^ 53 }, { 3.0 },
+          { "" }, { "1" }, { "a\0b" }, { string.rep("long ", 80) }, { "\x0d" }, { "\x0c\x0d" },
+          { {} }, { { 1, 2, 3 } }, { { 1, nil, 3 } }, { { [2] = "b" } }, { { 1, [4] = 4 } },
+          { { x = 1, [true] = 2, [1.5] = 3, [-1] = 4, [0] = 5, [{}] = 6, [{ 1 }] = 7 } },
+          { { [{}] = 1, [{}] = 2 } }, { { [{}] = 1, [{}] = 1 } },
+          { setmetatable({ 1 }, { __name = "Point" }) }, { setmetatable({ 1 }, { __name = "Point\0v2" }) },
+          { setmetatable({ "mt" }, { __name = 42 }) }, -- a __name that is not a string: no name
+          { self_ref }, { to_root }, { to_mid }, { deep },
+          { lua_fn }, { make_g("v") }, { make_g({}) }, { make_h(13) }, { print }, { gm }, { cached },
+          { { [lua_fn] = print, [print] = lua_fn } },
+          { 1, nil, 2 }, { nil, nil, "x" }, { nil, false }, { "ab", "c" }, { "a", "bc" },
+          { { 1 }, { 2 } }, { { { 1 } } },
+        }
+      end
+
+      it("round-trips a zoo of values", function()
+        for i, args in ipairs(zoo()) do
+          local n = #args
+          for j = 1, 3 do if args[j] ~= nil then n = math.max(n, j) end end
+          local bytes = KB(table.unpack(args, 1, n))
+          local ok, decoded = pcall(kd.decode, bytes)
+          assert(ok, "entry " .. i .. ": " .. tostring(decoded))
+          local expected = kd.describe_args(table.unpack(args, 1, n))
+          assert(kd.same_args(decoded, expected),
+            "entry " .. i .. ": decoded " .. kd.show_args(decoded) .. ", expected " .. kd.show_args(expected))
+        end
+      end)
+
+      it("gives different bytes to every two entries of the zoo", function()
+        local seen = {}
+        for i, args in ipairs(zoo()) do
+          local bytes = KB(table.unpack(args, 1, 3))
+          assert(seen[bytes] == nil, "entries " .. tostring(seen[bytes]) .. " and " .. i .. " share their bytes")
+          seen[bytes] = i
+        end
+      end)
+
+      it("drops trailing nils, and key_bytes digests to hash", function()
+        assert.equal(KB(1), KB(1, nil, nil))
+        assert.equal("", KB())
+        assert.equal(H(1, "x"), H(1, "x", nil))
+      end)
+
+      it("refuses bytes the encoder never writes", function()
+        local good = KB({ a = 1, b = 2 }, "s")
+        assert.is_true(kd.same_args(kd.decode(good), kd.describe_args({ a = 1, b = 2 }, "s")))
+        local T = kd.TAGS
+        local bad = {
+          good:sub(1, -2),                                  -- truncated
+          good .. "\xff",                                   -- unknown tag
+          good .. string.char(T.NIL),                       -- a trailing nil
+          good .. string.char(T.END),                       -- a stray list end
+          string.char(T.STRING, 0x81, 0x00) .. "x",         -- a non-minimal length
+          string.char(T.CYCLE, 0),                          -- a back-reference at the top
+          string.char(T.TABLE, 0, T.NIL, T.ARRAY_END, T.END), -- nil in an array part
+          string.char(T.TABLE, 0, T.ARRAY_END, T.INT) .. string.pack("<i8", 1) .. string.char(T.TRUE, T.END),
+          string.char(T.TABLE, 0, T.ARRAY_END, T.STRING, 1, 98, T.TRUE, T.STRING, 1, 97, T.TRUE, T.END), -- order
+          string.char(T.TABLE, 0, T.ARRAY_END, T.STRING, 1, 97, T.TRUE, T.STRING, 1, 97, T.TRUE, T.END), -- twice
+          string.char(T.LFUNC) .. string.rep("\0", 16) .. string.char(2, 13, T.TRUE, 13, T.TRUE), -- indices
+          string.char(T.LFUNC) .. string.rep("\0", 16) .. string.char(1, 1, T.TABLE, 0, T.ARRAY_END, T.END),
+        }
+        for i, bytes in ipairs(bad) do
+          assert.is_false(pcall(kd.decode, bytes), "malformed input " .. i .. " was accepted")
+        end
+      end)
+    end)
+
+    describe("scratch memory", function()
+      local LIMIT = 1024 * 1024 -- the buffers keep at most a few times 64 KiB
+
+      it("is given back after an outsized string argument", function()
+        local f = cr(function(s) return #s end)
+        local big = string.rep("x", 8 * 1024 * 1024)
+        assert.equal(#big, f(big))
+        assert.is_true(cr.key_scratch_bytes() < LIMIT, "kept " .. cr.key_scratch_bytes() .. " bytes")
+        assert.equal(#big, f(big)) -- still the same key (kept as a digest)
+        assert.equal(32, #H(big))
+        assert.is_true(cr.key_scratch_bytes() < LIMIT, "kept " .. cr.key_scratch_bytes() .. " bytes")
+      end)
+
+      it("is given back after a table with many pairs", function()
+        local t = {}
+        for i = 60000, 1, -1 do t["k" .. i] = i end
+        assert.equal(H(t), H(t))
+        assert.is_true(cr.key_scratch_bytes() < LIMIT, "kept " .. cr.key_scratch_bytes() .. " bytes")
+      end)
+
+      it("is given back after a large function body", function()
+        local src = { "return function() local t = {" }
+        for i = 1, 20000 do src[#src + 1] = ("%d.5,"):format(i) end
+        src[#src + 1] = "} return t end"
+        local fn = load(table.concat(src))()
+        assert.equal(32, #H(fn))
+        assert.is_true(cr.key_scratch_bytes() < LIMIT, "kept " .. cr.key_scratch_bytes() .. " bytes")
+      end)
+
+      it("is given back when hashing fails halfway", function()
+        local big = { string.rep("y", 4 * 1024 * 1024), io.stdout }
+        assert.is_false(pcall(H, big))
+        assert.is_true(cr.key_scratch_bytes() < LIMIT, "kept " .. cr.key_scratch_bytes() .. " bytes")
+        assert.equal(32, #H({ 1 })) -- and the buffers are free for the next key
+      end)
+    end)
+  end)
+
+  describe("messages", function()
+    it("an unhashable extra ... argument: only hash_funcs, by position", function()
+      local collect = cr(function(first, ...) return select("#", ...) end)
+      local ok, err = pcall(function() local r = collect(1, 2, io.stdout); return r end)
+      assert.is_false(ok)
+      assert.matches("cannot hash argument '#3' (a userdata 'FILE*') of collect", err, 1, true)
+      assert.matches("an extra argument is always part of the key", err, 1, true)
+      assert.matches('hash_funcs = { ["FILE*"] = function(v)', err, 1, true)
+      assert.not_matches("prefix the parameter", err, 1, true)
+      assert.not_matches("_conn", err, 1, true)
+    end)
+
+    it("an unhashable argument of a C function: only hash_funcs", function()
+      local fmt = cr(string.format)
+      local ok, err = pcall(fmt, "%s", io.stdout)
+      assert.is_false(ok)
+      assert.matches("cannot hash argument '#2'", err, 1, true)
+      assert.not_matches("prefix the parameter", err, 1, true)
+    end)
+
+    it("a hash function that returns an unhashable value is named as the culprit", function()
+      local load_it = cr(function(x) return {} end, { hash_funcs = { table = function() return io.stdout end } })
+      local ok, err = pcall(function() local r = load_it({}); return r end)
+      assert.is_false(ok)
+      assert.matches("hash_funcs['table'] of load_it returned a userdata 'FILE*' for argument 'x'", err, 1, true)
+      assert.matches("which cannot be hashed", err, 1, true)
+      assert.not_matches("table holding", err, 1, true)
+      assert.not_matches("prefix the parameter", err, 1, true)
+    end)
+
+    it("a hash function that returns a table holding an unhashable value", function()
+      local load_it = cr(function(x) return {} end,
+        { hash_funcs = { Conn = function() return { co = coroutine.create(print) } end } })
+      local ok, err = pcall(function() local r = load_it(setmetatable({}, { __name = "Conn" })); return r end)
+      assert.is_false(ok)
+      assert.matches("hash_funcs['Conn'] of load_it returned a table holding a thread for argument 'x'", err, 1, true)
+    end)
+
+    it("cache_resource.hash names the position and no fix it cannot take", function()
+      local ok, err = pcall(H, 1, { io.stdout })
+      assert.is_false(ok)
+      assert.matches("cannot hash argument '#2' (a table holding a userdata 'FILE*') of cache_resource.hash", err,
+        1, true)
+    end)
+  end)
+
+  describe("callable objects as callbacks", function()
+    -- a full userdata with a __call: a file handle given its own metatable
+    local function callable_userdata(fn, name)
+      local u = io.tmpfile()
+      u:close()
+      debug.setmetatable(u, { __call = function(_, ...) return fn(...) end, __name = name })
+      return u
+    end
+
+    it("a callable hash_funcs value is used", function()
+      local hasher = callable_userdata(function() return "one connection" end, "Hasher")
+      local runs = 0
+      local f = cr(function(conn) runs = runs + 1; return {} end, { hash_funcs = { userdata = hasher } })
+      assert.equal(f(io.stdout), f(io.stderr))
+      assert.equal(1, runs)
+    end)
+
+    it("a callable userdata counts for the identity by its kind, not its address", function()
+      local body = function() return {} end
+      local a = cr(body, { on_release = callable_userdata(function() end, "Release") })
+      local b = cr(body, { on_release = callable_userdata(function() end, "Release") })
+      local c = cr(body, { on_release = callable_userdata(function() end, "Other") })
+      assert.equal(a(), b())
+      assert.not_equal(a(), c())
+    end)
+
+    it("callable userdata are accepted as validate and on_release", function()
+      local released = {}
+      local validate = callable_userdata(function() return true end, "Check")
+      local on_release = callable_userdata(function(v) released[#released + 1] = v end, "Release")
+      local f = cr(function(x) return { x } end, { validate = validate, on_release = on_release })
+      local a = f(1)
+      assert.equal(a, f(1))
+      cr.clear()
+      assert.same({ a }, released)
     end)
   end)
 end)

@@ -341,7 +341,15 @@ describe("reentrancy matrix", function()
             assert.equal(refs0, cr.live_refs())
             local added = {}
             for k, v in pairs(debug.getregistry()) do
-              if type(v) ~= "number" and snap[k] ~= v then added[#added + 1] = tostring(v) end
+              if type(v) ~= "number" and snap[k] ~= v then
+                local d = tostring(v)
+                if type(v) == "table" then
+                  local keys = {}
+                  for kk, vv in pairs(v) do keys[#keys + 1] = ("%q=%s"):format(tostring(kk), tostring(vv)) end
+                  d = d .. " {" .. table.concat(keys, ", ") .. "}"
+                end
+                added[#added + 1] = d
+              end
             end
             assert.equal(objects0, registry_objects(), "left in the registry: " .. table.concat(added, ", "))
           end)

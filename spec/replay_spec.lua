@@ -1,9 +1,9 @@
--- SPEC §6.1–6.2: recording UI calls into a C buffer and replaying them.
+-- Recording UI calls into a C buffer and replaying them.
 local cr = require "cache_resource"
 local support = require "support"
 
 for _, mode in ipairs(support.REPLAY_MODES) do
-  describe("replay (SPEC 6), " .. mode.name, function()
+  describe("replay, " .. mode.name, function()
     local shown, text
     before_each(function()
       support.reset()

@@ -1,7 +1,9 @@
--- make serve's server (cache_resource.server), driven over loopback in-process.
+-- The web server (cache_resource.server), driven over loopback in-process,
+-- and its request handler called directly.
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 local cr = require "cache_resource"
+local ui = require "cache_resource.ui"
 local server = require "cache_resource.server"
 local support = require "support"
 
@@ -13,16 +15,30 @@ load()
 local per_user = cr(function() return { } end, { scope = "session", name = "server-per-user",
   on_release = function() _G.SERVER_RELEASED = (_G.SERVER_RELEASED or 0) + 1 end })
 per_user()
-if ui.checkbox("Show more") then ui.text("more shown") end
-ui.slider("Level", { min = 0, max = 10 })
+ui.sidebar:header("Settings")
+if ui.sidebar:checkbox("Show more") then ui.text("more shown") end
+local level = ui.sidebar:slider("Level", 0, 10, 0, 2)
+local left, right = ui.columns(2)
+left:text("level is " .. level)
+right:selectbox("Pick", { "a", "b" })
+if _G.SERVER_SLOW then
+  cr(function() _G.SERVER_SLOW(); return 1 end, { show_spinner = "Working hard", show_time = true, name = "server-slow" })()
+end
+ui.text("the end")
 ]]
 
--- Starts a server on an ephemeral port and runs `client(port)` against it.
-local function with_server(opts, client)
+local function write_script(text)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
-  f:write(SCRIPT)
+  f:write(text or SCRIPT)
   f:close()
+  return path
+end
+
+-- Starts a server on an ephemeral port, runs `client(port, srv)` against it,
+-- then stops the server and checks that its loop returns.
+local function with_server(opts, client)
+  local path = write_script()
   opts.script, opts.port, opts.log = path, 0, function() end
   local cq = cqueues.new()
   local srv = server.new(opts):start(cq)
@@ -30,27 +46,43 @@ local function with_server(opts, client)
   cq:wrap(function()
     local ok, err = pcall(client, srv.bound_port, srv)
     if not ok then failure = err end
-    for id, s in pairs(srv.sessions) do srv.sessions[id] = nil; s.ui:close() end
+    srv:stop()
     done = true
   end)
   local deadline = cqueues.monotime() + 10
-  while not done and cqueues.monotime() < deadline do
+  while not cq:empty() and cqueues.monotime() < deadline do
     local ok, err = cq:step(0.05)
     if not ok then failure = failure or err end
   end
-  srv.listener:close()
   os.remove(path)
   if failure then error(failure, 0) end
   assert(done, "the client did not finish in time")
+  assert(cq:empty(), "the server's loop did not end after stop()")
 end
 
--- One raw HTTP exchange; returns status, headers, body.
-local function http(port, raw)
+local function decode_chunked(raw)
+  local out, pos = {}, 1
+  while true do
+    local size, after = raw:match("^(%x+)\r\n()", pos)
+    assert(size, "bad chunk framing at byte " .. pos)
+    size = tonumber(size, 16)
+    if size == 0 then break end
+    out[#out + 1] = raw:sub(after, after + size - 1)
+    assert(raw:sub(after + size, after + size + 1) == "\r\n", "chunk not closed by CRLF")
+    pos = after + size + 2
+  end
+  return table.concat(out)
+end
+
+local function connect(port)
   local conn = assert(socket.connect("127.0.0.1", port))
   conn:setmode("b", "b")
   conn:settimeout(5)
-  conn:write(raw)
-  conn:flush()
+  return conn
+end
+
+-- Reads a response: status, headers, body (chunked bodies decoded).
+local function read_response(conn)
   local status = tonumber(conn:read("*l"):match("^HTTP/1%.1 (%d+)"))
   local headers = {}
   for line in conn:lines("*l") do
@@ -58,9 +90,19 @@ local function http(port, raw)
     local k, v = line:match("^([%w%-]+):%s*(.-)\r?$")
     headers[k:lower()] = v
   end
-  local body = conn:read(tonumber(headers["content-length"]) or 0) or ""
+  local body
+  if headers["transfer-encoding"] == "chunked" then body = decode_chunked(conn:read("*a") or "")
+  else body = conn:read(tonumber(headers["content-length"]) or 0) or "" end
   conn:close()
   return status, headers, body
+end
+
+-- One raw HTTP exchange; returns status, headers, body.
+local function http(port, raw)
+  local conn = connect(port)
+  conn:write(raw)
+  conn:flush()
+  return read_response(conn)
 end
 
 local function get(port, path, cookie)
@@ -72,8 +114,18 @@ local function post(port, path, body, cookie)
     .. (cookie and ("Cookie: " .. cookie .. "\r\n") or "") .. "\r\n" .. body)
 end
 
-describe("the web server (make serve)", function()
-  before_each(support.reset)
+local function has(text, fragment) return text:find(fragment, 1, true) ~= nil end
+
+-- The final page of a streamed body: the form after the last snapshot.
+local function final_page(body)
+  return body:match('<form class="cr%-stage cr%-final".-</form>')
+end
+
+describe("the web server", function()
+  before_each(function()
+    support.reset()
+    _G.SERVER_SLOW = nil
+  end)
 
   it("serves the page, keeps a session by cookie, replays, and re-runs after a widget change", function()
     with_server({}, function(port)
@@ -82,35 +134,99 @@ describe("the web server (make serve)", function()
       assert.matches("text/html", headers["content-type"])
       local cookie = headers["set-cookie"]:match("^(cr_session=%x+)")
       assert.truthy(cookie)
-      assert.truthy(body:find('<h2 class="cr-header">Replayed header</h2>', 1, true))
-      assert.truthy(body:find('name="checkbox:Show more"', 1, true))
+      local page = final_page(body)
+      assert.truthy(page)
+      assert.truthy(has(page, '<h2 class="cr-header">Replayed header</h2>'))
+      assert.truthy(has(page, '<aside class="cr-sidebar">'))
+      assert.truthy(has(page, 'name="checkbox:Show more"'))
+      assert.truthy(has(page, '<div class="cr-columns'))
+      assert.truthy(has(body, '<header class="cr-bar">'))
       local _, again_headers, again = get(port, "/", cookie)
       assert.is_nil(again_headers["set-cookie"])
-      assert.truthy(again:find("Replayed header", 1, true))
+      assert.truthy(has(final_page(again), "Replayed header"))
       assert.equal(1, support.stat("server-load").misses)
       assert.equal(1, support.stat("server-load").hits)
       assert.equal(204, (post(port, "/set", "id=checkbox%3AShow+more&value=true", cookie)))
+      assert.equal(204, (post(port, "/set", "id=slider%3ALevel&value=4", cookie)))
+      assert.equal(204, (post(port, "/set", "id=selectbox%3APick&value=2", cookie)))
       local _, _, after = get(port, "/", cookie)
-      assert.truthy(after:find("more shown", 1, true))
-      local _, _, stats = get(port, "/stats")
-      assert.truthy(stats:find('"name": "server-load"', 1, true))
+      page = final_page(after)
+      assert.truthy(has(page, "more shown"))
+      assert.truthy(has(page, "level is 4"))
+      assert.truthy(has(page, '<option value="2" selected>b</option>'))
+      local _, stats_headers, stats = get(port, "/stats")
+      assert.equal("application/json", stats_headers["content-type"])
+      assert.truthy(has(stats, '"name":"server-load"'))
     end)
   end)
 
-  it("frames responses exactly: CRLF headers and a Content-Length that matches the body", function()
+  it("streams the spinner to the browser before a CPU-bound cached function starts, and removes it", function()
     with_server({}, function(port)
-      local conn = assert(socket.connect("127.0.0.1", port))
-      conn:setmode("b", "b")
-      conn:settimeout(5)
+      local conn = connect(port)
       conn:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      conn:flush()
+      local seen_before_start
+      _G.SERVER_SLOW = function()
+        -- never yields: whatever the client has now was sent before this ran
+        local got = {}
+        for _ = 1, 100 do
+          local data = conn:recv(-65536, "b")
+          if not data then break end
+          got[#got + 1] = data
+        end
+        seen_before_start = table.concat(got)
+        conn:unget(seen_before_start) -- for read_response below
+      end
+      local _, _, body = read_response(conn)
+      assert.truthy(seen_before_start)
+      assert.truthy(has(seen_before_start, "Transfer-Encoding: chunked"))
+      assert.truthy(has(seen_before_start, '<div class="cr-spinner" data-show-time>'))
+      assert.truthy(has(seen_before_start, "Working hard"))
+      assert.truthy(has(seen_before_start, "Replayed header")) -- the page so far comes with it
+      assert.is_nil(seen_before_start:find("the end", 1, true))
+      -- the snapshot with the spinner is dropped and the final page has none
+      local stage = body:match('<div class="cr%-stage" id="cr%-s(%d+)" inert>[^\n]*\n<div class="cr%-page">.-cr%-spinner')
+      assert.truthy(stage)
+      assert.truthy(has(body, "#cr-s" .. stage .. "{display:none}"))
+      local page = final_page(body)
+      assert.is_nil(page:find("cr-spinner", 1, true))
+      assert.truthy(has(page, "the end"))
+      assert.truthy(has(body, "#cr-status{visibility:hidden}"))
+    end)
+  end)
+
+  it("frames responses exactly: CRLF headers, chunks, and a Content-Length that matches the body", function()
+    with_server({}, function(port)
+      for _, path in ipairs({ "/", "/healthz" }) do
+        local conn = connect(port)
+        conn:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn:flush()
+        local raw = conn:read("*a")
+        conn:close()
+        local head, body = raw:match("^(.-\r\n)\r\n(.*)$")
+        assert.truthy(head)
+        assert.is_nil(head:find("\r\r", 1, true))
+        if path == "/" then
+          assert.truthy(has(head, "Transfer-Encoding: chunked"))
+          assert.truthy(has(decode_chunked(body), "<!doctype html>"))
+          assert.equal("0\r\n\r\n", body:sub(-5))
+        else
+          assert.equal(tonumber(head:match("Content%-Length: (%d+)")), #body)
+          assert.equal("ok\n", body)
+        end
+      end
+      -- an HTTP/1.0 client gets the page unframed, ended by the close
+      local conn = connect(port)
+      conn:write("GET / HTTP/1.0\r\n\r\n")
       conn:flush()
       local raw = conn:read("*a")
       conn:close()
       local head, body = raw:match("^(.-\r\n)\r\n(.*)$")
-      assert.truthy(head)
-      assert.is_nil(head:find("\r\r", 1, true))
-      assert.equal(tonumber(head:match("Content%-Length: (%d+)")), #body)
-      assert.truthy(body:find("<!doctype html>", 1, true))
+      assert.truthy(has(head, "HTTP/1.1 200 OK"))
+      assert.is_nil(head:find("Transfer-Encoding", 1, true))
+      assert.is_nil(head:find("Content-Length", 1, true))
+      assert.equal("<!doctype html>", body:sub(1, 15))
+      assert.equal("</body></html>\n", body:sub(-15))
     end)
   end)
 
@@ -118,17 +234,61 @@ describe("the web server (make serve)", function()
     with_server({ max_body = 1024 }, function(port)
       local _, headers = get(port, "/")
       local cookie = headers["set-cookie"]:match("^(cr_session=%x+)")
-      assert.equal(400, (post(port, "/set", "id=nope&value=1", cookie)))           -- unknown widget
-      assert.equal(400, (post(port, "/set", "id=slider%3ALevel&value=99", cookie))) -- out of range
-      assert.equal(400, (post(port, "/set", "id=slider%3ALevel&value=abc", cookie)))
-      assert.equal(400, (post(port, "/set", "%zz", cookie)))                        -- malformed body
+      local function status(code, body) assert.equal(code, (post(port, "/set", body, cookie)), body) end
+      status(400, "id=nope&value=1")                      -- unknown widget
+      status(400, "id=slider%3ALevel&value=99")           -- out of range
+      status(400, "id=slider%3ALevel&value=3")            -- not a step
+      status(400, "id=slider%3ALevel&value=abc")          -- not a number
+      status(400, "id=selectbox%3APick&value=3")          -- no third option
+      status(400, "id=checkbox%3AShow+more")              -- no value
+      status(400, "%zz")                                  -- malformed body
       assert.equal(400, (post(port, "/set", "id=checkbox%3AShow+more&value=true"))) -- no session
       assert.equal(413, (post(port, "/set", string.rep("a", 5000), cookie)))        -- oversized
       assert.equal(400, (http(port, "GARBAGE\r\n\r\n")))
       assert.equal(431, (http(port, "GET /" .. string.rep("a", 9000) .. " HTTP/1.1\r\n\r\n")))
       assert.equal(404, (get(port, "/missing")))
       assert.equal(405, (http(port, "DELETE / HTTP/1.1\r\n\r\n")))
+      assert.equal(405, (get(port, "/set")))
+      local _, _, rejected = post(port, "/set", "id=slider%3ALevel&value=99", cookie)
+      assert.truthy(has(rejected, "99 is outside [0, 10]"))
       assert.equal(200, (get(port, "/healthz")))
+    end)
+  end)
+
+  it("tells a browser whose session has ended, and starts a new one", function()
+    with_server({}, function(port)
+      local gone = "cr_session=0123456789abcdef0123456789abcdef"
+      assert.equal(410, (post(port, "/set", "id=checkbox%3AShow+more&value=true", gone)))
+      local status, headers, body = get(port, "/", gone)
+      assert.equal(200, status)
+      local fresh = headers["set-cookie"]:match("^(cr_session=%x+)")
+      assert.truthy(fresh)
+      assert.not_equal(gone, fresh)
+      assert.truthy(has(body, '<div class="cr-notice" role="status">Your previous session has ended'))
+      local _, again_headers, again = get(port, "/", fresh)
+      assert.is_nil(again_headers["set-cookie"])
+      assert.is_nil(again:find('<div class="cr-notice"', 1, true))
+    end)
+  end)
+
+  it("takes a whole form from a browser without JavaScript and redirects back", function()
+    with_server({}, function(port)
+      local _, headers = get(port, "/")
+      local cookie = headers["set-cookie"]:match("^(cr_session=%x+)")
+      -- a ticked checkbox posts its hidden "false" and then "true"
+      local status, redirect = post(port, "/set",
+        "checkbox%3AShow+more=false&checkbox%3AShow+more=true&slider%3ALevel=6&selectbox%3APick=2", cookie)
+      assert.equal(303, status)
+      assert.equal("/", redirect.location)
+      local page = final_page(select(3, get(port, "/", cookie)))
+      assert.truthy(has(page, "more shown"))
+      assert.truthy(has(page, "level is 6"))
+      -- a refused value is reported on the next page, the others still apply
+      post(port, "/set", "checkbox%3AShow+more=false&slider%3ALevel=7", cookie)
+      local _, _, body = get(port, "/", cookie)
+      assert.truthy(has(body, "Not applied: cache_resource.ui: slider &#39;Level&#39;: 7 is not a step of 2 from 0"))
+      assert.is_nil(final_page(body):find("more shown", 1, true))
+      assert.truthy(has(final_page(body), "level is 6"))
     end)
   end)
 
@@ -145,14 +305,124 @@ describe("the web server (make serve)", function()
     end)
   end)
 
+  it("stop() closes the listener, ends every session and lets the loop return", function()
+    local path = write_script()
+    local cq = cqueues.new()
+    local srv = server.new({ script = path, port = 0, log = function() end }):start(cq)
+    _G.SERVER_RELEASED = 0
+    cq:wrap(function()
+      get(srv.bound_port, "/")
+      get(srv.bound_port, "/")
+      assert.equal(2, srv.count)
+      srv:stop()
+    end)
+    local ok, err = cq:loop(10)
+    os.remove(path)
+    assert(ok, err)
+    assert.is_true(cq:empty())
+    assert.equal(0, srv.count)
+    assert.equal(2, _G.SERVER_RELEASED)
+    local connected = pcall(function() assert(socket.connect("127.0.0.1", srv.bound_port):connect(1)) end)
+    assert.is_false(connected)
+    srv:stop() -- twice is harmless
+  end)
+
+  it("caps live sessions: a flood of cookieless requests keeps memory bounded", function()
+    local path = write_script("local ui = require 'cache_resource.ui'\nui.text('hello')\n")
+    local srv = server.new({ script = path, max_sessions = 100, log = function() end })
+    local function request()
+      local code, body = srv:handle({ method = "GET", path = "/", headers = {}, body = "" })
+      assert.equal(200, code)
+      body(function() end)
+    end
+    for _ = 1, 1000 do request() end
+    collectgarbage("collect")
+    local warm = collectgarbage("count")
+    assert.equal(100, srv.count)
+    for _ = 1, 9000 do request() end
+    collectgarbage("collect")
+    local grown = collectgarbage("count") - warm
+    os.remove(path)
+    assert.equal(100, srv.count)
+    local live = 0
+    for _ in pairs(srv.sessions) do live = live + 1 end
+    assert.equal(100, live)
+    assert.is_true(grown < 256, string.format("memory grew by %.0f KiB over 9000 requests", grown))
+    srv:stop()
+  end)
+
+  it("the cap ends the least recently used idle session first", function()
+    local path = write_script("local ui = require 'cache_resource.ui'\nui.text('hello')\n")
+    local srv = server.new({ script = path, max_sessions = 3, log = function() end })
+    local function visit(cookie)
+      local _, body, headers = srv:handle({ method = "GET", path = "/", body = "",
+        headers = { cookie = cookie and ("cr_session=" .. cookie) or nil } })
+      body(function() end)
+      return cookie or headers["Set-Cookie"]:match("cr_session=(%x+)")
+    end
+    local a, b, c = visit(), visit(), visit()
+    visit(a)                      -- a is now the most recently used
+    srv.sessions[b].busy = 1      -- b is serving a request: not ended
+    local d = visit()
+    assert.is_nil(srv.sessions[c])
+    assert.truthy(srv.sessions[a] and srv.sessions[b] and srv.sessions[d])
+    srv.sessions[b].busy = 0
+    visit()
+    assert.is_nil(srv.sessions[b])
+    assert.equal(3, srv.count)
+    os.remove(path)
+    srv:stop()
+  end)
+
+  it("checks its options", function()
+    assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path or function }")
+    assert.has_error(function() server.new({ script = "x", prot = 1 }) end, "cache_resource.server: unknown option 'prot'")
+    assert.has_error(function() server.new({ script = "x", max_sessions = "9" }) end,
+      "cache_resource.server: option 'max_sessions' must be a number, got a string")
+    assert.has_error(function() server.new({ script = "x", max_sessions = 0 }) end)
+  end)
+
+  it("serves a script given as a function", function()
+    local srv = server.new({ script = function() ui.title("From a function") end, log = function() end })
+    local code, body = srv:handle({ method = "GET", path = "/", headers = {}, body = "" })
+    local chunks = {}
+    body(function(text) chunks[#chunks + 1] = text end)
+    assert.equal(200, code)
+    assert.truthy(has(final_page(table.concat(chunks)), '<h1 class="cr-title">From a function</h1>'))
+    srv:stop()
+  end)
+
   it("parses forms and converts posted values by widget kind", function()
     assert.same({ id = "a b", value = "x&y" }, server.parse_form("id=a+b&value=x%26y"))
+    assert.same({ k = "2" }, server.parse_form("k=1&k=2"))
     assert.is_nil(server.parse_form("id=%4"))
     assert.is_nil(server.parse_form("=x"))
     assert.equal(true, server.convert("checkbox", {}, "true"))
+    assert.equal(false, server.convert("toggle", {}, "off"))
+    assert.is_nil(server.convert("checkbox", {}, "maybe"))
     assert.equal(7, server.convert("slider", {}, "7"))
-    assert.equal(2, server.convert("selectbox", { options = { 1, 2 } }, "2"))
-    assert.is_nil(server.convert("selectbox", { options = { 1, 2 } }, "3"))
+    assert.equal(0.5, server.convert("number_input", {}, "0.5"))
+    assert.equal("b", server.convert("selectbox", { options = { "a", "b" } }, "2"))
+    assert.is_nil(server.convert("radio", { options = { 1, 2 } }, "3"))
+    assert.is_nil(server.convert("radio", { options = { 1, 2 } }, "1.5"))
+    assert.equal("hi there", server.convert("text_input", {}, "hi there"))
     assert.is_nil(server.convert("file_uploader", {}, "x"))
+  end)
+
+  it("the UI of a session is left as it was after each request", function()
+    local path = write_script()
+    local srv = server.new({ script = path, log = function() end })
+    local _, body = srv:handle({ method = "GET", path = "/", headers = {}, body = "" })
+    local chunks = {}
+    body(function(text) chunks[#chunks + 1] = text end)
+    os.remove(path)
+    assert.is_nil(ui.page())
+    assert.is_nil(cr.session())
+    assert.is_false(srv.running)
+    local s = srv.oldest
+    assert.equal(0, s.busy)
+    assert.is_nil(s.ui.listener)
+    assert.truthy(has(table.concat(chunks), "the end"))
+    srv:stop()
   end)
 end)

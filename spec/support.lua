@@ -23,6 +23,7 @@ function M.reset()
   cr.set_replay_compile(8)
   cr.set_clock(nil)
   cr.set_waiter(nil)
+  cr.set_scheduler(nil)
   cr.set_session(nil)
   cr.clear()
 end
@@ -42,6 +43,24 @@ function M.capture_warnings(fn)
   warn = saved
   assert(ok, err)
   return seen
+end
+
+-- What this Lua has of the features some specs need (Lua 5.4 has them all,
+-- 5.3 none of them).
+M.HAS = {
+  ["coroutine.close"] = coroutine.close ~= nil,
+  ["warn"] = warn ~= nil,
+  ["<close>"] = load("local x <close> = nil") ~= nil,
+}
+
+-- it(name, fn) when this Lua has `feature` (a key of M.HAS); otherwise the
+-- test is registered as pending, with the reason in its name. (Tail calls,
+-- so busted reports the spec's own file and line.)
+function M.it_needs(feature, name, fn)
+  local busted = require "busted"
+  assert(M.HAS[feature] ~= nil, "unknown feature " .. tostring(feature))
+  if M.HAS[feature] then return busted.it(name, fn) end
+  return busted.pending(name .. " [skipped: needs " .. feature .. ", which " .. _VERSION .. " lacks]")
 end
 
 return M

@@ -1,8 +1,8 @@
--- SPEC §2 (wrapping, options) and §3.1 (function identity).
+-- Wrapping, options and function identity.
 local cr = require "cache_resource"
 local support = require "support"
 
-describe("wrapping (SPEC 2)", function()
+describe("wrapping", function()
   before_each(support.reset)
 
   it("cache_resource(fn) returns a function that caches", function()
@@ -96,7 +96,7 @@ describe("wrapping (SPEC 2)", function()
   end)
 end)
 
-describe("options are checked (SPEC 2)", function()
+describe("options are checked", function()
   local function err_of(opts)
     local ok, err = pcall(cr, function() end, opts)
     assert.is_false(ok)
@@ -153,7 +153,7 @@ describe("options are checked (SPEC 2)", function()
   end)
 end)
 
-describe("function identity (SPEC 3.1)", function()
+describe("function identity", function()
   before_each(support.reset)
 
   it("re-created closures (a script re-run) share one cache", function()

@@ -1,10 +1,25 @@
 /* Module entry: luaopen_cache_resource, the module state, and the
- * module-level functions of SPEC 2, 4 and 5. Every function gets the state
+ * module-level setters and helpers. Every function gets the state
  * userdata as upvalue 1 (the lua-cjson pattern). */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include "cr.h"
+
+/***
+Streamlit's `st.cache_resource` for Lua: functions whose results are shared
+by every caller with equal arguments.
+
+    local cache_resource = require "cache_resource"
+    local get_db = cache_resource(function(path) return open_db(path) end, { ttl = "1h" })
+    assert(get_db("app.db") == get_db("app.db"))   -- the same object, computed once
+
+The module table is callable (see `cache_resource`). A cached function is a
+plain Lua function; it is managed through `clear`, `stats`, `info` and
+`peek`. UI calls made through a `replayable` while a cached function
+computes are replayed on every hit.
+@module cache_resource
+*/
 
 /* The state; raises once it was closed (a finalizer running at lua_close
  * may still call the module). */
@@ -36,6 +51,25 @@ static int decorate(lua_State *L) {
   return cr_wrap(L, state_of(L), 1, 2);
 }
 
+/***
+Wraps a function: `cache_resource(fn [, opts])` or `cache_resource(opts)(fn)`.
+The first call with some arguments runs `fn`; later calls with equal
+arguments (compared by value: tables by content, whatever their insertion
+order) return the same values without running it. A call for a key that
+another coroutine is computing waits for it (see `set_waiter`).
+@function cache_resource
+@tparam function|table fn the function to cache: a Lua or C function, or a
+table with a `__call` metamethod
+@tparam[opt] table opts `ttl` (seconds or a duration such as `"1h"`),
+`max_entries`, `validate`, `on_release`, `hash_funcs`, `show_spinner`,
+`show_time`, `experimental_allow_widgets`, `scope` (`"global"` or
+`"session"`), `name`, `refresh_mode`, `max_stale`, `failure_ttl`; an unknown
+option or a wrong type is an error naming it
+@treturn function the cached function, or (given only `opts`) a function
+that wraps its argument with those options
+@usage local get_model = cache_resource(load_model, { max_entries = 4 })
+local get_conf = cache_resource { ttl = 60 } (read_conf)
+*/
 /* cache_resource(fn [, opts]) and cache_resource(opts): arg 1 is the module. */
 static int module_call(lua_State *L) {
   cr_state *S = state_of(L);
@@ -54,6 +88,12 @@ static int module_call(lua_State *L) {
   return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);
 }
 
+/***
+Releases every entry whose lifetime is over. Expired entries are also
+released as cached functions are called; this does it now.
+@function expire
+@treturn integer how many entries were released
+*/
 static int m_expire(lua_State *L) {
   cr_state *S = state_of(L);
   double now;
@@ -66,6 +106,14 @@ static int m_expire(lua_State *L) {
   return 1;
 }
 
+/***
+The digest of an argument list, in the canonical form keys use (unseeded):
+equal argument lists give equal digests in every process. For debugging and
+tests.
+@function hash
+@param ... the arguments
+@treturn string 32 hexadecimal digits
+*/
 static int m_hash(lua_State *L) {
   unsigned char d[16];
   char hex[33];
@@ -87,11 +135,25 @@ static void set_callback(lua_State *L, int *ref, const char *fname) {
   }
 }
 
+/***
+Replaces the monotonic clock that lifetimes are measured with (for tests).
+@function set_clock
+@tparam[opt] function clock returns the time in seconds; `nil` restores the
+monotonic clock
+*/
 static int m_set_clock(lua_State *L) {
   set_callback(L, &state_of(L)->clock_ref, "set_clock");
   return 0;
 }
 
+/***
+Sets how a coroutine waits while another one computes the key it asked for:
+`waiter()` is called repeatedly until the computation ends (it should yield
+to the scheduler). A scheduler set with `set_scheduler` is used instead.
+@function set_waiter
+@tparam[opt] function waiter `nil` removes it: a call that would wait is then
+an error
+*/
 static int m_set_waiter(lua_State *L) {
   set_callback(L, &state_of(L)->waiter_ref, "set_waiter");
   return 0;
@@ -102,6 +164,12 @@ static const char *session_id(lua_State *L, int idx, size_t *len) {
   return lua_tolstring(L, idx, len);
 }
 
+/***
+Sets the current session, whose cache session-scoped functions
+(`scope = "session"`) use. `cache_resource.ui` sets it for every run.
+@function set_session
+@tparam[opt] string id the session; `nil`: no current session
+*/
 static int m_set_session(lua_State *L) {
   cr_state *S = state_of(L);
   size_t len;
@@ -116,6 +184,12 @@ static int m_set_session(lua_State *L) {
   return 0;
 }
 
+/***
+Ends a session: releases its session-scoped entries (their `on_release`
+runs).
+@function end_session
+@tparam string id the session
+*/
 static int m_end_session(lua_State *L) {
   cr_state *S = state_of(L);
   size_t len;
@@ -125,6 +199,11 @@ static int m_end_session(lua_State *L) {
   return 0;
 }
 
+/***
+The current session.
+@function session
+@treturn string|nil its id, or `nil` when there is none
+*/
 static int m_session(lua_State *L) {
   cr_state *S = state_of(L);
   if (S->current) lua_pushlstring(L, S->current->id, S->current->idlen);
@@ -132,8 +211,14 @@ static int m_session(lua_State *L) {
   return 1;
 }
 
-/* set_replay_compile(n): from its n-th replay on (default 8), a replay
- * buffer is compiled into a Lua function; 0 or false: never. */
+/***
+Sets when recorded UI calls are compiled: from its n-th replay on, an
+entry's recorded calls are replayed by a Lua function made for them instead
+of being decoded one by one.
+@function set_replay_compile
+@tparam integer|boolean n replays before compiling (default 8); `0` or
+`false`: never compile
+*/
 static int m_set_replay_compile(lua_State *L) {
   cr_state *S = state_of(L);
   lua_Integer n = 0;
@@ -145,6 +230,12 @@ static int m_set_replay_compile(lua_State *L) {
   return 0;
 }
 
+/***
+How many Lua values the module holds by registry reference (cached values,
+recorded arguments, callbacks): for leak checks in tests.
+@function live_refs
+@treturn integer
+*/
 static int m_live_refs(lua_State *L) {
   lua_pushinteger(L, state_of(L)->live_refs);
   return 1;
@@ -164,7 +255,7 @@ static uint64_t random_seed(const void *salt) {
   return seed;
 }
 
-int luaopen_cache_resource(lua_State *L) {
+CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   static const luaL_Reg module_fns[] = {
     {"expire", m_expire}, {"hash", m_hash},
     {"set_clock", m_set_clock}, {"set_waiter", m_set_waiter}, {"set_session", m_set_session},
@@ -182,6 +273,8 @@ int luaopen_cache_resource(lua_State *L) {
   if (luaL_newmetatable(L, CR_CALL_MT)) {
     lua_pushcfunction(L, cr_call_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, cr_call_close); /* an owner's slot is to-be-closed */
+    lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_REPLAY_MT)) {
@@ -205,6 +298,7 @@ int luaopen_cache_resource(lua_State *L) {
   S = (cr_state *)lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
   S->clock_ref = S->waiter_ref = S->spinner_ref = S->widget_source_ref = LUA_NOREF;
+  S->wait_ref = S->wake_ref = S->spawn_ref = S->scheduler_ref = LUA_NOREF;
   S->seed = random_seed(S);
   S->compile_after = CR_COMPILE_AFTER;
   luaL_setmetatable(L, CR_STATE_MT);
@@ -229,7 +323,9 @@ int luaopen_cache_resource(lua_State *L) {
   luaL_setfuncs(L, module_fns, 1);
   cr_replay_open(L);
   cr_manage_open(L);
-  lua_pushliteral(L, "0.1.0");
+  cr_sched_open(L);
+  cr_key_open(L);
+  lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */
   lua_pushvalue(L, -3);

@@ -10,7 +10,7 @@
  * same closure finds the old entries. Calls that leave the fast path get a cr_call userdata on their own
  * Lua stack: it holds a copy of the key across yields and, while it computes,
  * is the in-flight marker other coroutines wait on and the recording frame
- * that SPEC 6 appends UI calls to.
+ * that replayable UI calls append to.
  *
  * The reentrancy rule. Lua code may run at every call into Lua (lua_call*,
  * lua_pcall*, cr_now, cr_report, the spinner and widget hooks) and at every
@@ -41,7 +41,18 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "cr_compat.h"
 #include "cr_buffer.h"
+
+/* Only luaopen_cache_resource is exported (it says so where it is
+ * defined): every other symbol is private to the module, so calls between
+ * its files are direct, not through the PLT, whatever flags build it. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility push(hidden)
+#define CR_EXPORT __attribute__((visibility("default")))
+#else
+#define CR_EXPORT
+#endif
 
 #if defined(__GNUC__) || defined(__clang__) || defined(__CPPCHECK__)
 #define CR_NORETURN __attribute__((noreturn))
@@ -64,6 +75,8 @@ CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
 #define CR_MAX_PARAMS 256      /* Lua functions have at most 255 parameters */
 #define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
+#define CR_FRONT_MAX_STRING 40 /* longer strings are not in the front index */
+#define CR_FRONT_MAX_KEY 64    /* room for the key of one such string */
 
 typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
@@ -73,7 +86,7 @@ typedef struct cr_session cr_session;
 typedef struct cr_call cr_call;
 typedef struct cr_replay cr_replay;
 
-/* Recorded UI calls of one computation (SPEC 6.1), in a userdata: its one
+/* Recorded UI calls of one computation, in a userdata: its one
  * C owner (the recording frame, then the entry) anchors it by `self_ref`,
  * and a replay in progress keeps it on its own Lua stack and counts itself
  * in `active`, so the entry may be released (or the replaying coroutine
@@ -97,6 +110,10 @@ struct cr_replay {
 
 /* Argument tags of the record format (cr_replay.c). */
 enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
+
+/* What a computation is: a miss, or a refresh of a stale entry run by the
+ * caller (foreground) or in a coroutine of the scheduler (background). */
+enum { CR_MISS, CR_REFRESH_FG, CR_REFRESH_BG };
 
 /* Why an entry leaves its store: decides the statistic and on_release. */
 enum cr_reason { CR_EVICT, CR_EXPIRE, CR_CLEAR, CR_DROP };
@@ -128,16 +145,21 @@ struct cr_entry {
   cr_store *store;
   uint64_t hash;
   uint64_t gen;                 /* unique per stored entry, survives yields */
-  double expires_at;            /* HUGE_VAL without ttl */
+  double stale_at;              /* past it a hit is stale; HUGE_VAL without ttl */
+  double expires_at;            /* released then: stale_at + max_stale */
+  double retry_at;              /* a failed refresh: no new one before it */
+  int failure;                  /* a failure result kept for failure_ttl */
   size_t heap_pos;              /* index in the expiry heap, or CR_NO_HEAP */
   cr_replay *replay;            /* UI calls to replay on a hit, or NULL */
   size_t keylen;
   int is_digest;
+  unsigned char front;          /* how the front index knows it (cr_front.c) */
   int nvalues;
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
   int refs[];                   /* registry refs of the values, then key bytes */
 };
 #define CR_NO_HEAP ((size_t)-1)
+enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
 
 struct cr_store {
@@ -166,20 +188,27 @@ struct cr_session {
 struct cr_cache {
   cr_cache *next;
   cr_state *S;
-  unsigned char id[16];         /* digest of the identity (SPEC 3.1) */
+  unsigned char id[16];         /* digest of the identity */
   char *name;                   /* display name */
   char *where;                  /* short_src:first-last */
   int name_fixed;               /* from `name`, or already inferred */
   double ttl;                   /* seconds, HUGE_VAL = forever */
+  double max_stale;             /* seconds past ttl an entry may be served */
+  double failure_ttl;           /* seconds a failure result is kept; 0 never */
+  int refresh_background;       /* refresh_mode = "background" */
   lua_Integer max_entries;      /* 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
-  int widget_sets_ref;          /* table: argument key -> widget ids read (SPEC 6.3); [0] of
+  int widget_sets_ref;          /* table: argument key -> widget ids read; [0] of
                                    an ids table counts the entries stored under that key */
   size_t widget_keys;           /* argument keys in it: the table goes when none is left */
   int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
+  int front_ok;                 /* calls may use the front index (cr_front.c) */
+  int front_values;             /* ... and it may map straight to the value */
+  int front_ref;                /* table: raw argument -> light userdata entry */
+  cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
   size_t replay_bytes;
@@ -214,6 +243,13 @@ struct cr_call {
   int nvalues;                  /* values pushed for validate or replay */
   uint64_t gen;                 /* entry being validated */
   int spinner;                  /* this computation started the spinner */
+  int kind;                     /* CR_MISS, CR_REFRESH_FG or CR_REFRESH_BG */
+  int stale_ok;                 /* replaces a stale entry: on failure, serve it */
+  int spawned;                  /* this call started a background refresh */
+  int validating_stale;         /* the entry being validated was stale */
+  uint64_t validated;           /* gen of the entry validate accepted */
+  lua_Integer token;            /* what waiters wait on; 0 until the first */
+  int waited;                   /* someone waits through the scheduler */
   cr_replay *recording;         /* UI calls recorded while computing */
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
@@ -238,6 +274,10 @@ struct cr_state {
   size_t heap_len, heap_cap;
   cr_call *calls;
   int clock_ref, waiter_ref;
+  int wait_ref, wake_ref, spawn_ref; /* the scheduler's functions */
+  int scheduler_ref;            /* the table given to set_scheduler */
+  lua_Integer next_token;
+  int refreshing;               /* background refreshes in S->calls */
   int spinner_ref;              /* UI hook: spinner("start", text, show_time) / ("stop") */
   int widget_source_ref;        /* UI hook: current value of a widget id */
   int replayables_ref;          /* table: id -> replayable, fn -> replayable */
@@ -260,13 +300,14 @@ void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *na
 cr_keybufs *cr_keybufs_box(lua_State *L);
 void cr_keybufs_free(cr_keybufs *kb);
 int cr_keybufs_gc(lua_State *L);
+void cr_key_open(lua_State *L);
 
 /* cr_store.c */
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
 void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
-                     double expires, int argkey, int ids);
+                     int failure, double now, int argkey, int ids);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_unpin(cr_store *st);
 size_t cr_sweep(lua_State *L, cr_state *S, double now);
@@ -280,6 +321,7 @@ void cr_store_clear_key(lua_State *L, cr_store *st, const cr_key *key, uint64_t 
 void cr_cache_clear_key(lua_State *L, cr_cache *c, const cr_key *key, uint64_t gen0);
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
 int cr_widget_sets_push(lua_State *L, cr_cache *c, int create);
+void cr_widget_sets_trim(lua_State *L, cr_cache *c, const cr_call *self);
 void cr_state_free(lua_State *L, cr_state *S);
 void cr_report(lua_State *L, const char *msg);
 
@@ -300,8 +342,38 @@ void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
 /* cr_call.c */
 int cr_func_call(lua_State *L);
 int cr_call_gc(lua_State *L);
+int cr_call_close(lua_State *L);
 cr_func *cr_func_of(lua_State *L, int idx);
 void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
+
+/* cr_front.c */
+typedef struct cr_front_gone {  /* what a released entry leaves to forget */
+  cr_cache *cache;
+  size_t len;
+  unsigned char key[CR_FRONT_MAX_KEY];
+} cr_front_gone;
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
+void cr_front_note(cr_entry *e, cr_front_gone *gone);
+void cr_front_forget(lua_State *L, const cr_front_gone *gone);
+void cr_front_reset(lua_State *L, cr_cache *c);
+int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
+
+void cr_call_link(cr_state *S, cr_call *call);
+void cr_call_unlink(cr_call *call);
+void cr_call_finish(lua_State *L, cr_call *call);
+int cr_call_compute(lua_State *L, int base, cr_call *call);
+
+/* cr_sched.c: set_scheduler, waiting and waking */
+void cr_sched_wait(lua_State *L, cr_call *owner, lua_KContext ctx, lua_KFunction k);
+void cr_sched_wake(lua_State *L, cr_call *call);
+void cr_sched_free(lua_State *L, cr_state *S);
+void cr_sched_open(lua_State *L);
+
+/* cr_refresh.c: stale entries and background refreshes */
+int cr_refresh_spawn(lua_State *L, int base, cr_call *call);
+int cr_refresh_running(cr_state *S, lua_State *L);
+void cr_refresh_failed(lua_State *L, cr_call *call, int err);
+void cr_refresh_fallback(lua_State *L, cr_call *call, int err, double now);
 
 /* cr_manage.c: clear, stats, info, peek */
 void cr_manage_open(lua_State *L);
@@ -318,9 +390,11 @@ static inline void cr_key_done(cr_key *key) {
   key->bufs = NULL;
 }
 
-/* A read or write refreshes recency; the newest entry is already in place. */
+/* A read or write refreshes recency, which only eviction reads: without
+ * max_entries the list stays in store order (no writes to two random
+ * neighbours on every hit of a big cache). */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e) cr_store_relink(st, e);
+  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
 }
 
 /* Releases the expired entries if the earliest expiry has passed: one
@@ -340,5 +414,9 @@ static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
   for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
 }
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -11,16 +11,26 @@ void cr_buffer_free(cr_buffer *b) {
   cr_buffer_init(b);
 }
 
-unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra) {
+int cr_buffer_grow(cr_buffer *b, size_t extra) {
   size_t need = b->len + extra, cap = b->cap ? b->cap : 64;
   unsigned char *p;
-  if (need < b->len) cr_error(L, "cache_resource: buffer size overflow");
-  if (need <= b->cap) return b->data + b->len;
+  if (need < b->len) return 0;
+  if (need <= b->cap) return 1;
   while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
   p = (unsigned char *)realloc(b->data, cap);
-  if (p == NULL) cr_error(L, "cache_resource: out of memory (buffer of %I bytes)", (lua_Integer)cap);
+  if (p == NULL) return 0;
   b->data = p;
   b->cap = cap;
+  return 1;
+}
+
+unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra) {
+  if (!cr_buffer_grow(b, extra)) {
+    if (b->len + extra < b->len) cr_error(L, "cache_resource: buffer size overflow");
+    /* lua_pushfstring knows no %zu: sizes go out as lua_Integer (%I) */
+    cr_error(L, "cache_resource: out of memory (growing a buffer of %I bytes by %I)", (lua_Integer)b->len,
+             (lua_Integer)extra);
+  }
   return b->data + b->len;
 }
 

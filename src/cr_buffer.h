@@ -16,7 +16,10 @@ typedef struct cr_buffer {
 
 void cr_buffer_init(cr_buffer *b);
 void cr_buffer_free(cr_buffer *b);
-/* Grows the buffer so `extra` more bytes fit; raises a Lua error on OOM. */
+/* Grows the buffer so `extra` more bytes fit; 0 when the size overflows or
+ * memory runs out (the buffer is left as it was). */
+int cr_buffer_grow(cr_buffer *b, size_t extra);
+/* The same, raising a Lua error instead of returning 0. */
 unsigned char *cr_buffer_reserve(lua_State *L, cr_buffer *b, size_t extra);
 void cr_buffer_varint(lua_State *L, cr_buffer *b, uint64_t v);
 

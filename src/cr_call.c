@@ -5,12 +5,18 @@
  * calls (cr_replay.c keeps that loop's state on the stack). No allocation,
  * no clock read unless some entry in the process has a ttl.
  *
- * Everything else (miss, validate, waiting for another coroutine)
- * runs as a small state machine on a cr_call userdata pushed at stack slot
- * `base` = nargs + 2. Each step that calls Lua code does so with
+ * Everything else (miss, validate, a stale entry, waiting for another
+ * coroutine) runs as a small state machine on a cr_call userdata pushed at
+ * stack slot `base` = nargs + 2. Each step that calls Lua code does so with
  * lua_callk/lua_pcallk and continues in resume(), so the cached function,
- * validate and the waiter may all yield to a coroutine scheduler. The
- * continuation context packs base and the phase. */
+ * validate and the scheduler's wait (or the waiter) may all yield to a
+ * coroutine scheduler. The continuation context packs base and the phase.
+ *
+ * A computing call is its key's owner: waiters park on its token and are
+ * woken when it ends, however it ends (done, failed, its coroutine closed:
+ * the slot is to-be-closed; or collected: __gc). A background refresh
+ * (cr_refresh.c) runs the same compute step in a coroutine of the
+ * scheduler, with the refresh's call record at its own `base`. */
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
@@ -29,6 +35,7 @@ static void call_link(cr_state *S, cr_call *call) {
   if (S->calls) S->calls->prev = call;
   S->calls = call;
   call->linked = 1;
+  if (call->kind == CR_REFRESH_BG) S->refreshing++;
 }
 
 static void call_unlink(cr_call *call) {
@@ -40,14 +47,46 @@ static void call_unlink(cr_call *call) {
   call->linked = 0;
   call->computing = 0;
   call->storing = 0;
+  if (call->kind == CR_REFRESH_BG) S->refreshing--;
 }
 
-/* A coroutine that dropped its computation (closed, or collected) unlinks
- * here; until then waiters see it as dead and take over. */
+void cr_call_link(cr_state *S, cr_call *call) {
+  call_link(S, call);
+}
+
+/* The owner is done with its key: it leaves the list, then the coroutines
+ * waiting on it are woken (Lua code: `call` may be gone afterwards). */
+static void owner_done(lua_State *L, cr_call *call) {
+  call_unlink(call);
+  cr_sched_wake(L, call);
+}
+
+/* Ends a call record for good: not computing, nothing recorded, waiters woken. */
+void cr_call_finish(lua_State *L, cr_call *call) {
+  cr_state *S = call->S;
+  cr_cache *c = call->cache;
+  int was_storing = call->storing;
+  cr_replay_free_frame(L, call);
+  owner_done(L, call); /* Lua code: call may be gone afterwards */
+  /* a store step that never ended (its coroutine raised in it) may have
+   * kept widget sets that nothing uses any more */
+  if (was_storing && !S->closed) cr_widget_sets_trim(L, c, NULL);
+}
+
+/* __gc. A coroutine that dropped its computation (collected) ends it here. */
 int cr_call_gc(lua_State *L) {
   cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
-  call_unlink(call);
-  cr_replay_free_frame(L, call);
+  if (call->linked) cr_call_finish(L, call);
+  else cr_replay_free_frame(L, call);
+  return 0;
+}
+
+/* __close of an owner's stack slot: coroutine.close(owner) ends the
+ * computation at once. Every computing call passes here when it returns
+ * (or raises), by then finished: one test. */
+int cr_call_close(lua_State *L) {
+  cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
+  if (call->linked) cr_call_finish(L, call);
   return 0;
 }
 
@@ -67,6 +106,7 @@ enum { OWNER_BLOCKS_US, OWNER_SUSPENDED, OWNER_DEAD };
  * end), is suspended (wait for it), or is gone (take over). */
 static int owner_state(lua_State *L, lua_State *co) {
   lua_Debug ar;
+  if (co == NULL) return OWNER_SUSPENDED; /* a background refresh not started yet */
   if (co == L) return OWNER_BLOCKS_US;
   switch (lua_status(co)) {
     case LUA_YIELD: return OWNER_SUSPENDED;
@@ -93,9 +133,10 @@ static int finish_hit(lua_State *L, cr_call *call, cr_replay *rp) {
   return replay_and_return(L, call->S, rp, call->nvalues);
 }
 
-static int hit(lua_State *L, cr_call *call, cr_entry *e) {
+static int hit(lua_State *L, cr_call *call, cr_entry *e, int stale) {
   cr_store_touch(e->store, e);
-  call->cache->hits++;
+  if (stale) call->cache->stale_hits++;
+  else call->cache->hits++;
   luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
   cr_push_values(L, e);
   call->nvalues = e->nvalues;
@@ -133,7 +174,8 @@ static int outermost(cr_state *S, lua_State *L) {
 
 static int compute(lua_State *L, int base, cr_call *call) {
   int nargs = base - 2, i;
-  if (call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF && outermost(call->S, L)) {
+  if (call->kind != CR_REFRESH_BG && call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF &&
+      outermost(call->S, L)) {
     spinner_event(L, call, 1, nargs);
     call->spinner = 1;
   }
@@ -141,7 +183,9 @@ static int compute(lua_State *L, int base, cr_call *call) {
   call->owner = L;
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
   lua_setiuservalue(L, base, 1);
-  call->cache->misses++;
+  lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
+  if (call->kind == CR_MISS) call->cache->misses++;
+  else if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
   luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
   lua_getiuservalue(L, 1, 1);
   for (i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
@@ -149,17 +193,30 @@ static int compute(lua_State *L, int base, cr_call *call) {
                 CTX(base, PHASE_COMPUTE));
 }
 
-/* Stack: [1] f, [2..base-1] args, [base] call; top == base. */
+int cr_call_compute(lua_State *L, int base, cr_call *call) {
+  return compute(L, base, call);
+}
+
+/* Stack: [1] f, [2..base-1] args, [base] call; top == base.
+ * A fresh entry is a hit. A stale one (past its ttl, within max_stale) is
+ * served at once in the background mode while a refresh runs (started here
+ * through the scheduler's spawn, or already running), else recomputed by
+ * this call with the stale values as the fallback. No entry: compute, or
+ * wait for the coroutine computing it. */
 static int lookup(lua_State *L, int base, cr_call *call) {
   cr_cache *c = call->cache;
   cr_state *S = call->S;
   for (;;) {
     cr_entry *e;
     cr_call *other;
-    cr_expire_due(L, S); /* Lua code, maybe: everything below is looked up after it */
+    double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
+    if (S->heap_len) {
+      now = cr_now(L, S); /* Lua code, maybe: everything below is looked up after it */
+      if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
+    }
     if (call->store == NULL) return compute(L, base, call); /* detached: not stored */
     e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
-    if (e && c->validate_ref != LUA_NOREF) {
+    if (e && c->validate_ref != LUA_NOREF && !e->failure && e->gen != call->validated) {
       int n = e->nvalues;
       luaL_checkstack(L, 2 * n + 4, "cache_resource: too many values to validate");
       cr_push_values(L, e);
@@ -167,15 +224,16 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       cr_push_values(L, e);
       call->nvalues = n;
       call->gen = e->gen;
+      call->validating_stale = e->stale_at <= now;
       lua_callk(L, n, 1, CTX(base, PHASE_VALIDATE), resume);
       return resume(L, LUA_OK, CTX(base, PHASE_VALIDATE));
     }
-    if (e) return hit(L, call, e);
+    if (e && e->stale_at > now) return hit(L, call, e, 0);
     other = find_owner(S, call);
-    if (other == NULL) return compute(L, base, call);
-    switch (owner_state(L, other->owner)) {
+    if (other) switch (owner_state(L, other->owner)) {
       case OWNER_DEAD:
         other->store = NULL; /* its result, if it ever comes, is not stored */
+        cr_sched_wake(L, other);
         continue;
       case OWNER_BLOCKS_US:
         cr_error(L, "cache_resource: recursive call of %s with the same arguments: this key is "
@@ -183,10 +241,32 @@ static int lookup(lua_State *L, int base, cr_call *call) {
                           c->name);
       default: break;
     }
+    if (e) { /* stale */
+      if (c->refresh_background) {
+        if (other || now < e->retry_at || call->spawned) return hit(L, call, e, 1);
+        if (S->spawn_ref != LUA_NOREF && cr_refresh_spawn(L, base, call)) {
+          call->spawned = 1; /* one per call, whatever the scheduler did with it */
+          continue;
+        }
+        call->kind = CR_REFRESH_FG; /* no scheduler to run it: this call refreshes */
+      }
+      if (other == NULL) {
+        call->stale_ok = 1;
+        return compute(L, base, call);
+      }
+    } else if (other == NULL) {
+      return compute(L, base, call);
+    }
+    if (S->wait_ref != LUA_NOREF) {
+      cr_sched_wait(L, other, CTX(base, PHASE_WAIT), resume);
+      lua_settop(L, base); /* woken (or returned early) without yielding: look again */
+      continue;
+    }
     if (S->waiter_ref == LUA_NOREF)
       cr_error(L, "cache_resource: %s: this key is being computed by another coroutine; "
-                           "set a waiter to wait for it, e.g. cache_resource.set_waiter(function() "
-                           "cqueues.sleep(0) end)",
+                           "set a scheduler to wait for it (require \"cache_resource.cqueues\", or "
+                           "cache_resource.set_scheduler{ wait = ..., wake = ... }) or a polling waiter, "
+                           "e.g. cache_resource.set_waiter(function() cqueues.sleep(0) end)",
                         c->name);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->waiter_ref);
     lua_callk(L, 0, 0, CTX(base, PHASE_WAIT), resume);
@@ -300,38 +380,88 @@ static int widget_store_key(lua_State *L, cr_call *call, int argkey, cr_key *key
   return ids;
 }
 
-/* The store step of a computation: stores the n values above base. Every
- * callback (clock, widget source) and every allocation runs first; then
- * the call's store is read again, since a clear or end_session meanwhile
- * detaches the call (its values are returned, not stored), and the entry
- * is linked with no Lua code in between. The recording stays with the
- * call frame until the entry takes it, so an error on the way leaves
- * nothing behind. */
-static void store_result(lua_State *L, int base, cr_call *call, int n) {
+/* The store step of a computation: stores the n values above base (a
+ * failure result when `failure`, kept for failure_ttl). Every callback
+ * (clock, widget source) and every allocation runs first; then the call's
+ * store is read again, since a clear or end_session meanwhile detaches the
+ * call (its values are returned, not stored), and the entry is linked with
+ * no Lua code in between. The recording stays with the call frame until
+ * the entry takes it: if anything here raises, the frame's to-be-closed
+ * slot ends the call and frees it. */
+static void store_result(lua_State *L, int base, cr_call *call, int n, int failure) {
   cr_cache *c = call->cache;
   cr_key key;
   int argkey = 0, ids = 0;
-  double expires = HUGE_VAL;
-  if (c->ttl != HUGE_VAL) expires = cr_now(L, call->S) + c->ttl;
+  double now = 0;
+  if ((failure ? c->failure_ttl : c->ttl) != HUGE_VAL) now = cr_now(L, call->S);
+  key.bytes = call->key;
+  key.len = call->keylen;
+  key.hash = call->hash;
+  key.is_digest = call->is_digest;
+  key.bufs = NULL;
   if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
     argkey = lua_gettop(L);
-    ids = widget_store_key(L, call, argkey, &key);
+    if (call->kind == CR_REFRESH_BG) { /* a refresh keeps the key it refreshes */
+      lua_newtable(L);
+      ids = lua_gettop(L);
+    } else {
+      ids = widget_store_key(L, call, argkey, &key);
+    }
     cr_widget_sets_push(L, c, 1); /* the commit needs it: made here, where Lua may run */
-  } else {
-    key.bytes = call->key;
-    key.len = call->keylen;
-    key.hash = call->hash;
-    key.is_digest = call->is_digest;
-    key.bufs = NULL;
   }
-  if (call->store) cr_store_insert(L, call->store, &key, base + 1, n, &call->recording, expires, argkey, ids);
+  if (call->store)
+    cr_store_insert(L, call->store, &key, base + 1, n, &call->recording, failure, now, argkey, ids);
   cr_key_done(&key);
+  if (argkey) cr_widget_sets_trim(L, c, call); /* made for an entry that was not stored */
 }
 
-/* store_result under lua_pcall: [1] the call, [2..] the values. */
-static int store_step(lua_State *L) {
-  store_result(L, 1, (cr_call *)lua_touserdata(L, 1), lua_gettop(L) - 1);
-  return 0;
+/* A result Lua calls a failure: nil followed by a value that is not nil. */
+static int is_failure(lua_State *L, int base, int n) {
+  return n >= 2 && lua_isnil(L, base + 1) && !lua_isnil(L, base + 2);
+}
+
+/* The computation raised (error object on top) or returned a failure (n
+ * values above base). A background refresh keeps the stale entry. A
+ * recompute of a stale entry serves it if it is still within max_stale.
+ * Otherwise the caller gets the error or the failure, which is kept for
+ * failure_ttl when that is set. Waiters are woken either way: one of them
+ * computes next. */
+static int compute_failed(lua_State *L, int base, cr_call *call, int raised, int n) {
+  cr_cache *c = call->cache;
+  int err = raised ? lua_gettop(L) : base + 2;
+  cr_entry *e = NULL;
+  double now = 0;
+  if (call->kind == CR_REFRESH_BG) {
+    cr_refresh_failed(L, call, err);
+    cr_call_finish(L, call);
+    return 0;
+  }
+  if (call->stale_ok && call->store) {
+    now = cr_now(L, call->S);
+    if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
+  }
+  if (e && !e->failure && now < e->expires_at) {
+    cr_refresh_fallback(L, call, err, now);
+    /* still linked, so a session ending meanwhile detaches it: call->store
+     * is valid or NULL below */
+    call->computing = 0;
+    cr_replay_free_frame(L, call);
+    cr_sched_wake(L, call);
+    e = call->store ? cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest) : NULL;
+    if (e && !e->failure && now < e->expires_at) {
+      lua_settop(L, base);
+      return hit(L, call, e, 1);
+    }
+    call_unlink(call);
+  } else {
+    if (call->kind == CR_REFRESH_FG) c->refresh_failures++;
+    else c->failures++;
+    if (!raised && c->failure_ttl > 0 && call->store) store_result(L, base, call, n, 1);
+    cr_call_finish(L, call);
+  }
+  if (raised) return lua_error(L); /* the error object, unchanged */
+  lua_settop(L, base + n);
+  return n;
 }
 
 static int resume(lua_State *L, int status, lua_KContext ctx) {
@@ -347,6 +477,11 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       lua_pop(L, 1);
       if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
       if (e && e->gen != call->gen) e = NULL; /* replaced while validate yielded */
+      if (ok && call->validating_stale) { /* the stale rules decide, without validating again */
+        call->validated = call->gen;
+        lua_settop(L, base);
+        return lookup(L, base, call);
+      }
       if (ok) {
         if (e) cr_store_touch(e->store, e);
         call->cache->hits++;
@@ -364,26 +499,12 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
         call->spinner = 0;
         spinner_event(L, call, 0, 0);
       }
-      if (status != LUA_OK && status != LUA_YIELD) {
-        call_unlink(call);
-        cr_replay_free_frame(L, call); /* a failed run shows nothing later */
-        return lua_error(L);           /* the error object, unchanged */
-      }
+      if (status != LUA_OK && status != LUA_YIELD) return compute_failed(L, base, call, 1, 1);
       n = lua_gettop(L) - base;
-      if (call->store) {
-        int i;
-        luaL_checkstack(L, n + 3, "cache_resource: too many values to store");
-        lua_pushcfunction(L, store_step);
-        lua_pushvalue(L, base);
-        for (i = 1; i <= n; i++) lua_pushvalue(L, base + i);
-        if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) { /* the clock or the widget source raised */
-          call_unlink(call);
-          cr_replay_free_frame(L, call);
-          return lua_error(L);
-        }
-      }
-      cr_replay_free_frame(L, call);
-      call_unlink(call);
+      if (is_failure(L, base, n)) return compute_failed(L, base, call, 0, n);
+      if (call->store) store_result(L, base, call, n, 0);
+      cr_call_finish(L, call); /* after storing: woken waiters find the entry */
+      if (call->kind == CR_REFRESH_BG) return 0;
       lua_settop(L, base + n);
       return n;
   }
@@ -441,39 +562,108 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   return lookup(L, base, call);
 }
 
+/* A hit that needs nothing but the entry: recency, count, values, replay. */
+static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
+  cr_store_touch(st, e);
+  st->cache->hits++;
+  cr_push_values(L, e);
+  return replay_and_return(L, S, e->replay, e->nvalues);
+}
+
 /* A cached function: a C closure over this function, upvalue 1 its
  * cr_func. Arguments start at 1; a call that leaves the fast path moves the
  * cr_func into slot 1 so the slow path's layout is [1] cr_func, [2..] args. */
+static int general_path(lua_State *L, int nargs, int front_missed);
+
 int cr_func_call(lua_State *L) {
-  cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
-  cr_state *S = f->S;
+  int nargs = lua_gettop(L), front_missed = 0;
+  if (nargs == 1) { /* one string/integer/boolean: the front index, before anything else */
+    int t = lua_type(L, 1);
+    if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+      int found;
+      lua_pushvalue(L, 1);
+      found = lua_rawget(L, lua_upvalueindex(2));
+      if (found != LUA_TLIGHTUSERDATA && found != LUA_TNIL) { /* the value itself */
+        cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+        cr_state *S = f->S;
+        if (!S->closed &&
+            (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))) {
+          f->cache->hits++;
+          return 1;
+        }
+      } else if (found == LUA_TLIGHTUSERDATA) {
+        cr_entry *e = (cr_entry *)lua_touserdata(L, 2);
+        cr_store *st = e->store;
+        cr_state *S = st->cache->S;
+        /* expired entries go first; the C clock runs no Lua code, so e
+         * stays valid across it (a Lua clock takes the general path) */
+        if (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))
+          return fast_hit(L, S, st, e); /* the argument and the lookup stay below: Lua drops them */
+      } else {
+        front_missed = 1;
+      }
+      lua_settop(L, 1);
+    }
+  } else if (nargs == 0) { /* no argument: the cache's pointer to its entry */
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_entry *e;
+    if (!S->closed && c->front_ok && (e = c->front_empty) != NULL &&
+        (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S))))
+      return fast_hit(L, S, c->global, e);
+  }
+  return general_path(L, nargs, front_missed);
+}
+
+/* Everything but a one-argument front hit: kept apart so that path's frame
+ * stays small. */
+static int general_path(lua_State *L, int nargs, int front_missed) {
+  cr_func *f;
+  cr_state *S;
   cr_cache *c;
-  int nargs = lua_gettop(L);
   cr_store *st;
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
+  double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
+  f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+  S = f->S;
   if (S->closed)
     cr_error(L, "cache_resource: a cached function was called after the module was closed "
                          "(from a finalizer running at lua_close)");
   c = f->cache;
   if (S->heap_len) { /* one comparison unless something has expired */
-    double now = cr_now(L, S);
+    now = cr_now(L, S);
     /* the clock may be Lua code that released entries: read the heap again */
     if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
+  if (c->front_ok) { /* the index again: the clock or a sweep may have changed it */
+    if (nargs == 0) {
+      if ((e = c->front_empty) != NULL) return fast_hit(L, S, c->global, e);
+    } else if (nargs == 1 && !front_missed && !(f->any_skip && f->skip[0])) {
+      int t = lua_type(L, 1);
+      if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
+        lua_pushvalue(L, 1);
+        switch (lua_rawget(L, lua_upvalueindex(2))) {
+          case LUA_TLIGHTUSERDATA: return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+          case LUA_TNIL: break;
+          default: c->hits++; return 1; /* the value itself */
+        }
+        lua_settop(L, 1);
+      }
+    }
+  }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
-  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL) {
+  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
+      e->stale_at > now) { /* a stale entry takes the slow path */
     cr_key_done(&key);
-    cr_store_touch(st, e);
-    c->hits++;
-    cr_push_values(L, e);
-    return replay_and_return(L, S, e->replay, e->nvalues);
+    return fast_hit(L, S, st, e);
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

@@ -5,6 +5,11 @@
 #include <string.h>
 #include "cr.h"
 
+/***
+Managing cached functions.
+@module cache_resource
+*/
+
 static cr_state *state_of(lua_State *L) {
   return (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
 }
@@ -33,6 +38,16 @@ static unsigned char *keep_key(lua_State *L, cr_key *key) {
 /* clear(): everything; clear(f): f's entries (the current session's for
  * scope "session", every session's when none is set); clear(f, ...): the
  * one entry a call with those arguments would hit. */
+/***
+Releases entries (their `on_release` runs). `clear()`: every entry of every
+cached function and session; `clear(f)`: every entry of `f` (the current
+session's, for `scope = "session"`); `clear(f, ...)`: the one entry a call
+`f(...)` would hit. A computation in progress still returns its values to
+its caller; they are not stored.
+@function clear
+@tparam[opt] function f a cached function
+@param ... arguments, keyed exactly like a call's
+*/
 static int m_clear(lua_State *L) {
   cr_state *S = state_of(L);
   int n = lua_gettop(L);
@@ -89,7 +104,7 @@ static void push_stats(lua_State *L, cr_cache *c) {
   set_num(L, "ttl", c->ttl);
   if (c->max_entries > 0) set_int(L, "max_entries", c->max_entries);
   else set_num(L, "max_entries", HUGE_VAL);
-  set_str(L, "refresh_mode", "foreground");
+  set_str(L, "refresh_mode", c->refresh_background ? "background" : "foreground");
   set_int(L, "entries", (lua_Integer)entries);
   set_int(L, "hits", c->hits);
   set_int(L, "stale_hits", c->stale_hits);
@@ -103,6 +118,16 @@ static void push_stats(lua_State *L, cr_cache *c) {
 }
 
 /* stats(): one row per cached function, oldest first; stats(f): f's row. */
+/***
+Statistics: `stats()` returns one row per cached function, oldest first;
+`stats(f)` the row of `f`. A row has `name`, `where`, `scope`, `ttl` (seconds,
+`math.huge` without one), `max_entries`, `refresh_mode`, `entries`, `hits`,
+`stale_hits`, `misses`, `failures`, `refreshes`, `refresh_failures`,
+`evictions`, `expirations` and `replay_bytes`.
+@function stats
+@tparam[opt] function f a cached function
+@treturn table a row, or an array of rows
+*/
 static int m_stats(lua_State *L) {
   cr_state *S = state_of(L);
   cr_cache *c;
@@ -120,6 +145,13 @@ static int m_stats(lua_State *L) {
 }
 
 /* info(f): stats(f) plus `options`, a copy of what f was wrapped with. */
+/***
+What `stats(f)` returns, plus `options`: the options `f` was wrapped with
+(durations in seconds).
+@function info
+@tparam function f a cached function
+@treturn table
+*/
 static int m_info(lua_State *L) {
   cr_cache *c = check_cached(L, 1, "info")->cache;
   push_stats(L, c);
@@ -138,18 +170,30 @@ static int m_info(lua_State *L) {
 }
 
 /* peek(f, ...): the entry a call would hit, without computing, validating,
- * replaying, waiting or touching recency and statistics. Returns nothing,
- * or the remaining lifetime in seconds followed by the values. */
+ * replaying, waiting, refreshing or touching recency and statistics.
+ * Returns nothing, or the remaining lifetime in seconds (negative while
+ * stale) followed by the values. */
+/***
+Looks up the entry a call `f(...)` would hit without computing, validating,
+replaying, waiting or refreshing, and without changing recency or statistics. Returns
+nothing at all when there is no entry.
+@function peek
+@tparam function f a cached function
+@param ... arguments, keyed exactly like a call's
+@treturn number the entry's remaining lifetime in seconds (`math.huge`
+without `ttl`, negative while stale)
+@return ... the stored values
+*/
 static int m_peek(lua_State *L) {
   cr_func *f = check_cached(L, 1, "peek");
   cr_state *S = f->S;
   cr_cache *c = f->cache;
   int n = lua_gettop(L);
-  double now = 0;
+  double now = -HUGE_VAL;
   cr_key key;
   cr_store *st;
   cr_entry *e;
-  if (c->ttl != HUGE_VAL) now = cr_now(L, S); /* Lua code, maybe: before any lookup */
+  if (S->heap_len) now = cr_now(L, S); /* Lua code, maybe: before any lookup */
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   lua_getupvalue(L, 1, 1);
   cr_call_key(L, f, lua_gettop(L), 2, n - 1, &key);
@@ -158,7 +202,7 @@ static int m_peek(lua_State *L) {
   e = st ? cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest) : NULL;
   if (e == NULL || e->expires_at <= now) return 0;
   luaL_checkstack(L, e->nvalues + 2, "cache_resource.peek: too many values");
-  lua_pushnumber(L, (lua_Number)(e->expires_at == HUGE_VAL ? HUGE_VAL : e->expires_at - now));
+  lua_pushnumber(L, (lua_Number)(e->stale_at == HUGE_VAL ? HUGE_VAL : e->stale_at - now));
   cr_push_values(L, e);
   return e->nvalues + 1;
 }

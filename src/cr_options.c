@@ -1,5 +1,5 @@
-/* Wrapping a function: option checking (SPEC 2), durations, identity
- * (SPEC 3.1) and the parameter skip mask, all computed once here so the
+/* Wrapping a function: option checking, durations, identity
+ * and the parameter skip mask, all computed once here so the
  * call path never touches the debug library. */
 #include <ctype.h>
 #include <math.h>
@@ -9,11 +9,13 @@
 
 static const char *const option_names[] = {
   "ttl", "max_entries", "validate", "on_release", "hash_funcs", "show_spinner",
-  "show_time", "experimental_allow_widgets", "scope", "name", NULL
+  "show_time", "experimental_allow_widgets", "scope", "name", "refresh_mode", "max_stale",
+  "failure_ttl", NULL
 };
 
 typedef struct cr_opts {
-  double ttl;
+  double ttl, max_stale, failure_ttl;
+  int refresh_background, has_max_stale, has_failure_ttl;
   lua_Integer max_entries;
   int validate, on_release, hash_funcs, spinner_text; /* present in the table */
   int show_spinner, show_time, allow_widgets, session_scope;
@@ -100,7 +102,7 @@ static int unknown_option(lua_State *L, const char *key) {
   if (best) cr_error(L, "cache_resource: unknown option '%s' (did you mean '%s'?)", key, best);
   cr_error(L, "cache_resource: unknown option '%s' (known options: ttl, max_entries, validate, "
                        "on_release, hash_funcs, show_spinner, show_time, experimental_allow_widgets, "
-                       "scope, name)", key);
+                       "scope, name, refresh_mode, max_stale, failure_ttl)", key);
 }
 
 static int is_callable(lua_State *L, int idx) {
@@ -112,8 +114,47 @@ static int is_callable(lua_State *L, int idx) {
   return 0;
 }
 
-static int bad_option(lua_State *L, const char *name, const char *expected, int idx) {
-  cr_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, luaL_typename(L, idx));
+/* Pushes what was given, for messages: `a string "10"`, `2.5`, `a boolean
+ * (true)`, `a table`. */
+static const char *given(lua_State *L, int idx) {
+  luaL_Buffer b;
+  size_t len;
+  const char *s;
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+      s = lua_tolstring(L, idx, &len);
+      luaL_buffinit(L, &b);
+      luaL_addstring(&b, "a string \"");
+      luaL_addlstring(&b, s, len > 40 ? 40 : len);
+      luaL_addstring(&b, len > 40 ? "...\"" : "\"");
+      luaL_pushresult(&b);
+      return lua_tostring(L, -1);
+    case LUA_TNUMBER: return luaL_tolstring(L, idx, NULL);
+    case LUA_TBOOLEAN: return lua_pushstring(L, lua_toboolean(L, idx) ? "a boolean (true)" : "a boolean (false)");
+    default: return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
+  }
+}
+
+CR_NORETURN static void bad_option(lua_State *L, const char *name, const char *expected, int idx) {
+  cr_error(L, "cache_resource: option '%s' must be %s, got %s", name, expected, given(L, idx));
+}
+
+/* A duration option like ttl: seconds >= 0 (math.huge: forever) or a
+ * duration string. */
+static double duration_option(lua_State *L, const char *name, int v) {
+  double d = 0;
+  if (lua_type(L, v) == LUA_TNUMBER) {
+    d = (double)lua_tonumber(L, v);
+    if (!(d >= 0)) bad_option(L, name, ">= 0 seconds", v);
+  } else if (lua_type(L, v) == LUA_TSTRING) {
+    if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &d))
+      cr_error(L, "cache_resource: option '%s': cannot read the duration '%s' (write it like "
+                    "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
+                 name, lua_tostring(L, v));
+  } else {
+    bad_option(L, name, "a number of seconds or a duration string like \"1h\"", v);
+  }
+  return d;
 }
 
 static void check_hash_funcs(lua_State *L, int t) {
@@ -145,9 +186,9 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     if (strcmp(k, "ttl") == 0) {
       if (lua_type(L, v) == LUA_TNUMBER) {
         o->ttl = (double)lua_tonumber(L, v);
-        if (!(o->ttl >= 0)) cr_error(L, "cache_resource: option 'ttl' must be >= 0 seconds, got %f", o->ttl);
+        if (!(o->ttl >= 0)) bad_option(L, k, ">= 0 seconds", v);
       } else if (lua_type(L, v) == LUA_TSTRING) {
-        if (!cr_parse_duration(lua_tostring(L, v), &o->ttl))
+        if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &o->ttl))
           cr_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
                         "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                      lua_tostring(L, v));
@@ -158,8 +199,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
       if (!isint || lua_type(L, v) != LUA_TNUMBER || o->max_entries < 1)
-        cr_error(L, "cache_resource: option 'max_entries' must be an integer >= 1, got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "an integer >= 1", v);
     } else if (strcmp(k, "validate") == 0 || strcmp(k, "on_release") == 0) {
       if (!is_callable(L, v)) bad_option(L, k, "a function", v);
       if (k[0] == 'v') o->validate = 1;
@@ -180,8 +220,18 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
       if (s && strcmp(s, "session") == 0) o->session_scope = 1;
       else if (!s || strcmp(s, "global") != 0)
-        cr_error(L, "cache_resource: option 'scope' must be \"global\" or \"session\", got %s",
-                   luaL_tolstring(L, v, NULL));
+        bad_option(L, k, "\"global\" or \"session\"", v);
+    } else if (strcmp(k, "refresh_mode") == 0) {
+      const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : NULL;
+      if (s && strcmp(s, "background") == 0) o->refresh_background = 1;
+      else if (!s || strcmp(s, "foreground") != 0)
+        bad_option(L, k, "\"foreground\" or \"background\"", v);
+    } else if (strcmp(k, "max_stale") == 0) {
+      o->max_stale = duration_option(L, k, v);
+      o->has_max_stale = 1;
+    } else if (strcmp(k, "failure_ttl") == 0) {
+      o->failure_ttl = duration_option(L, k, v);
+      o->has_failure_ttl = 1;
     } else if (strcmp(k, "name") == 0) {
       if (lua_type(L, v) != LUA_TSTRING || lua_rawlen(L, v) == 0) bad_option(L, k, "a non-empty string", v);
       o->name = lua_tostring(L, v);
@@ -190,6 +240,10 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
     }
     lua_settop(L, v - 1);
   }
+  if (o->refresh_background && !(o->ttl > 0 && o->ttl != HUGE_VAL))
+    cr_error(L, "cache_resource: option 'refresh_mode' = \"background\" requires option 'ttl' > 0 (the age at "
+                  "which an entry is refreshed)");
+  if (!o->has_max_stale) o->max_stale = o->refresh_background ? o->ttl : 0;
 }
 
 void cr_check_options(lua_State *L, int opts) {
@@ -220,6 +274,9 @@ static void set_ref(lua_State *L, int *ref, int present, int opts, const char *f
  * `name`) re-wrapped in a script re-run brings fresh callback closures. */
 static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
   c->ttl = o->ttl;
+  c->max_stale = o->max_stale;
+  c->failure_ttl = o->failure_ttl;
+  c->refresh_background = o->refresh_background;
   c->max_entries = o->max_entries;
   set_ref(L, &c->validate_ref, o->validate, opts, "validate");
   set_ref(L, &c->on_release_ref, o->on_release, opts, "on_release");
@@ -244,6 +301,16 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->session_scope = o->session_scope;
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
+  {
+    int was_values = c->front_values;
+    /* its hits trust that nothing in the process expired: an entry that
+     * can be stale before it expires (max_stale) is looked up by key */
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0;
+    /* a hit by value skips the entry: only where no hit needs to touch it */
+    c->front_values = c->front_ok && c->max_entries == 0;
+    if (!c->front_ok || (was_values && !c->front_values))
+      cr_front_reset(L, c); /* calls read the index before these options */
+  }
 }
 
 /* Pushes the Lua function that describes fn (fn, or a table's __call). */
@@ -261,6 +328,8 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
   c->anchor_ref = c->widget_sets_ref = c->options_ref = LUA_NOREF;
+  lua_newtable(L);
+  c->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (lua_istable(L, fn) && name == NULL) { /* no other table may reuse the address */
     lua_pushvalue(L, fn);
     c->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -323,11 +392,20 @@ static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) 
     lua_pushnumber(L, o->ttl);
     lua_setfield(L, -2, "ttl");
   }
+  if (o->has_max_stale) {
+    lua_pushnumber(L, o->max_stale);
+    lua_setfield(L, -2, "max_stale");
+  }
+  if (o->has_failure_ttl) {
+    lua_pushnumber(L, o->failure_ttl);
+    lua_setfield(L, -2, "failure_ttl");
+  }
   c->options_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* Returns the cached function: a C closure over cr_func_call with the
- * cr_func userdata as its one upvalue, so type(f) == "function". */
+/* Returns the cached function: a C closure over cr_func_call, so
+ * type(f) == "function". Upvalue 1: the cr_func userdata; upvalue 2: the
+ * cache's front index table (cr_front.c). */
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   cr_opts o;
   unsigned char id[16];
@@ -363,6 +441,10 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts) {
   luaL_setmetatable(L, CR_FUNC_MT);
   lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, 1);
-  lua_pushcclosure(L, cr_func_call, 1);
+  /* a skipped first parameter: one argument is not the key, so this
+   * closure gets an index of its own that stays empty */
+  if (f->any_skip && f->skip[0]) lua_newtable(L);
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_pushcclosure(L, cr_func_call, 2);
   return 1;
 }

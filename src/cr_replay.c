@@ -1,4 +1,4 @@
-/* Replay of UI calls (SPEC 6): replayable UI functions, the record format,
+/* Replay of UI calls: replayable UI functions, the record format,
  * per-coroutine recording frames and the widget hooks.
  *
  * A record is [varint replayable id][varint nargs][argument]*; a string
@@ -12,6 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cr.h"
+
+/***
+Replay of UI calls.
+@module cache_resource
+*/
 
 /* ---- buffers ----------------------------------------------------------- */
 
@@ -315,7 +320,7 @@ static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* Replays rp's records in order, then returns the nvalues values on top of
- * the stack (SPEC 6.2). `direct`: nothing would record these calls (no
+ * the stack. `direct`: nothing would record these calls (no
  * computation of this coroutine encloses the hit), so call the UI functions
  * themselves rather than their replayables (one C layer less). */
 int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct) {
@@ -349,6 +354,13 @@ int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int dir
  * function whose recorded UI calls this coroutine is replaying, or nil.
  * A replay is found by its anchor among the temporaries of a cached
  * function's frame; only error messages ask, so walking the stack is fine. */
+/***
+The cached function whose recorded UI calls are being replayed.
+@function replaying
+@treturn string|nil the display name of the innermost cached function whose
+recorded UI calls this coroutine is replaying, or `nil`
+@within UI integration
+*/
 static int m_replaying(lua_State *L) {
   lua_Debug ar;
   int level;
@@ -391,6 +403,9 @@ static int replayable_done(lua_State *L, int status, lua_KContext ctx) {
 
 static int replayable_call(lua_State *L) {
   int nargs = lua_gettop(L), i;
+  cr_state *S = state_up(L);
+  /* a background refresh records what it shows, but no page is being built for it */
+  if (S->refreshing && cr_refresh_running(S, L)) return replayable_done(L, LUA_OK, nargs);
   luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
   lua_pushvalue(L, lua_upvalueindex(2));
   for (i = 1; i <= nargs; i++) lua_pushvalue(L, i);
@@ -400,6 +415,21 @@ static int replayable_call(lua_State *L) {
 
 /* cache_resource.replayable(fn [, name]): the same fn gives the same UI
  * call, so script re-runs do not grow the table of replayables. */
+/***
+Makes a UI call that cached functions record and replay. Calling it always
+calls `fn` live; while the calling coroutine computes cached functions, the
+call and its arguments are also recorded into each of them, and every later
+hit of those entries calls `fn` again with the same arguments, in order,
+before returning the cached values.
+@function replayable
+@tparam function fn what shows something (writes text, adds an element)
+@tparam[opt] string name a name for it in error messages
+@treturn function the UI call; the same `fn` always gives the same one
+@usage local text = cache_resource.replayable(function(s) io.write(s, "\n") end, "text")
+local foo = cache_resource(function(x) text(x); return x end)
+foo(1); text("---"); foo(1)     --> 1, ---, 1
+@within UI integration
+*/
 static int m_replayable(lua_State *L) {
   cr_state *S = state_up(L);
   cr_check_open(L, S); /* its tables are gone after lua_close freed the state */
@@ -429,6 +459,17 @@ static int m_replayable(lua_State *L) {
  * value it returned. Computations that allow widgets remember it (their key
  * grows by it); returns true when some enclosing computation does not
  * allow widgets, so the UI shows CachedWidgetWarning. */
+/***
+Reports the value a widget returned, from a widget function. A cached
+function wrapped with `experimental_allow_widgets` remembers it: its entry
+is keyed by its arguments and the values of the widgets it read.
+@function widget_used
+@param id the widget's id
+@param value the value it returned
+@treturn boolean `true` when a cached function computing in this coroutine
+does not allow widgets (the UI then shows a `CachedWidgetWarning`)
+@within UI integration
+*/
 static int m_widget_used(lua_State *L) {
   cr_state *S = state_up(L);
   cr_call *c;
@@ -476,6 +517,12 @@ static int m_widget_used(lua_State *L) {
 
 /* cache_resource.computing(): the display name of the innermost cached
  * function this coroutine is computing, or nil. */
+/***
+The cached function this coroutine is computing.
+@function computing
+@treturn string|nil the display name of the innermost one, or `nil`
+@within UI integration
+*/
 static int m_computing(lua_State *L) {
   cr_state *S = state_up(L);
   cr_call *c;
@@ -499,10 +546,25 @@ static int set_hook(lua_State *L, int *ref) {
   return 0;
 }
 
+/***
+Sets the UI's spinner. While the outermost cached function of a coroutine
+computes a miss (with `show_spinner` on), `hook("start", text, show_time)` is
+called before and `hook("stop")` after; the spinner is never recorded.
+@function set_spinner
+@tparam[opt] function hook `nil` removes it
+@within UI integration
+*/
 static int m_set_spinner(lua_State *L) {
   return set_hook(L, &state_up(L)->spinner_ref);
 }
 
+/***
+Sets where the current value of a widget comes from, for cached functions
+keyed by widget values: `source(id)` returns it.
+@function set_widget_source
+@tparam[opt] function source `nil` removes it
+@within UI integration
+*/
 static int m_set_widget_source(lua_State *L) {
   return set_hook(L, &state_up(L)->widget_source_ref);
 }

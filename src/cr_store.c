@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+/* inlined from the header, as in cr_key.c: the module does not link libxxhash */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 #include "cr.h"
 
@@ -34,7 +36,14 @@ double cr_now(lua_State *L, cr_state *S) {
     return t;
   } else {
     struct timespec ts;
+    /* read on every call while something has a ttl: the coarse clock
+     * (a few ms of resolution, far finer than any sensible ttl) costs a
+     * fraction of the precise one where the kernel has it */
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
     clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
   }
 }
@@ -250,11 +259,29 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   return c->last_store = st;
 }
 
+/* Word-wise: keys are short, and a memcmp call costs more than comparing. */
+static inline uint64_t load8(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+static inline int same_bytes(const unsigned char *a, const unsigned char *b, size_t n) {
+  size_t i;
+  if (n < 8) {
+    for (i = 0; i < n; i++)
+      if (a[i] != b[i]) return 0;
+    return 1;
+  }
+  for (i = 0; i + 8 < n; i += 8)
+    if (load8(a + i) != load8(b + i)) return 0;
+  return load8(a + n - 8) == load8(b + n - 8); /* the last word, overlapping the one before */
+}
+
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest) {
   cr_entry *e;
   for (e = st->buckets[hash & st->mask]; e; e = e->hnext)
-    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest &&
-        memcmp(CR_ENTRY_KEY(e), key, len) == 0)
+    if (e->hash == hash && e->keylen == len && e->is_digest == is_digest && same_bytes(CR_ENTRY_KEY(e), key, len))
       return e;
   return NULL;
 }
@@ -318,11 +345,22 @@ int cr_widget_sets_push(lua_State *L, cr_cache *c, int create) {
   return 1;
 }
 
-static int cache_in_flight(const cr_state *S, const cr_cache *c) {
+/* Is a call of c other than `self` in its store step? Between making sure
+ * the widget sets exist and linking its entry, it counts on them. */
+static int cache_storing(const cr_state *S, const cr_cache *c, const cr_call *self) {
   const cr_call *call;
   for (call = S->calls; call; call = call->next)
-    if (call->cache == c) return 1;
+    if (call->cache == c && call->storing && call != self) return 1;
   return 0;
+}
+
+/* Drops c's widget sets when no argument key is left in them (a store
+ * step made them, then stored nothing). */
+void cr_widget_sets_trim(lua_State *L, cr_cache *c, const cr_call *self) {
+  if (c->widget_keys == 0 && c->widget_sets_ref != LUA_NOREF && !cache_storing(c->S, c, self)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+    c->widget_sets_ref = LUA_NOREF;
+  }
 }
 
 /* Counts an entry stored under the argument key at argkey; `ids` is the
@@ -356,9 +394,9 @@ static int widget_count(lua_State *L, cr_cache *c, int argkey, int ids) {
 
 /* The entry of argument key `ref` went: when it was the last one, the key
  * leaves the widget sets, and the table itself goes with its last key
- * (unless a call of the cache is in flight: its store step may use it).
+ * (unless a call of the cache is in its store step, which uses it).
  * Uses no allocating API call. */
-static void widget_uncount(lua_State *L, cr_state *S, cr_cache *c, int ref) {
+static void widget_uncount(lua_State *L, cr_cache *c, int ref) {
   if (c->widget_sets_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
@@ -378,10 +416,7 @@ static void widget_uncount(lua_State *L, cr_state *S, cr_cache *c, int ref) {
       }
     }
     lua_pop(L, 2);
-    if (c->widget_keys == 0 && !cache_in_flight(S, c)) {
-      luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
-      c->widget_sets_ref = LUA_NOREF;
-    }
+    cr_widget_sets_trim(L, c, NULL);
   }
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
@@ -390,13 +425,15 @@ static void widget_uncount(lua_State *L, cr_state *S, cr_cache *c, int ref) {
 
 /* Unlinks e from st (its store) and frees it. When on_release is to be
  * called, pushes it and e's values (room checked by the caller) and
- * returns how many values; else returns -1. Runs no Lua code. */
-static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason why) {
+ * returns how many values; else returns -1. Runs no Lua code: what the
+ * front index must forget is left in *gone, for cr_front_forget. */
+static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason why, cr_front_gone *gone) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry **pp;
   int i, n = e->nvalues;
   int notify = why != CR_DROP && c->on_release_ref != LUA_NOREF;
+  cr_front_note(e, gone);
   if (notify) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_release_ref);
     cr_push_values(L, e);
@@ -416,7 +453,7 @@ static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason 
     c->replay_bytes -= e->replay->buf.len;
     cr_replay_unref(L, e->replay);
   }
-  if (e->argkey_ref != LUA_NOREF) widget_uncount(L, S, c, e->argkey_ref);
+  if (e->argkey_ref != LUA_NOREF) widget_uncount(L, c, e->argkey_ref);
   free(e);
   return notify ? n : -1;
 }
@@ -439,9 +476,13 @@ static void entry_notify(lua_State *L, cr_cache *c, int n) {
  * its store unless pinned. */
 static void store_release(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason why) {
   cr_cache *c = st->cache;
+  cr_front_gone gone;
+  int n;
   if (why != CR_DROP && c->on_release_ref != LUA_NOREF)
     luaL_checkstack(L, e->nvalues + 4, "cache_resource: releasing an entry");
-  entry_notify(L, c, entry_detach(L, st, e, why));
+  n = entry_detach(L, st, e, why, &gone);
+  cr_front_forget(L, &gone); /* may run Lua: e is gone from every structure */
+  entry_notify(L, c, n);
 }
 
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
@@ -450,34 +491,47 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
 
 /* Links a new entry for key holding the n values at first.. and the
  * recorded calls *rpp (taken: *rpp becomes NULL). This is the commit of a
- * store step: the caller has run every callback it needed and checked that
- * st is live; no Lua code runs here until the entry is linked. Then the
- * entry it replaces and what max_entries evicts are released, with st
- * pinned. expires: HUGE_VAL without ttl. Widget caches pass the stack
- * indexes of the argument key string and of the ids table the key was
- * built from (else 0, 0). */
+ * store step: the caller has run every callback it needed (the clock read
+ * `now`, when the entry has a lifetime) and checked that st is live; no
+ * Lua code runs here until the entry is linked. Then the front index
+ * learns of it, and the entry it replaces and what max_entries evicts are
+ * released, with st pinned. A value is fresh for ttl, then stale for
+ * max_stale; a failure result lives failure_ttl and is never stale.
+ * Widget caches pass the stack indexes of the argument key string and of
+ * the ids table the key was built from (else 0, 0). */
 void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
-                     double expires, int argkey, int ids) {
+                     int failure, double now, int argkey, int ids) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry *e, *old;
+  cr_front_gone gone;
   int i, released = -1;
   size_t excess;
+  uint64_t gen;
+  double stale = HUGE_VAL, expires = HUGE_VAL, ttl = failure ? c->failure_ttl : c->ttl;
   if (st->dead) return;
+  if (ttl != HUGE_VAL) {
+    stale = now + ttl;
+    expires = failure ? stale : stale + c->max_stale;
+  }
   old = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
   /* everything that may raise, before anything changes */
   if (old && c->on_release_ref != LUA_NOREF)
     luaL_checkstack(L, old->nvalues + 4, "cache_resource: releasing an entry");
-  if (expires != HUGE_VAL) heap_reserve(L, S);
+  if (stale != HUGE_VAL) heap_reserve(L, S);
   e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
   if (e == NULL) cr_error(L, "cache_resource: out of memory (entry)");
   e->store = st;
   e->hash = key->hash;
-  e->gen = ++S->next_gen;
+  e->gen = gen = ++S->next_gen;
+  e->stale_at = stale;
   e->expires_at = expires;
+  e->retry_at = -HUGE_VAL;
+  e->failure = failure;
   e->heap_pos = CR_NO_HEAP;
   e->keylen = key->len;
   e->is_digest = key->is_digest;
+  e->front = CR_FRONT_NONE;
   e->nvalues = n;
   e->replay = *rpp;
   *rpp = NULL;
@@ -490,15 +544,20 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
   /* counted before the replaced entry uncounts the same argument key */
   e->argkey_ref = argkey ? widget_count(L, c, argkey, ids) : LUA_NOREF;
-  if (old) released = entry_detach(L, st, old, CR_CLEAR); /* a takeover raced an owner */
-  if (expires != HUGE_VAL) heap_push(S, e);
+  if (old) released = entry_detach(L, st, old, CR_CLEAR, &gone); /* a takeover raced an owner */
+  /* in the heap as soon as it can go stale: the hit path then reads the clock */
+  if (stale != HUGE_VAL) heap_push(S, e);
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
   lru_push(st, e);
   /* load factor <= 1/2: a hit in a big store then rarely walks past a
    * second entry, each of which is a cache miss */
   if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
+  /* linked: from here Lua code may run */
   st->pins++;
+  if (old) cr_front_forget(L, &gone); /* first: it clears whatever its key maps to */
+  e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
+  if (e && e->gen == gen) cr_front_add(L, st, e);
   entry_notify(L, c, released);
   /* bounded: an on_release that stores entries cannot keep this going */
   excess = (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries)
@@ -741,6 +800,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
   for (c = S->caches; c; c = cnext) {
     cr_store *st, *next;
     cnext = c->next;
+    cr_front_reset(L, c); /* a finalizer calling a cached function now takes the path that sees `closed` */
     if (c->global) store_free_entries(L, c->global);
     for (st = c->session_stores; st; st = next) {
       next = st->next_of_cache;
@@ -753,6 +813,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
     free(c->name);
     free(c->where);
     free(c);
@@ -769,6 +830,7 @@ void cr_state_free(lua_State *L, cr_state *S) {
   free(S->heap);
   luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
+  cr_sched_free(L, S);
   luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);

@@ -1,46 +1,180 @@
---- cache_resource.server: serves an app script as a web page (make serve).
+--- cache_resource.server: serves an app script as a Streamlit-like web page.
 --
--- Every browser gets a session (a cookie) and its own ui.session; a GET of
--- "/" re-runs the script in that session and returns page:render("html");
--- a widget change posts to "/set" and the page reloads. Sessions idle for
--- `idle` seconds end, which releases their session-scoped entries. Built on
--- lua-cqueues; binds to loopback unless told otherwise.
+-- Every browser gets a session (a cookie) and its own ui.session. A GET of
+-- "/" re-runs the script in that session and streams the page while the
+-- script runs: whenever a cached function misses, the page so far and its
+-- spinner are sent at once (before the function starts, even when it never
+-- yields), and replaced when it ends. A widget change posts to "/set" and the
+-- page re-runs. Without JavaScript the page is a form with an Apply button.
+-- Sessions idle for `idle` seconds end, which releases their session-scoped
+-- entries; at most `max_sessions` live at once (the least recently used idle
+-- one ends first). Built on lua-cqueues; binds to loopback unless told
+-- otherwise. Script runs never interleave: ui keeps one current run.
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 local condition = require "cqueues.condition"
+local errno = require "cqueues.errno"
 local cr = require "cache_resource"
 local ui = require "cache_resource.ui"
 
 local M = {}
 
-local STATUS = { [200] = "OK", [204] = "No Content", [400] = "Bad Request", [404] = "Not Found",
-  [405] = "Method Not Allowed", [408] = "Request Timeout", [413] = "Payload Too Large",
-  [431] = "Request Header Fields Too Large", [500] = "Internal Server Error" }
+local STATUS = { [200] = "OK", [204] = "No Content", [303] = "See Other", [400] = "Bad Request",
+  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout", [410] = "Gone",
+  [413] = "Payload Too Large", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error" }
 
-local PAGE = [[<!doctype html>
-<html><head><meta charset="utf-8"><title>%s</title>
-<style>
-body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-.cr-alert { padding: .6rem .8rem; border-radius: .4rem; margin: .5rem 0; }
-.cr-success { background: #e3f6e8; } .cr-info { background: #e4eefb; } .cr-warning { background: #fdf3d6; }
-.cr-error, .cr-exception { background: #fbe3e3; white-space: pre-wrap; }
-.cr-container { border-left: 3px solid #ddd; padding-left: .8rem; }
-label { display: block; margin: .6rem 0; } pre { background: #f5f5f5; padding: .5rem; white-space: pre-wrap; word-break: break-word; }
-small.cr-caption { color: #777; display: block; }
-</style></head><body>
-%s
-<script>
-document.querySelectorAll('[data-widget]').forEach(function (el) {
-  var button = el.tagName === 'BUTTON';
-  el.addEventListener(button ? 'click' : 'change', function (e) {
-    e.preventDefault();
-    var value = el.type === 'checkbox' ? String(el.checked) : (button ? 'true' : el.value);
-    fetch('/set', { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ id: el.name, value: value }) }).then(function () { location.reload(); });
-  });
-});
-</script></body></html>
+local CSS = [[
+:root { --cr-primary: #ff4b4b; --cr-text: #31333f; --cr-muted: rgba(49, 51, 63, .6); --cr-line: rgba(49, 51, 63, .2);
+  --cr-soft: #f0f2f6; font-family: "Source Sans Pro", "Source Sans 3", system-ui, -apple-system, "Segoe UI", sans-serif; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--cr-text); background: #fff; font-size: 16px; line-height: 1.6; }
+.cr-bar { position: fixed; top: 0; left: 0; right: 0; height: 3rem; z-index: 10; display: flex; align-items: center;
+  justify-content: space-between; padding: 0 1rem; background: rgba(255, 255, 255, .92); border-bottom: 1px solid #eee; }
+.cr-bar::before { content: ""; position: absolute; top: 0; left: 0; right: 0; height: 3px;
+  background: linear-gradient(90deg, #ff4b4b, #ffbd45); }
+.cr-brand { font-weight: 600; font-size: .95rem; }
+.cr-status { display: flex; align-items: center; gap: .5rem; font-size: .85rem; color: var(--cr-muted); }
+.cr-status .cr-spin { width: 1rem; height: 1rem; }
+.cr-apply { font: inherit; font-size: .85rem; padding: .2rem .8rem; border-radius: .5rem; border: 1px solid var(--cr-primary);
+  background: var(--cr-primary); color: #fff; cursor: pointer; margin-left: 1rem; }
+.cr-notice { position: relative; z-index: 5; margin: 3.5rem auto 0; max-width: 46rem; padding: .75rem 1rem; border-radius: .5rem;
+  background: rgba(255, 227, 18, .15); color: #926c05; }
+.cr-notice + .cr-stage .cr-main, .cr-notice + .cr-notice { padding-top: 1.5rem; }
+.cr-page { display: flex; min-height: 100vh; align-items: stretch; }
+.cr-sidebar { flex: 0 0 21rem; width: 21rem; background: var(--cr-soft); padding: 5rem 1.5rem 2rem; }
+.cr-main { flex: 1 1 auto; min-width: 0; max-width: 48rem; margin: 0 auto; padding: 5rem 1rem 6rem; }
+body.cr-rerunning .cr-final { opacity: .45; transition: opacity .3s .3s; }
+h1.cr-title { font-size: 2.75rem; font-weight: 700; line-height: 1.2; margin: 1rem 0 1rem; }
+h2.cr-header { font-size: 2rem; font-weight: 600; line-height: 1.2; margin: 1.5rem 0 .75rem; }
+h3.cr-subheader { font-size: 1.5rem; font-weight: 600; line-height: 1.2; margin: 1.25rem 0 .5rem; }
+.cr-sidebar h1.cr-title { font-size: 2rem; } .cr-sidebar h2.cr-header { font-size: 1.5rem; margin-top: 0; }
+.cr-sidebar h3.cr-subheader { font-size: 1.25rem; }
+p.cr-write, .cr-markdown p { margin: 0 0 1rem; } p.cr-caption { font-size: .875rem; color: var(--cr-muted); margin: 0 0 1rem; }
+pre { font-family: "Source Code Pro", ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .875rem; }
+pre.cr-text { white-space: pre-wrap; margin: 0 0 1rem; font-size: .9rem; }
+pre.cr-code, pre.cr-json { background: var(--cr-soft); border-radius: .5rem; padding: 1rem; margin: 0 0 1rem;
+  white-space: pre-wrap; word-break: break-word; }
+code { background: var(--cr-soft); border-radius: .25rem; padding: .1rem .25rem; font-size: .875em; }
+hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem 0; }
+.cr-alert { display: flex; gap: .75rem; padding: 1rem; border-radius: .5rem; margin: 0 0 1rem; }
+.cr-alert-body { white-space: pre-wrap; word-break: break-word; min-width: 0; }
+.cr-success { background: rgba(33, 195, 84, .1); color: #177233; } .cr-info { background: rgba(28, 131, 225, .1); color: #004280; }
+.cr-warning { background: rgba(255, 227, 18, .1); color: #926c05; }
+.cr-error, .cr-exception { background: rgba(255, 43, 43, .09); color: #7d353b; }
+.cr-trace summary { cursor: pointer; margin-top: .5rem; } .cr-trace pre { margin: .25rem 0 0; color: var(--cr-text); }
+.cr-container.cr-border { border: 1px solid var(--cr-line); border-radius: .5rem; padding: 1rem; margin: 0 0 1rem; }
+.cr-columns { display: flex; align-items: flex-start; gap: 1rem; margin: 0 0 .5rem; }
+.cr-columns.cr-gap-medium { gap: 2rem; } .cr-columns.cr-gap-large { gap: 4rem; }
+.cr-column { min-width: 0; }
+.cr-expander { border: 1px solid var(--cr-line); border-radius: .5rem; margin: 0 0 1rem; }
+.cr-expander > summary { cursor: pointer; padding: .6rem 1rem; font-size: .95rem; }
+.cr-expander > summary:hover { color: var(--cr-primary); }
+.cr-expander-body { padding: .25rem 1rem .5rem; }
+.cr-widget { margin: 0 0 1rem; }
+.cr-label { display: block; font-size: .875rem; margin-bottom: .25rem; }
+.cr-label-hidden { visibility: hidden; } .cr-label-collapsed { display: none; }
+.cr-help { display: inline-block; width: 1rem; height: 1rem; line-height: 1rem; text-align: center; border-radius: 50%;
+  border: 1px solid var(--cr-muted); color: var(--cr-muted); font-size: .7rem; margin-left: .35rem; cursor: help; }
+.cr-widget input[type=text], .cr-widget input[type=password], .cr-widget input[type=number], .cr-widget select {
+  width: 100%; font: inherit; font-size: .95rem; color: inherit; background: var(--cr-soft); border: 1px solid transparent;
+  border-radius: .5rem; padding: .45rem .75rem; outline: none; }
+.cr-widget input:focus, .cr-widget select:focus { border-color: var(--cr-primary); }
+.cr-sidebar .cr-widget input[type=text], .cr-sidebar .cr-widget input[type=number], .cr-sidebar .cr-widget select { background: #fff; }
+.cr-slider-head { display: flex; justify-content: space-between; align-items: baseline; }
+.cr-slider output { color: var(--cr-primary); font-size: .875rem; font-weight: 600; }
+.cr-slider input[type=range] { width: 100%; accent-color: var(--cr-primary); margin: .25rem 0 0; }
+.cr-slider-ends { display: flex; justify-content: space-between; font-size: .75rem; color: var(--cr-muted); }
+.cr-check { display: flex; align-items: center; gap: .5rem; cursor: pointer; font-size: .95rem; }
+.cr-check input { width: 1rem; height: 1rem; accent-color: var(--cr-primary); margin: 0; }
+.cr-toggle .cr-check input { position: absolute; opacity: 0; width: 1px; height: 1px; }
+.cr-switch { position: relative; width: 2rem; height: 1.1rem; border-radius: 1rem; background: #d6d6d9; transition: background .15s; flex: none; }
+.cr-switch::after { content: ""; position: absolute; top: .15rem; left: .15rem; width: .8rem; height: .8rem; border-radius: 50%;
+  background: #fff; transition: left .15s; }
+.cr-toggle input:checked + .cr-switch { background: var(--cr-primary); }
+.cr-toggle input:checked + .cr-switch::after { left: 1.05rem; }
+fieldset.cr-radio { border: 0; padding: 0; margin: 0 0 1rem; }
+fieldset.cr-radio legend { padding: 0; }
+.cr-choices { display: flex; flex-direction: column; gap: .15rem; } .cr-horizontal .cr-choices { flex-direction: row; gap: 1rem; }
+.cr-choice { display: flex; align-items: center; gap: .5rem; cursor: pointer; }
+.cr-choice input { accent-color: var(--cr-primary); margin: 0; }
+.cr-button { font: inherit; font-size: .95rem; padding: .35rem .85rem; border-radius: .5rem; cursor: pointer;
+  border: 1px solid var(--cr-line); background: #fff; color: inherit; }
+.cr-button:hover { border-color: var(--cr-primary); color: var(--cr-primary); }
+.cr-button-primary { background: var(--cr-primary); border-color: var(--cr-primary); color: #fff; }
+.cr-button-primary:hover { color: #fff; filter: brightness(.95); }
+.cr-button-tertiary { border-color: transparent; background: none; } .cr-wide { width: 100%; }
+.cr-dropzone { display: flex; flex-direction: column; gap: .25rem; padding: 1rem; border-radius: .5rem; background: var(--cr-soft); }
+.cr-dropzone small { color: var(--cr-muted); }
+.cr-spinner { display: flex; align-items: center; gap: .6rem; margin: 0 0 1rem; font-size: .95rem; }
+.cr-elapsed { color: var(--cr-muted); font-variant-numeric: tabular-nums; }
+.cr-spin { display: inline-block; width: 1.25rem; height: 1.25rem; border-radius: 50%; border: 3px solid rgba(255, 75, 75, .2);
+  border-top-color: var(--cr-primary); animation: cr-turn 1s linear infinite; flex: none; }
+@keyframes cr-turn { to { transform: rotate(360deg); } }
+.cr-toast { position: fixed; right: 1rem; bottom: 1rem; max-width: 30rem; z-index: 20; }
+@media (max-width: 800px) { .cr-page { flex-direction: column; } .cr-sidebar { width: auto; flex: none; padding-top: 4rem; }
+  .cr-columns { flex-direction: column; } .cr-column { width: 100%; } }
 ]]
+
+-- In the head: what the streamed parts need while the script still runs.
+local HEAD_JS = [[
+window.cr = { drop: function (n) { var e = document.getElementById('cr-s' + n); if (e) e.remove(); } };
+setInterval(function () {
+  document.querySelectorAll('.cr-spinner[data-show-time]').forEach(function (el) {
+    if (!el.dataset.t0) el.dataset.t0 = String(Date.now());
+    var t = el.querySelector('.cr-elapsed');
+    if (t) t.textContent = '(' + ((Date.now() - Number(el.dataset.t0)) / 1000).toFixed(1) + ' s)';
+  });
+}, 100);
+]]
+
+-- After the final page: widgets post their new value, then the page re-runs.
+local PAGE_JS = [[
+(function () {
+  var form = document.getElementById('cr-form');
+  if (!form) return;
+  function toast(text) {
+    var box = document.createElement('div');
+    box.className = 'cr-alert cr-error cr-toast';
+    box.setAttribute('role', 'alert');
+    box.textContent = text;
+    document.body.appendChild(box);
+    setTimeout(function () { box.remove(); }, 6000);
+  }
+  function post(id, value) {
+    document.body.classList.add('cr-rerunning');
+    fetch('/set', { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ id: id, value: value }) }).then(function (r) {
+      if (r.status === 204 || r.status === 410) { location.reload(); return; }
+      return r.text().then(function (t) { document.body.classList.remove('cr-rerunning'); toast(t); });
+    }, function () { location.reload(); });
+  }
+  form.addEventListener('submit', function (e) { e.preventDefault(); });
+  form.querySelectorAll('[data-widget]').forEach(function (el) {
+    var kind = el.dataset.widget;
+    if (kind === 'button') {
+      el.addEventListener('click', function (e) { e.preventDefault(); post(el.name, 'true'); });
+    } else if (kind === 'checkbox' || kind === 'toggle') {
+      el.addEventListener('change', function () { post(el.name, String(el.checked)); });
+    } else {
+      if (kind === 'slider') el.addEventListener('input', function () {
+        var out = el.parentNode.querySelector('output');
+        if (out) out.textContent = el.value;
+      });
+      el.addEventListener('change', function () { post(el.name, el.value); });
+    }
+  });
+  form.querySelectorAll('details.cr-expander').forEach(function (d, i) {
+    var key = 'cr-expander:' + i + ':' + d.querySelector('summary').textContent;
+    var saved = sessionStorage.getItem(key);
+    if (saved !== null) d.open = saved === '1';
+    d.addEventListener('toggle', function () { sessionStorage.setItem(key, d.open ? '1' : '0'); });
+  });
+})();
+]]
+
+local function esc(s)
+  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+end
 
 local function url_decode(s)
   s = s:gsub("+", " ")
@@ -48,6 +182,8 @@ local function url_decode(s)
 end
 
 --- Parses an application/x-www-form-urlencoded body; nil on malformed input.
+-- A repeated name keeps its last value (a checkbox posts "false", then
+-- "true" when ticked).
 function M.parse_form(body)
   local out = {}
   if body == "" then return out end
@@ -62,13 +198,15 @@ end
 
 local function random_id()
   local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(16) or tostring(os.time()) .. tostring({})
+  local bytes = f and f:read(16) or tostring(os.time()) .. tostring({}) .. tostring(os.clock())
   if f then f:close() end
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
---- Converts a posted string to the widget's value type; nil, message on error.
-function M.convert(kind, opts, text)
+--- Converts a posted string to the widget's value; nil, message on error.
+-- `params` are the widget's parameters (session:widget(id).params);
+-- selectbox and radio post the 1-based index of the option.
+function M.convert(kind, params, text)
   if kind == "checkbox" or kind == "toggle" or kind == "button" then
     if text == "true" or text == "on" then return true end
     if text == "false" or text == "off" then return false end
@@ -76,11 +214,11 @@ function M.convert(kind, opts, text)
   elseif kind == "slider" or kind == "number_input" then
     local n = tonumber(text)
     if not n then return nil, kind .. " takes a number" end
-    return math.tointeger(n) or n
+    return n
   elseif kind == "selectbox" or kind == "radio" then
-    for _, o in ipairs(opts.options or {}) do
-      if tostring(o) == text then return o end
-    end
+    local i = math.tointeger(tonumber(text))
+    local options = params.options or {}
+    if i and options[i] ~= nil then return options[i] end
     return nil, "not one of the options"
   elseif kind == "text_input" then
     return text
@@ -91,39 +229,269 @@ end
 local Server = {}
 Server.__index = Server
 
---- server.new{ script = path, host = "127.0.0.1", port = 8501, idle = 900,
---  max_body = 65536, title = "cache_resource app", log = function(msg) end }
+local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number", max_sessions = "number",
+  max_body = "number", title = "string", log = "function" }
+
+--- server.new{ script = path or function, host = "127.0.0.1", port = 8501, idle = 900,
+--  max_sessions = 1000, max_body = 65536, title = "cache_resource app",
+--  log = function(msg) end }
 function M.new(opts)
-  assert(type(opts) == "table" and type(opts.script) == "string", "cache_resource.server.new needs { script = path }")
+  if type(opts) ~= "table" or (type(opts.script) ~= "string" and type(opts.script) ~= "function") then
+    error("cache_resource.server.new needs { script = path or function }", 2)
+  end
+  for k, v in pairs(opts) do
+    if not OPTIONS[k] then error("cache_resource.server: unknown option '" .. tostring(k) .. "'", 2) end
+    if not OPTIONS[k]:find(type(v), 1, true) then
+      error(string.format("cache_resource.server: option '%s' must be a %s, got a %s", k,
+        OPTIONS[k]:gsub("|", " or "), type(v)), 2)
+    end
+  end
+  local max_sessions = opts.max_sessions or 1000
+  if max_sessions < 1 then error("cache_resource.server: option 'max_sessions' must be at least 1", 2) end
   return setmetatable({
     script = opts.script,
     host = opts.host or "127.0.0.1",
     port = opts.port or 8501,
     idle = opts.idle or 900,
+    max_sessions = max_sessions,
     max_body = opts.max_body or 65536,
     title = opts.title or "cache_resource app",
     log = opts.log or function(msg) io.stderr:write(msg, "\n") end,
-    sessions = {},            -- cookie id -> { ui = ui session, seen = time }
-    running = false,          -- one script run at a time: ui keeps one current page
-    idle_cond = condition.new(),
+    sessions = {},            -- cookie id -> { id, ui, seen, busy, older, newer }
+    count = 0,                -- live sessions
+    oldest = nil, newest = nil, -- the sessions by last use, a doubly linked list
+    ended_over_cap = 0,       -- sessions ended by max_sessions since the last log line
+    running = false,          -- one script run at a time: ui keeps one current run
+    run_done = condition.new(),
+    wake = condition.new(),   -- signalled by stop()
+    stopped = false,
   }, Server)
 end
 
-local function respond(conn, code, body, headers)
-  local lines = { string.format("HTTP/1.1 %d %s", code, STATUS[code] or "Status") }
-  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
-  lines[#lines + 1] = "Content-Length: " .. #body
-  lines[#lines + 1] = "Connection: close"
-  conn:write(table.concat(lines, "\r\n"), "\r\n\r\n", body)
-  conn:flush()
+-- ------------------------------------------------------------ sessions
+
+local function unlink(self, s)
+  if not s.linked then return end
+  s.linked = false
+  if s.older then s.older.newer = s.newer else self.oldest = s.newer end
+  if s.newer then s.newer.older = s.older else self.newest = s.older end
+  s.older, s.newer = nil, nil
 end
+
+--- Marks a session as just used (it becomes the last to be ended by the cap).
+function Server:touch(s, now)
+  s.seen = now or cqueues.monotime()
+  if self.newest ~= s then
+    unlink(self, s)
+    s.older = self.newest
+    if self.newest then self.newest.newer = s else self.oldest = s end
+    self.newest = s
+    s.linked = true
+  end
+end
+
+--- Ends a session: its session-scoped entries are released.
+function Server:end_session(s)
+  if self.sessions[s.id] ~= s then return end
+  self.sessions[s.id] = nil
+  self.count = self.count - 1
+  unlink(self, s)
+  local ok, err = pcall(s.ui.close, s.ui)
+  if not ok then self.log("cache_resource.server: ending session " .. s.id .. ": " .. tostring(err)) end
+end
+
+--- A new session, ending the least recently used idle ones over max_sessions.
+function Server:new_session(now)
+  while self.count >= self.max_sessions do
+    local victim = self.oldest
+    while victim and victim.busy > 0 do victim = victim.newer end
+    if not victim then break end -- every session is serving a request right now
+    self:end_session(victim)
+    self.ended_over_cap = self.ended_over_cap + 1
+  end
+  local id = random_id()
+  local s = { id = id, ui = ui.session(id), busy = 0 }
+  self.sessions[id] = s
+  self.count = self.count + 1
+  self:touch(s, now)
+  return s
+end
+
+--- The session named by the request's cookie, and whether it named one.
+function Server:session_for(req)
+  local id = (req.headers.cookie or ""):match("cr_session=(%x+)")
+  return id and self.sessions[id], id ~= nil
+end
+
+--- Ends sessions idle for longer than `idle` seconds; returns how many.
+function Server:reap(now)
+  local n = 0
+  local s = self.oldest
+  while s and now - s.seen > self.idle do
+    local newer = s.newer
+    if s.busy == 0 then
+      self:end_session(s)
+      n = n + 1
+    end
+    s = newer
+  end
+  return n
+end
+
+-- ---------------------------------------------------------------- runs
+
+-- Runs the script for one session; runs never interleave, even if a
+-- cached function yields to the scheduler.
+function Server:run(s)
+  while self.running do self.run_done:wait() end
+  self.running = true
+  s.busy = s.busy + 1
+  local ok, page = pcall(s.ui.run, s.ui, self.script)
+  s.busy = s.busy - 1
+  self.running = false
+  self.run_done:signal()
+  if not ok then error(page, 0) end
+  s.ui.last_page = nil -- the page is sent; keep sessions small
+  return page
+end
+
+local EXPIRED = "Your previous session has ended (it was idle for too long, or the server restarted), "
+  .. "so a new one was started: widgets are back to their defaults."
+
+function Server:head_html(notices)
+  local out = { string.format([[<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>%s</title><style>%s</style><script>%s</script></head><body>
+<header class="cr-bar"><span class="cr-brand">%s</span><span class="cr-status" id="cr-status" role="status">
+<span class="cr-spin"></span>Running...</span><noscript><button class="cr-apply" type="submit" form="cr-form">Apply</button></noscript></header>
+]], esc(self.title), CSS, HEAD_JS, esc(self.title)) }
+  for _, text in ipairs(notices) do
+    out[#out + 1] = '<div class="cr-notice" role="status">' .. esc(text) .. "</div>\n"
+  end
+  return table.concat(out)
+end
+
+local function drop(n)
+  if n < 1 then return "" end
+  return string.format("<style>#cr-s%d{display:none}</style><script>cr.drop(%d)</script>\n", n, n)
+end
+
+-- A snapshot of the page while the script runs: inert, replaced by the next.
+local function stage_html(n, page, spinner)
+  return string.format('<div class="cr-stage" id="cr-s%d" inert>\n%s\n</div>\n%s', n,
+    page:render("html", { spinner = spinner }), drop(n - 1))
+end
+
+local function final_html(page, last_stage)
+  return string.format('<form class="cr-stage cr-final" id="cr-form" method="post" action="/set">\n%s\n</form>\n%s'
+    .. "<style>#cr-status{visibility:hidden}</style>\n<script>%s</script>\n</body></html>\n",
+    page:render("html"), drop(last_stage), PAGE_JS)
+end
+
+-- The body of GET /: a function that streams the page as the script runs.
+-- send(text, now): `now` when called from inside the C core's spinner hook,
+-- where nothing may yield.
+function Server:page_stream(s, notices)
+  return function(send)
+    s.busy = s.busy + 1
+    -- whatever happens, the session is no longer busy or listened to
+    -- (pcall rather than a `<close>` variable: this also runs on Lua 5.3)
+    local ok, err = pcall(function()
+      send(self:head_html(notices))
+      local stage = 0
+      s.ui.listener = function(event, page, spinner)
+        stage = stage + 1
+        send(stage_html(stage, page, event == "spinner_start" and spinner or nil), true)
+      end
+      local page = self:run(s)
+      send(final_html(page, stage))
+    end)
+    s.busy = s.busy - 1
+    s.ui.listener = nil
+    if not ok then error(err, 0) end
+  end
+end
+
+-- Sets one widget from its posted text; nil, message on error.
+local function apply(s, id, text)
+  local w = s.ui:widget(id)
+  if not w then return nil, "unknown widget '" .. id .. "'" end
+  local value, err = M.convert(w.kind, w.params, text)
+  if value == nil then return nil, err end
+  local ok, msg = pcall(s.ui.set, s.ui, id, value)
+  if not ok then return nil, tostring(msg) end
+  return true
+end
+
+local function cookie(id)
+  return "cr_session=" .. id .. "; Path=/; HttpOnly; SameSite=Strict"
+end
+
+--- Answers one parsed request: status, body (a string, or a function that
+-- streams it through send), headers.
+function Server:handle(req)
+  local now = cqueues.monotime()
+  if req.path == "/" then
+    if req.method ~= "GET" then return 405, "use GET for /\n" end
+    local s, had_cookie = self:session_for(req)
+    local headers = { ["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store",
+      ["X-Content-Type-Options"] = "nosniff" }
+    local notices = {}
+    if not s then
+      if had_cookie then notices[#notices + 1] = EXPIRED end
+      s = self:new_session(now)
+      headers["Set-Cookie"] = cookie(s.id)
+    end
+    self:touch(s, now)
+    if s.flash then notices[#notices + 1] = s.flash; s.flash = nil end
+    return 200, self:page_stream(s, notices), headers
+  elseif req.path == "/set" then
+    if req.method ~= "POST" then return 405, "use POST for /set\n" end
+    local form = M.parse_form(req.body)
+    if not form then return 400, "malformed form body\n" end
+    local s, had_cookie = self:session_for(req)
+    if form.id ~= nil then -- one widget, from the page's script
+      if not s then
+        if had_cookie then return 410, "this session has ended; reload the page for a new one\n" end
+        return 400, "no session: load / first\n"
+      end
+      self:touch(s, now)
+      if not form.value then return 400, "expected id=...&value=...\n" end
+      local ok, err = apply(s, form.id, form.value)
+      if not ok then return 400, err .. "\n" end
+      return 204, ""
+    end
+    -- the whole form, from a browser without JavaScript: every widget's value
+    if s then
+      self:touch(s, now)
+      local problems = {}
+      for id, text in pairs(form) do
+        if s.ui:widget(id) then
+          local ok, err = apply(s, id, text)
+          if not ok then problems[#problems + 1] = err end
+        end
+      end
+      table.sort(problems)
+      if #problems > 0 then s.flash = "Not applied: " .. table.concat(problems, "; ") end
+    end
+    return 303, "", { Location = "/" }
+  elseif req.path == "/stats" then
+    if req.method ~= "GET" then return 405, "use GET for /stats\n" end
+    return 200, ui.to_json(cr.stats()) .. "\n", { ["Content-Type"] = "application/json" }
+  elseif req.path == "/healthz" then
+    return 200, "ok\n"
+  end
+  return 404, "not found\n"
+end
+
+-- ----------------------------------------------------------------- HTTP
 
 -- Reads one request; returns it, or nil, status, message.
 local function read_request(conn, max_body)
   local line = conn:read("*L")
   if not line then return nil, 400, "no request line" end
   if line:sub(-1) ~= "\n" then return nil, 431, "request line too long" end
-  local method, target = line:match("^(%u+) (%S+) HTTP/1%.[01]\r?\n$")
+  local method, target, minor = line:match("^(%u+) (%S+) HTTP/1%.([01])\r?\n$")
   if not method then return nil, 400, "malformed request line" end
   local headers = {}
   for _ = 1, 100 do
@@ -140,7 +508,7 @@ local function read_request(conn, max_body)
         body = len > 0 and conn:read(len) or ""
         if not body or #body ~= len then return nil, 400, "body cut short" end
       end
-      return { method = method, path = target:match("^[^?]*"), headers = headers, body = body }
+      return { method = method, path = target:match("^[^?]*"), version = "1." .. minor, headers = headers, body = body }
     end
     local k, v = h:match("^([%w%-]+):%s*(.-)%s*\r?\n$")
     if not k then return nil, 400, "malformed header" end
@@ -149,60 +517,46 @@ local function read_request(conn, max_body)
   return nil, 431, "too many headers"
 end
 
-function Server:session_for(req)
-  local id = (req.headers.cookie or ""):match("cr_session=(%x+)")
-  local s = id and self.sessions[id]
-  return s, id
+local function head_lines(code, headers)
+  local lines = { string.format("HTTP/1.1 %d %s", code, STATUS[code] or "Status") }
+  local names = {}
+  for k in pairs(headers) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do lines[#lines + 1] = k .. ": " .. headers[k] end
+  return lines
 end
 
--- Runs the script for one session; runs never interleave, even if a
--- cached function yields to the scheduler.
-function Server:run(session)
-  while self.running do self.idle_cond:wait(0.05) end
-  self.running = true
-  local ok, page = pcall(session.ui.run, session.ui, self.script)
-  self.running = false
-  self.idle_cond:signal()
-  if not ok then error(page, 0) end
-  return page
-end
-
-function Server:handle(req)
-  local now = cqueues.monotime()
-  if req.path == "/" then
-    if req.method ~= "GET" then return 405, "use GET for /\n" end
-    local s, id = self:session_for(req)
-    local headers = { ["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store" }
-    if not s then
-      id = random_id()
-      s = { ui = ui.session(id) }
-      self.sessions[id] = s
-      headers["Set-Cookie"] = "cr_session=" .. id .. "; Path=/; HttpOnly; SameSite=Strict"
+-- A writer for a streamed body. put(data, now): chunked framing for HTTP/1.1;
+-- `now`: the caller may not yield (the C core's spinner hook), so the
+-- socket takes what it can at once and the rest waits for the next put.
+local function stream_writer(conn, chunked)
+  local w = { pending = "", dead = false }
+  function w.put(data, now)
+    if w.dead or (data == "" and w.pending == "") then return end
+    if chunked and data ~= "" then data = string.format("%x\r\n", #data) .. data .. "\r\n" end
+    local all = w.pending .. data
+    w.pending = ""
+    if now then
+      local n, err = conn:send(all, 1, #all, "bn")
+      n = n or 0
+      if n < #all then w.pending = all:sub(n + 1) end
+      if err and err ~= errno.EAGAIN then w.dead = true return end
+      if not conn:flush(0) then conn:clearerr("w") end
+    else
+      local ok = conn:write(all)
+      if ok then ok = conn:flush() end
+      if not ok then w.dead = true end
     end
-    s.seen = now
-    local page = self:run(s)
-    return 200, string.format(PAGE, self.title, page:render("html")), headers
-  elseif req.path == "/set" then
-    if req.method ~= "POST" then return 405, "use POST for /set\n" end
-    local s = self:session_for(req)
-    if not s then return 400, "no session: load / first\n" end
-    s.seen = now
-    local form = M.parse_form(req.body)
-    if not form or not form.id or not form.value then return 400, "expected id=...&value=...\n" end
-    local w = s.ui.known[form.id]
-    if not w then return 400, "unknown widget '" .. form.id .. "'\n" end
-    local value, err = M.convert(w.kind, w.opts, form.value)
-    if value == nil then return 400, err .. "\n" end
-    local ok, msg = pcall(s.ui.set, s.ui, form.id, value)
-    if not ok then return 400, tostring(msg) .. "\n" end
-    return 204, ""
-  elseif req.path == "/stats" then
-    if req.method ~= "GET" then return 405, "use GET for /stats\n" end
-    return 200, ui.to_json(cr.stats()) .. "\n", { ["Content-Type"] = "application/json" }
-  elseif req.path == "/healthz" then
-    return 200, "ok\n"
   end
-  return 404, "not found\n"
+  function w.finish()
+    if chunked then
+      chunked = false -- the last chunk is written as it is
+      w.put("0\r\n\r\n")
+    elseif w.pending ~= "" then
+      w.put("")
+    end
+  end
+  return w
 end
 
 function Server:serve_connection(conn)
@@ -221,60 +575,105 @@ function Server:serve_connection(conn)
   else
     body = msg .. "\n"
   end
-  respond(conn, code, body, headers or { ["Content-Type"] = "text/plain; charset=utf-8" })
+  headers = headers or { ["Content-Type"] = "text/plain; charset=utf-8" }
+  headers.Connection = "close"
+  if type(body) == "function" then
+    local chunked = req.version == "1.1"
+    if chunked then headers["Transfer-Encoding"] = "chunked" end
+    local w = stream_writer(conn, chunked)
+    conn:write(table.concat(head_lines(code, headers), "\r\n"), "\r\n\r\n")
+    local ok, err = pcall(body, w.put)
+    if not ok then
+      self.log("cache_resource.server: " .. tostring(err))
+      w.put('<div class="cr-alert cr-error">The server failed while running the script; see its log.</div>')
+    end
+    w.finish()
+  else
+    headers["Content-Length"] = tostring(#body)
+    conn:write(table.concat(head_lines(code, headers), "\r\n"), "\r\n\r\n", body)
+    conn:flush()
+  end
   self.log(string.format("%s %s -> %d", req and req.method or "-", req and req.path or "-", code))
   conn:close()
 end
 
---- Ends sessions idle for longer than `idle` seconds; returns how many.
-function Server:reap(now)
-  local n = 0
-  for id, s in pairs(self.sessions) do
-    if now - s.seen > self.idle then
-      self.sessions[id] = nil
-      s.ui:close()
-      n = n + 1
-    end
-  end
-  return n
-end
-
---- Listens and adds the accept loop and the idle reaper to the controller.
+--- Listens, and adds the accept loop and the idle reaper to the controller.
 function Server:start(cq)
   self.listener = assert(socket.listen(self.host, self.port))
+  local listened, ok, err = pcall(self.listener.listen, self.listener)
+  if not listened then ok, err = false, ok end
+  if not ok then error(string.format("cache_resource.server: cannot listen on %s:%s: %s", self.host, self.port,
+    type(err) == "number" and errno.strerror(err) or tostring(err)), 2) end
   local _, host, port = self.listener:localname()
   self.bound_port = port
-  self.log(string.format("cache_resource: serving %s on http://%s:%d/", self.script, host, port))
+  self.log(string.format("cache_resource: serving %s on http://%s:%d/",
+    type(self.script) == "string" and self.script or "the app function", host, port))
+  local readable = { pollfd = self.listener:pollfd(), events = "r" }
   cq:wrap(function()
-    while true do
-      local conn = self.listener:accept()
-      if conn then
+    while not self.stopped do
+      cqueues.poll(readable, self.wake)
+      if self.stopped then break end
+      local got, conn = pcall(self.listener.accept, self.listener, 0)
+      if not got then self.log("cache_resource.server: accept failed: " .. tostring(conn))
+      elseif conn then
         cq:wrap(function()
-          local ok, err = pcall(self.serve_connection, self, conn)
-          if not ok then
-            self.log("cache_resource.server: connection failed: " .. tostring(err))
+          local served, failure = pcall(self.serve_connection, self, conn)
+          if not served then
+            self.log("cache_resource.server: connection failed: " .. tostring(failure))
             pcall(conn.close, conn)
           end
         end)
       end
     end
+    self.listener:close()
   end)
   cq:wrap(function()
-    while true do
-      cqueues.sleep(math.min(5, math.max(0.05, self.idle / 4)))
+    while not self.stopped do
+      cqueues.poll(self.wake, math.min(5, math.max(0.05, self.idle / 4)))
+      if self.stopped then break end
       local n = self:reap(cqueues.monotime())
       if n > 0 then self.log(string.format("cache_resource: ended %d idle session(s)", n)) end
+      if self.ended_over_cap > 0 then
+        self.log(string.format("cache_resource: ended %d least recently used session(s) over max_sessions = %d",
+          self.ended_over_cap, self.max_sessions))
+        self.ended_over_cap = 0
+      end
     end
   end)
   return self
 end
 
---- Serves until the process is stopped.
+--- Stops serving: the listener closes, every session ends (releasing its
+-- session-scoped entries), and the controller's loop returns once the
+-- requests in progress are answered.
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  self.wake:signal()
+  while self.oldest do self:end_session(self.oldest) end
+end
+
+--- Serves until stop() or SIGINT/SIGTERM.
 function M.serve(opts)
+  local signal = require "cqueues.signal"
   local cq = cqueues.new()
-  M.new(opts):start(cq)
+  -- A scheduler for cached functions that wait or refresh in the background
+  -- goes here, before the first request: require "cache_resource.cqueues".
+  require("cache_resource.cqueues").install()
+  local srv = M.new(opts):start(cq)
+  signal.block(signal.SIGINT, signal.SIGTERM)
+  local signals = signal.listen(signal.SIGINT, signal.SIGTERM)
+  cq:wrap(function()
+    cqueues.poll(signals, srv.wake)
+    if not srv.stopped then
+      srv.log("cache_resource: stopping (signal " .. tostring(signals:wait(0)) .. ")")
+      srv:stop()
+    end
+  end)
   local ok, err = cq:loop()
+  signal.unblock(signal.SIGINT, signal.SIGTERM)
   if not ok then error(err, 0) end
+  return srv
 end
 
 return M

@@ -1,87 +1,216 @@
---- cache_resource.ui: a small Streamlit-like page model (SPEC §7).
+--- cache_resource.ui: a small Streamlit-like page model.
 --
 -- A session runs a script top to bottom; every `ui.*` call appends an
--- element to that run's page. Elements and widgets are replayable UI calls
--- (cache_resource.replayable), so a cached function that shows something
--- shows it again on every cache hit. It is also the reference for wiring
--- another UI to the C core: replayable(), widget_used(), set_widget_source()
--- and set_spinner() are all it uses.
+-- element to the block that is active in that run (the main area, the
+-- sidebar, a container, a column...). Elements, widgets and layout blocks are
+-- replayable UI calls (cache_resource.replayable), so a cached function that
+-- shows something shows it again on every cache hit. It is also the
+-- reference for wiring another UI to the C core: replayable(), computing(),
+-- replaying(), widget_used(), set_widget_source() and set_spinner() are all
+-- it uses.
 local cr = require "cache_resource"
+local json = require "dkjson"
 
 local ui = {}
 
-local current = nil          -- the run in progress: session, page, target, token
+local current = nil          -- the run in progress (see Session:run)
 local runs_started = 0
 local sessions_made = 0
 local widget_defaults = {}   -- widget id -> default, so a new session keys like the first
+
+-- Wall-clock seconds for spinner times: a monotonic clock when one is around.
+local clock = os.clock
+do
+  local ok, cqueues = pcall(require, "cqueues")
+  if ok and type(cqueues) == "table" and cqueues.monotime then
+    clock = cqueues.monotime
+  else
+    local has_socket, socket = pcall(require, "socket")
+    if has_socket and type(socket) == "table" and socket.gettime then clock = socket.gettime end
+  end
+end
 
 local ELEMENTS = { "title", "header", "subheader", "text", "markdown", "caption", "success",
   "info", "warning", "error" }
 local WIDGETS = { "checkbox", "toggle", "slider", "text_input", "number_input", "selectbox",
   "radio", "button", "file_uploader", "camera_input" }
 
--- ---------------------------------------------------------------- values
+-- ------------------------------------------------------------ messages
 
-local function json_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    local named = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-    return named[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
+local THIS_FILE = debug.getinfo(1, "S").source
+
+-- "file:line: " of the user code that called into this module, for errors
+-- raised below C frames (replayables) where error()'s level cannot tell.
+local function where()
+  for level = 3, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.source ~= THIS_FILE and info.currentline and info.currentline > 0 then
+      return info.short_src .. ":" .. info.currentline .. ": "
+    end
+  end
+  return ""
 end
 
--- JSON with sorted keys, so the same table always renders the same text.
-local function to_json(v, seen)
-  local t = type(v)
-  if v == nil then return "null"
-  elseif t == "boolean" then return tostring(v)
-  elseif t == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then return "null" end
-    return math.type(v) == "integer" and tostring(v) or string.format("%.14g", v)
-  elseif t == "string" then return json_string(v)
-  elseif t == "table" then
-    seen = seen or {}
-    if seen[v] then return '"<cycle>"' end
-    seen[v] = true
-    local n, count = #v, 0
-    for _ in pairs(v) do count = count + 1 end
-    local parts = {}
-    if count == n and n > 0 then
-      for i = 1, n do parts[i] = to_json(v[i], seen) end
-      seen[v] = nil
-      return "[" .. table.concat(parts, ", ") .. "]"
-    end
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for i, k in ipairs(keys) do parts[i] = json_string(tostring(k)) .. ": " .. to_json(v[k], seen) end
-    seen[v] = nil
-    return "{" .. table.concat(parts, ", ") .. "}"
+local function fail(what, message)
+  error(where() .. "cache_resource.ui." .. what .. ": " .. message, 0)
+end
+
+-- tostring that never raises: an object whose __tostring fails still gets a text.
+local function safe_text(v)
+  if type(v) == "string" then return v end
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return string.format("(a %s whose __tostring failed: %s)", type(v), ok and "it returned no string" or safe_text(s))
+end
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "table" or type(v) == "function" or type(v) == "userdata" or type(v) == "thread" then
+    return "a " .. type(v)
   end
-  return json_string(tostring(v))
+  return safe_text(v)
+end
+
+-- ---------------------------------------------------------------- JSON
+
+local function key_before(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return safe_text(a) < safe_text(b)
+end
+
+-- A copy of v that dkjson writes deterministically: every object carries its
+-- keys, sorted, as __jsonorder; keys become strings (so a table with a
+-- numeric `n` is not taken for an array); values JSON cannot hold become
+-- their text; a cycle becomes "<cycle>".
+local function jsonable(v, seen)
+  local t = type(v)
+  if t == "nil" or t == "boolean" or t == "number" or t == "string" then return v end
+  if t ~= "table" then return safe_text(v) end
+  local mt = getmetatable(v)
+  if mt ~= nil and (type(mt) ~= "table" or mt.__tostring) then return safe_text(v) end
+  if seen[v] then return "<cycle>" end
+  seen[v] = true
+  local keys, n = {}, 0
+  for k in pairs(v) do n = n + 1; keys[n] = k end
+  local copy
+  if n == 1 and keys[1] == "n" and type(v.n) == "number" then
+    -- dkjson reads a lone numeric "n" as an array length
+    local text = json.encode(v.n)
+    copy = setmetatable({}, { __tojson = function() return '{"n":' .. text .. "}" end })
+  elseif n > 0 and #v == n then
+    copy = {}
+    for i = 1, n do copy[i] = jsonable(v[i], seen) end
+  else
+    table.sort(keys, key_before)
+    local order = {}
+    copy = {}
+    for i, k in ipairs(keys) do
+      local name = type(k) == "string" and k or safe_text(k)
+      order[i] = name
+      copy[name] = jsonable(v[k], seen)
+    end
+    setmetatable(copy, { __jsonorder = order, __jsontype = "object" })
+  end
+  seen[v] = nil
+  return copy
+end
+
+--- ui.to_json(value [, pretty]): JSON with sorted keys (lua-dkjson), so the
+-- same table always gives the same text.
+function ui.to_json(v, pretty)
+  return json.encode(jsonable(v, {}), { indent = pretty and true or nil })
 end
 
 local function to_text(v)
   if type(v) == "string" then return v end
-  if type(v) == "table" and not getmetatable(v) then return to_json(v) end
-  return tostring(v)
+  if type(v) == "table" and getmetatable(v) == nil then return ui.to_json(v) end
+  return safe_text(v)
 end
 
-ui.to_json = to_json
+-- ----------------------------------------------------------------- runs
 
--- ------------------------------------------------------------------ runs
+local Block = {}
+Block.__index = Block
+Block.__name = "cache_resource.ui.block"
+
+local Row = { __name = "cache_resource.ui.columns" }
+Row.__index = Row
+
+--- ui.sidebar: the sidebar of whatever run is in progress.
+ui.sidebar = setmetatable({ sidebar = true }, Block)
 
 local function running(what)
   if current == nil then
-    error("cache_resource.ui." .. what .. ": no script is running; call it from a script given to session:run()", 3)
+    error(where() .. "cache_resource.ui." .. what .. ": no script is running; call it from a script given to session:run()", 0)
   end
   return current
 end
 
-local function append(el)
-  local run = running(el.kind)
-  local target = run.target
-  target[#target + 1] = el
+-- Adds an element to a block; an `empty` block holds one element at most.
+local function add(block, el)
+  local list = block.children
+  if block.single then
+    for i = #list, 1, -1 do list[i] = nil end
+  end
+  list[#list + 1] = el
   return el
+end
+
+local function append(el)
+  return add(running(el.kind).target, el)
+end
+
+-- A new block of this run, for the element `el` (which holds its children).
+local function new_block(run, el, single)
+  return setmetatable({ children = el.children, token = run.token, replay_of = cr.replaying() or false,
+    single = single or nil }, Block)
+end
+
+local function replay_closure_error(fname)
+  return string.format("CacheReplayClosureError: while replaying the cached function %s, an element was "
+    .. "written into a block (container, column, expander...) created outside %s. Calls replayed from the "
+    .. "cache cannot refer to blocks that %s did not create, so the element cannot be replayed into it. "
+    .. "Fix it in one of three ways: create the container inside %s; or move the call that writes into "
+    .. "the container out of %s; or stop caching %s.", fname, fname, fname, fname, fname, fname)
+end
+
+-- The block `block` stands for in this run; raises when it cannot be written.
+-- While a cached function replays, only blocks created by that same replay
+-- are writable: a block from outside would be written twice (or into an
+-- earlier run's page).
+local function resolve(run, block, what)
+  if rawequal(block, ui.sidebar) then return run.side end
+  local mt = getmetatable(block)
+  if mt ~= Block and mt ~= Row then
+    fail(what, "expected a block (from ui.container(), ui.columns(), ui.expander(), ui.empty() or ui.sidebar), got "
+      .. show(block))
+  end
+  local replaying = cr.replaying()
+  if replaying then
+    if block.token ~= run.token or block.replay_of ~= replaying then error(replay_closure_error(replaying), 0) end
+  elseif block.token ~= run.token then
+    fail(what, "this block belongs to an earlier run of the script; create blocks in the run that writes into them")
+  end
+  return block
+end
+
+-- Runs fn(...), then cleanup() whatever happens; an error goes on
+-- unchanged. (Not a `<close>` variable: the module also runs on Lua 5.3.)
+local function finally(cleanup, fn, ...)
+  local res = table.pack(pcall(fn, ...))
+  cleanup()
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- Runs fn(...) with `block` as the run's target, whatever happens.
+local function with_target(run, block, fn, ...)
+  local saved = run.target
+  run.target = block
+  return finally(function() run.target = saved end, fn, ...)
 end
 
 -- The functions that do the work; ui.* and block methods wrap them as replayables.
@@ -98,7 +227,7 @@ function raw.write(...)
 end
 
 function raw.code(body, language)
-  append { kind = "code", body = to_text(body), language = language }
+  append { kind = "code", body = to_text(body), language = language ~= nil and to_text(language) or nil }
 end
 
 function raw.exception(err)
@@ -106,55 +235,345 @@ function raw.exception(err)
 end
 
 function raw.json(value)
-  append { kind = "json", body = to_json(value) }
+  append { kind = "json", body = ui.to_json(value, true) }
 end
 
 function raw.divider()
   append { kind = "divider" }
 end
 
-local Block = {}
-Block.__index = Block
-Block.__name = "cache_resource.ui.block"
+local function check_opts(what, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then fail(what, "expected an options table, got " .. show(opts)) end
+  for k in pairs(opts) do
+    if not allowed[k] then fail(what, "unknown option '" .. safe_text(k) .. "'") end
+  end
+  return opts
+end
 
-function raw.container()
+function raw.container(opts)
   local run = running("container")
-  local el = append { kind = "container", children = {} }
-  return setmetatable({ children = el.children, token = run.token }, Block)
+  opts = check_opts("container", opts, { border = true })
+  if opts.border ~= nil and type(opts.border) ~= "boolean" then fail("container", "border must be a boolean") end
+  local el = append { kind = "container", border = opts.border, children = {} }
+  return new_block(run, el)
+end
+
+function raw.expander(label, expanded, opts)
+  local run = running("expander")
+  if type(expanded) == "table" and opts == nil then expanded, opts = nil, expanded end
+  opts = check_opts("expander", opts, { expanded = true })
+  if type(label) ~= "string" then fail("expander", "the label must be a string, got " .. show(label)) end
+  if expanded == nil then expanded = opts.expanded end
+  if expanded ~= nil and type(expanded) ~= "boolean" then fail("expander", "expanded must be a boolean") end
+  local el = append { kind = "expander", label = label, expanded = expanded or false, children = {} }
+  return new_block(run, el)
+end
+
+function raw.empty()
+  local run = running("empty")
+  local el = append { kind = "empty", children = {} }
+  return new_block(run, el, true)
+end
+
+local GAPS = { small = true, medium = true, large = true }
+
+-- The columns element and its blocks; ui.columns returns them one by one
+-- through raw.column so that each is a recorded result a replay rebinds.
+function raw.columns(spec, opts)
+  local run = running("columns")
+  opts = check_opts("columns", opts, { gap = true })
+  local widths = {}
+  if math.type(spec) == "integer" then
+    if spec < 1 or spec > 64 then fail("columns", "the number of columns must be from 1 to 64, got " .. spec) end
+    for i = 1, spec do widths[i] = 1 end
+  elseif type(spec) == "table" and getmetatable(spec) == nil and #spec >= 1 then
+    for i, w in ipairs(spec) do
+      if type(w) ~= "number" or not (w > 0) or w == math.huge then
+        fail("columns", "column widths must be positive numbers, got " .. show(w) .. " at " .. i)
+      end
+      widths[i] = w
+    end
+  else
+    fail("columns", "expected a number of columns or a list of widths, got " .. show(spec))
+  end
+  local gap = opts.gap or "small"
+  if not GAPS[gap] then fail("columns", "gap must be \"small\", \"medium\" or \"large\", got " .. show(gap)) end
+  local total = 0
+  for _, w in ipairs(widths) do total = total + w end
+  local el = append { kind = "columns", gap = gap, children = {} }
+  local row = setmetatable({ token = run.token, replay_of = cr.replaying() or false, blocks = {} }, Row)
+  for i, w in ipairs(widths) do
+    local col = { kind = "column", width = w / total, children = {} }
+    el.children[i] = col
+    row.blocks[i] = new_block(run, col)
+  end
+  return row
+end
+
+function raw.column(row, i)
+  local run = running("columns")
+  resolve(run, row, "columns")
+  return row.blocks[i]
+end
+
+-- The CachedWidgetWarning element, into `handle` (a block, or nil for the
+-- active block) so that a replay puts it where the live call did.
+function raw.widget_warning(handle, text)
+  local run = running("widget")
+  local block = handle == nil and run.target or resolve(run, handle, "widget")
+  add(block, { kind = "exception", body = text })
+end
+
+-- ui.with: enter and leave are recorded like any UI call, so a cached
+-- function that uses ui.with replays into the block it names.
+function raw.enter(block)
+  local run = running("with")
+  local target = resolve(run, block, "with")
+  run.stack[#run.stack + 1] = run.target
+  run.target = target
+end
+
+function raw.leave()
+  local run = current
+  if run and #run.stack > 0 then
+    run.target = run.stack[#run.stack]
+    run.stack[#run.stack] = nil
+  end
 end
 
 -- ---------------------------------------------------------------- widgets
 
-local function check_range(kind, opts, v)
-  if type(v) ~= "number" then return kind .. " needs a number" end
-  if (opts.min and v < opts.min) or (opts.max and v > opts.max) then
-    return string.format("%s value %s is outside [%s, %s]", kind, tostring(v), tostring(opts.min), tostring(opts.max))
-  end
-end
-
-local function check_option(kind, opts, v)
-  for _, o in ipairs(opts.options or {}) do
-    if o == v then return nil end
-  end
-  return kind .. " value " .. tostring(v) .. " is not one of its options"
-end
-
-local WIDGET_KINDS = {
-  checkbox = { default = false, check = function(_, _, v) if type(v) ~= "boolean" then return "checkbox needs true or false" end end },
-  toggle = { default = false, check = function(_, _, v) if type(v) ~= "boolean" then return "toggle needs true or false" end end },
-  slider = { default = function(o) return o.min or 0 end, check = check_range },
-  number_input = { default = function(o) return o.min or 0 end, check = check_range },
-  text_input = { default = "", check = function(_, _, v) if type(v) ~= "string" then return "text_input needs a string" end end },
-  selectbox = { default = function(o) return (o.options or {})[1] end, check = check_option },
-  radio = { default = function(o) return (o.options or {})[1] end, check = check_option },
-  button = { default = false, one_shot = true, check = function(_, _, v) if type(v) ~= "boolean" then return "button needs true or false" end end },
-  file_uploader = { default = nil, refused = true, check = function() end },
-  camera_input = { default = nil, refused = true, check = function() end },
+-- Positional parameters (Streamlit's order) and the other options of each widget.
+local WIDGET_SPEC = {
+  checkbox = { params = { "value" } },
+  toggle = { params = { "value" } },
+  slider = { params = { "min_value", "max_value", "value", "step" } },
+  number_input = { params = { "min_value", "max_value", "value", "step" }, extra = { "placeholder" } },
+  text_input = { params = { "value" }, extra = { "placeholder", "max_chars", "type" } },
+  selectbox = { params = { "options", "index" }, extra = { "placeholder", "format_func" } },
+  radio = { params = { "options", "index" }, extra = { "horizontal", "format_func" } },
+  button = { params = {}, extra = { "type", "use_container_width" }, one_shot = true },
+  file_uploader = { params = {}, extra = { "type", "accept_multiple_files" }, refused = true },
+  camera_input = { params = {}, refused = true },
 }
+local SIMILAR = { min = "min_value", max = "max_value", default = "value", label = "the first argument" }
 
-local function widget_id(kind, label, opts)
-  return kind .. ":" .. tostring(opts.key or label)
+for _, spec in pairs(WIDGET_SPEC) do
+  spec.allowed = { key = true, help = true, disabled = true, label_visibility = true }
+  for _, k in ipairs(spec.params) do spec.allowed[k] = true end
+  for _, k in ipairs(spec.extra or {}) do spec.allowed[k] = true end
 end
+
+-- True when a trailing table argument is an opts table (it has a name key)
+-- rather than a positional list (options).
+local function is_opts(t, param)
+  if type(t) ~= "table" or getmetatable(t) ~= nil then return false end
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" then return true end
+  end
+  return next(t) == nil and param ~= "options"
+end
+
+-- Streamlit's positional parameters, then an opts table, merged into one table.
+local function widget_params(kind, ...)
+  local spec = WIDGET_SPEC[kind]
+  local args = table.pack(...)
+  local n = args.n
+  while n > 0 and args[n] == nil do n = n - 1 end
+  local opts = {}
+  if n > 0 and is_opts(args[n], spec.params[n]) then
+    opts = args[n]
+    n = n - 1
+  end
+  if n > #spec.params then
+    fail(kind, string.format("takes %d positional parameter%s after the label (%s), then an options table; got %d",
+      #spec.params, #spec.params == 1 and "" or "s", table.concat(spec.params, ", "), n))
+  end
+  local p = {}
+  for k, v in pairs(opts) do
+    if not spec.allowed[k] then
+      local hint = SIMILAR[k] and (" (did you mean " .. (SIMILAR[k]:find(" ") and SIMILAR[k] or ("'" .. SIMILAR[k] .. "'")) .. "?)") or ""
+      local names = {}
+      for name in pairs(spec.allowed) do names[#names + 1] = name end
+      table.sort(names)
+      fail(kind, "unknown option '" .. safe_text(k) .. "'" .. hint .. "; " .. kind .. " takes " .. table.concat(names, ", "))
+    end
+    p[k] = v
+  end
+  for i = 1, n do
+    local name = spec.params[i]
+    if args[i] ~= nil then
+      if p[name] ~= nil then fail(kind, "'" .. name .. "' is given twice: as argument " .. (i + 1) .. " and in the options") end
+      p[name] = args[i]
+    end
+  end
+  return p
+end
+
+local function want(kind, p, name, ok, what)
+  if p[name] ~= nil and not ok(p[name]) then fail(kind, name .. " must be " .. what .. ", got " .. show(p[name])) end
+end
+local function is_string(v) return type(v) == "string" end
+local function is_boolean(v) return type(v) == "boolean" end
+local function is_number(v) return type(v) == "number" and v == v end
+local function is_callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+local function one_of(...)
+  local set = {}
+  for _, v in ipairs({ ... }) do set[v] = true end
+  return function(v) return set[v] == true end
+end
+
+local function fmt_number(v)
+  if math.type(v) == "float" then
+    local s = string.format("%.14g", v)
+    if not s:find("[%.eEn]") then s = s .. ".0" end
+    return s
+  end
+  return tostring(v)
+end
+
+-- Value checks: each returns the value as the widget holds it, or nil and
+-- what is wrong with it.
+local CHECK = {}
+
+function CHECK.checkbox(_, v)
+  if type(v) ~= "boolean" then return nil, "needs true or false, got " .. show(v) end
+  return v
+end
+CHECK.toggle, CHECK.button = CHECK.checkbox, CHECK.checkbox
+
+function CHECK.slider(p, v)
+  if not is_number(v) then return nil, "needs a number, got " .. show(v) end
+  if p.float then v = v + 0.0
+  else
+    local i = math.tointeger(v)
+    if not i then return nil, "needs a whole number, got " .. fmt_number(v) end
+    v = i
+  end
+  if (p.min_value and v < p.min_value) or (p.max_value and v > p.max_value) then
+    return nil, string.format("%s is outside [%s, %s]", fmt_number(v),
+      p.min_value and fmt_number(p.min_value) or "-inf", p.max_value and fmt_number(p.max_value) or "inf")
+  end
+  local base = p.min_value or p.default
+  local k = (v - base) / p.step
+  if math.abs(k - math.floor(k + 0.5)) > 1e-9 * math.max(1, math.abs(k)) then
+    return nil, string.format("%s is not a step of %s from %s", fmt_number(v), fmt_number(p.step), fmt_number(base))
+  end
+  return v
+end
+CHECK.number_input = CHECK.slider
+
+function CHECK.text_input(p, v)
+  if type(v) ~= "string" then return nil, "needs a string, got " .. show(v) end
+  if p.max_chars and (utf8.len(v) or #v) > p.max_chars then
+    return nil, "is longer than max_chars (" .. p.max_chars .. ")"
+  end
+  return v
+end
+
+function CHECK.selectbox(p, v)
+  for _, o in ipairs(p.options) do
+    if o == v then return v end
+  end
+  return nil, show(v) .. " is not one of its options"
+end
+CHECK.radio = CHECK.selectbox
+
+function CHECK.file_uploader() return nil, "cannot be set: this runtime takes no uploads" end
+CHECK.camera_input = CHECK.file_uploader
+
+-- Fills in defaults and checks the parameters; p.default is the widget's
+-- initial value.
+local NORMALIZE = {}
+
+function NORMALIZE.checkbox(kind, p)
+  want(kind, p, "value", is_boolean, "true or false")
+  p.default = p.value or false
+end
+NORMALIZE.toggle = NORMALIZE.checkbox
+
+local function numeric(kind, p, slider)
+  for _, name in ipairs({ "min_value", "max_value", "value", "step" }) do want(kind, p, name, is_number, "a number") end
+  local float = math.type(p.min_value) == "float" or math.type(p.max_value) == "float"
+    or math.type(p.value) == "float" or math.type(p.step) == "float"
+  local function as(v) if v ~= nil and float then return v + 0.0 end return v end
+  p.float = float
+  p.min_value, p.max_value, p.step = as(p.min_value), as(p.max_value), as(p.step)
+  if slider then
+    if p.min_value == nil then p.min_value = float and 0.0 or 0 end
+    if p.max_value == nil then p.max_value = float and 1.0 or 100 end
+  end
+  if p.step == nil then p.step = float and 0.01 or 1 end
+  if not (p.step > 0) then fail(kind, "step must be greater than 0, got " .. fmt_number(p.step)) end
+  if p.min_value and p.max_value and p.min_value > p.max_value then
+    fail(kind, "min_value " .. fmt_number(p.min_value) .. " is greater than max_value " .. fmt_number(p.max_value))
+  end
+  if not float then
+    for _, name in ipairs({ "min_value", "max_value", "value", "step" }) do
+      if p[name] ~= nil and math.type(p[name]) ~= "integer" then fail(kind, name .. " must be an integer") end
+    end
+  end
+  local default = as(p.value)
+  if default == nil then default = p.min_value or (float and 0.0 or 0) end
+  if (p.min_value and default < p.min_value) or (p.max_value and default > p.max_value) then
+    fail(kind, string.format("value %s must lie between min_value %s and max_value %s", fmt_number(default),
+      p.min_value and fmt_number(p.min_value) or "-inf", p.max_value and fmt_number(p.max_value) or "inf"))
+  end
+  p.default = default
+end
+function NORMALIZE.slider(kind, p) numeric(kind, p, true) end
+function NORMALIZE.number_input(kind, p)
+  want(kind, p, "placeholder", is_string, "a string")
+  numeric(kind, p, false)
+end
+
+function NORMALIZE.text_input(kind, p)
+  want(kind, p, "value", is_string, "a string")
+  want(kind, p, "placeholder", is_string, "a string")
+  want(kind, p, "max_chars", function(v) return math.type(v) == "integer" and v > 0 end, "an integer > 0")
+  want(kind, p, "type", one_of("default", "password"), "\"default\" or \"password\"")
+  p.default = p.value or ""
+  local _, problem = CHECK.text_input(p, p.default)
+  if problem then fail(kind, "value " .. problem) end
+end
+
+function NORMALIZE.selectbox(kind, p)
+  if type(p.options) ~= "table" then fail(kind, "options must be a list, got " .. show(p.options)) end
+  local n = 0
+  for i in ipairs(p.options) do n = i end
+  for k in pairs(p.options) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then fail(kind, "options must be a list (keys 1..n), found key " .. show(k)) end
+  end
+  want(kind, p, "index", function(v) return math.type(v) == "integer" and v >= 1 and v <= n end,
+    n == 0 and "nil (there are no options)" or ("an integer from 1 to " .. n))
+  want(kind, p, "format_func", is_callable, "a function")
+  want(kind, p, "placeholder", is_string, "a string")
+  want(kind, p, "horizontal", is_boolean, "a boolean")
+  p.index = p.index or (n > 0 and 1 or nil)
+  p.default = p.index and p.options[p.index]
+  p.labels = {}
+  for i, o in ipairs(p.options) do
+    p.labels[i] = p.format_func and to_text(p.format_func(o)) or to_text(o)
+  end
+end
+NORMALIZE.radio = NORMALIZE.selectbox
+
+function NORMALIZE.button(kind, p)
+  want(kind, p, "type", one_of("primary", "secondary", "tertiary"), "\"primary\", \"secondary\" or \"tertiary\"")
+  want(kind, p, "use_container_width", is_boolean, "a boolean")
+  p.default = false
+end
+
+function NORMALIZE.file_uploader(kind, p)
+  want(kind, p, "type", function(v) return type(v) == "string" or type(v) == "table" end, "a string or a list of strings")
+  want(kind, p, "accept_multiple_files", is_boolean, "a boolean")
+end
+NORMALIZE.camera_input = NORMALIZE.file_uploader
 
 local function cached_widget_warning(kind, label, fname)
   return string.format("CachedWidgetWarning: the %s '%s' is used inside the cached function %s, "
@@ -163,82 +582,111 @@ local function cached_widget_warning(kind, label, fname)
     kind, label, fname, fname, fname)
 end
 
-local function make_widget(kind)
-  local spec = WIDGET_KINDS[kind]
-  return function(label, opts)
-    if type(label) ~= "string" then
-      error("cache_resource.ui." .. kind .. ": the label must be a string, got " .. type(label), 2)
-    end
-    opts = opts or {}
-    local run = running(kind)
-    local fname = cr.computing()
-    if spec.refused and fname then
-      error(string.format("cache_resource.ui.%s cannot be used inside the cached function %s: its value "
-        .. "(an uploaded file) cannot be part of a cache key. Call %s outside %s and pass what you need "
-        .. "as an argument.", kind, fname, kind, fname), 2)
-    end
-    local id = widget_id(kind, label, opts)
-    local default = opts.value
-    if default == nil then
-      default = type(spec.default) == "function" and spec.default(opts) or spec.default
-    end
-    widget_defaults[id] = default
-    local state = run.session.widgets
-    local value = state[id]
-    if value == nil then
-      value = default
-      if not spec.one_shot then state[id] = value end
-    end
-    if spec.one_shot and value then run.pressed[#run.pressed + 1] = id end
-    if fname and cr.widget_used(id, value) then
-      ui.exception(cached_widget_warning(kind, label, fname))
-    end
-    append { kind = kind, label = label, id = id, key = opts.key, value = value,
-      options = opts.options, min = opts.min, max = opts.max, step = opts.step }
-    run.session.known[id] = { kind = kind, label = label, key = opts.key, opts = opts }
-    return value
+local widget_warning -- the replayable of raw.widget_warning, below
+
+-- A widget: `handle` is the block it was called on (nil: the active block),
+-- which is also the run's target while it runs.
+local function widget(kind, handle, label, ...)
+  local run = running(kind)
+  local spec = WIDGET_SPEC[kind]
+  if type(label) ~= "string" then fail(kind, "the label must be a string, got " .. show(label)) end
+  local p = widget_params(kind, ...)
+  local fname = cr.computing()
+  if spec.refused and fname then
+    error(string.format("%scache_resource.ui.%s cannot be used inside the cached function %s: its value "
+      .. "(an uploaded file) cannot be part of a cache key. Call %s outside %s and pass what you need "
+      .. "as an argument.", where(), kind, fname, kind, fname), 0)
   end
+  if p.key ~= nil and type(p.key) ~= "string" and math.type(p.key) ~= "integer" then
+    fail(kind, "key must be a string or an integer, got " .. show(p.key))
+  end
+  want(kind, p, "help", is_string, "a string")
+  want(kind, p, "disabled", is_boolean, "a boolean")
+  want(kind, p, "label_visibility", one_of("visible", "hidden", "collapsed"), "\"visible\", \"hidden\" or \"collapsed\"")
+  NORMALIZE[kind](kind, p)
+  local id = kind .. ":" .. tostring(p.key or label)
+  if run.ids[id] then
+    error(string.format("%sDuplicateWidgetID: there are multiple identical ui.%s widgets with the same id '%s' "
+      .. "in this run. To fix this, give each one a unique key: ui.%s(%q, ..., { key = \"...\" }).",
+      where(), kind, id, kind, label), 0)
+  end
+  run.ids[id] = true
+  widget_defaults[id] = p.default
+  local state = run.session.widgets
+  local value = state[id]
+  if value ~= nil and CHECK[kind](p, value) == nil then value = nil end -- no longer valid: back to the default
+  if value == nil then
+    value = p.default
+    if not spec.one_shot then state[id] = value end
+  end
+  if spec.one_shot and value then run.pressed[#run.pressed + 1] = id end
+  if fname and cr.widget_used(id, value) then
+    widget_warning(handle, cached_widget_warning(kind, label, fname))
+  end
+  add(run.target, { kind = kind, label = label, id = id, key = p.key, value = value, help = p.help,
+    disabled = p.disabled, label_visibility = p.label_visibility, min_value = p.min_value,
+    max_value = p.max_value, step = p.step, options = p.options, labels = p.labels, index = p.index,
+    placeholder = p.placeholder, max_chars = p.max_chars, type = p.type, horizontal = p.horizontal,
+    use_container_width = p.use_container_width })
+  run.session.known[id] = { kind = kind, label = label, key = p.key, params = p }
+  return value
 end
 
-for _, kind in ipairs(WIDGETS) do raw[kind] = make_widget(kind) end
+for _, kind in ipairs(WIDGETS) do
+  raw[kind] = function(...) return widget(kind, nil, ...) end
+end
 
 -- ----------------------------------------------------- replayable surface
 
-local function replay_closure_error(fname)
-  return string.format("CacheReplayClosureError: while replaying the cached function %s, an element was "
-    .. "written into a container created outside %s. The container belongs to an earlier run, so the "
-    .. "element cannot be replayed into it. Fix it in one of three ways: create the container inside %s; "
-    .. "or move the call that writes into the container out of %s; or stop caching %s.",
-    fname, fname, fname, fname, fname)
-end
-
--- Runs raw[kind] with the block as the target of new elements.
+-- block:KIND(...): raw[KIND] with the block as the target of new elements.
 local function in_block(block, kind, ...)
   local run = running(kind)
-  if getmetatable(block) ~= Block then
-    error("cache_resource.ui: container methods are called as block:" .. kind .. "(...)", 3)
-  end
-  if block.token ~= run.token then
-    local fname = cr.replaying()
-    if fname then error(replay_closure_error(fname), 0) end
-    error("cache_resource.ui: this container belongs to an earlier run of the script; create "
-      .. "containers in the run that writes into them", 3)
-  end
-  local saved = run.target
-  run.target = block.children
-  local res = table.pack(pcall(raw[kind], ...))
-  run.target = saved
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  local target = resolve(run, block, kind)
+  if WIDGET_SPEC[kind] then return with_target(run, target, widget, kind, block, ...) end
+  return with_target(run, target, raw[kind], ...)
 end
 
-local ALL = { "write", "code", "exception", "json", "divider", "container" }
+local ALL = { "write", "code", "exception", "json", "divider", "container", "expander", "empty" }
 for _, k in ipairs(ELEMENTS) do ALL[#ALL + 1] = k end
 for _, k in ipairs(WIDGETS) do ALL[#ALL + 1] = k end
 
 for _, kind in ipairs(ALL) do
   ui[kind] = cr.replayable(raw[kind], kind)
-  Block[kind] = cr.replayable(function(block, ...) return in_block(block, kind, ...) end, "container." .. kind)
+  Block[kind] = cr.replayable(function(block, ...) return in_block(block, kind, ...) end, "block." .. kind)
+end
+
+widget_warning = cr.replayable(raw.widget_warning, "widget_warning")
+local open_columns = cr.replayable(raw.columns, "columns")
+local column = cr.replayable(raw.column, "column")
+local block_columns = cr.replayable(function(block, ...)
+  local run = running("columns")
+  return with_target(run, resolve(run, block, "columns"), raw.columns, ...)
+end, "block.columns")
+
+local function unpack_columns(row)
+  local out = {}
+  for i = 1, #row.blocks do out[i] = column(row, i) end
+  return table.unpack(out)
+end
+
+--- ui.columns(n | widths [, opts]): that many blocks, side by side.
+function ui.columns(spec, opts)
+  return unpack_columns(open_columns(spec, opts))
+end
+
+function Block.columns(block, spec, opts)
+  return unpack_columns(block_columns(block, spec, opts))
+end
+
+local enter = cr.replayable(raw.enter, "with.enter")
+local leave = cr.replayable(raw.leave, "with.leave")
+
+--- ui.with(block, fn, ...): runs fn(...) with `block` as the active block
+-- (Streamlit's `with block:`) and returns what fn returns.
+function ui.with(block, fn, ...)
+  if not is_callable(fn) then fail("with", "expected a function to run in the block, got " .. show(fn)) end
+  enter(block)
+  return finally(leave, fn, ...)
 end
 
 -- ------------------------------------------------------------- rendering
@@ -256,14 +704,22 @@ local function render_text(elements, indent, out)
     local k = el.kind
     local line
     if k == "divider" then line = "----------------------------------------"
-    elseif k == "container" then
+    elseif k == "container" or k == "empty" then
+      render_text(el.children, k == "container" and indent .. "  " or indent, out)
+    elseif k == "columns" then
+      for i, col in ipairs(el.children) do
+        out[#out + 1] = string.format("%s[column %d of %d]", indent, i, #el.children)
+        render_text(col.children, indent .. "  ", out)
+      end
+    elseif k == "expander" then
+      out[#out + 1] = indent .. (el.expanded and "v " or "> ") .. el.label
       render_text(el.children, indent .. "  ", out)
     elseif k == "code" then line = "```" .. (el.language or "") .. "\n" .. el.body .. "\n```"
     elseif k == "checkbox" or k == "toggle" then line = (el.value and "[x] " or "[ ] ") .. el.label
     elseif k == "button" then line = "[ " .. el.label .. " ]"
-    elseif WIDGET_KINDS[k] then
+    elseif WIDGET_SPEC[k] then
       line = el.label .. ": " .. (el.value == nil and "(none)" or to_text(el.value))
-      if el.options then line = line .. "  (" .. table.concat(el.options, " | ") .. ")" end
+      if el.labels then line = line .. "  (" .. table.concat(el.labels, " | ") .. ")" end
     else line = (TEXT_PREFIX[k] or "") .. (el.body or "") end
     if line then out[#out + 1] = indent .. line:gsub("\n", "\n" .. indent) end
   end
@@ -274,73 +730,186 @@ local function esc(s)
   return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
 end
 
-local HTML_TAG = { title = "h1", header = "h2", subheader = "h3", text = "pre", markdown = "p",
-  write = "p", caption = "small", json = "pre" }
-
-local function render_html(elements, out)
-  for _, el in ipairs(elements) do
-    local k, id = el.kind, el.id and esc(el.id)
-    local label = el.label and esc(el.label)
-    if HTML_TAG[k] then
-      out[#out + 1] = string.format('<%s class="cr-%s">%s</%s>', HTML_TAG[k], k, esc(el.body), HTML_TAG[k])
-    elseif k == "success" or k == "info" or k == "warning" or k == "error" or k == "exception" then
-      out[#out + 1] = string.format('<div class="cr-alert cr-%s">%s</div>', k, esc(el.body))
-    elseif k == "code" then
-      out[#out + 1] = string.format('<pre class="cr-code"><code>%s</code></pre>', esc(el.body))
-    elseif k == "divider" then out[#out + 1] = "<hr>"
-    elseif k == "container" then
-      out[#out + 1] = '<div class="cr-container">'
-      render_html(el.children, out)
-      out[#out + 1] = "</div>"
-    elseif k == "checkbox" or k == "toggle" then
-      out[#out + 1] = string.format('<label class="cr-%s"><input type="checkbox" name="%s" data-widget="%s"%s> %s</label>',
-        k, id, k, el.value and " checked" or "", label)
-    elseif k == "slider" or k == "number_input" then
-      out[#out + 1] = string.format('<label class="cr-%s">%s <input type="%s" name="%s" data-widget="%s" value="%s"%s%s%s>%s</label>',
-        k, label, k == "slider" and "range" or "number", id, k, esc(el.value),
-        el.min and (' min="' .. esc(el.min) .. '"') or "", el.max and (' max="' .. esc(el.max) .. '"') or "",
-        el.step and (' step="' .. esc(el.step) .. '"') or "",
-        k == "slider" and (' <output class="cr-value">' .. esc(el.value) .. "</output>") or "")
-    elseif k == "text_input" then
-      out[#out + 1] = string.format('<label class="cr-text_input">%s <input type="text" name="%s" data-widget="text_input" value="%s"></label>',
-        label, id, esc(el.value))
-    elseif k == "selectbox" or k == "radio" then
-      local opts = {}
-      for _, o in ipairs(el.options or {}) do
-        local sel = (o == el.value)
-        if k == "selectbox" then
-          opts[#opts + 1] = string.format('<option value="%s"%s>%s</option>', esc(o), sel and " selected" or "", esc(o))
-        else
-          opts[#opts + 1] = string.format('<label><input type="radio" name="%s" data-widget="radio" value="%s"%s> %s</label>',
-            id, esc(o), sel and " checked" or "", esc(o))
-        end
-      end
-      if k == "selectbox" then
-        out[#out + 1] = string.format('<label class="cr-selectbox">%s <select name="%s" data-widget="selectbox">%s</select></label>',
-          label, id, table.concat(opts))
-      else
-        out[#out + 1] = string.format('<fieldset class="cr-radio"><legend>%s</legend>%s</fieldset>', label, table.concat(opts))
-      end
-    elseif k == "button" then
-      out[#out + 1] = string.format('<button class="cr-button" name="%s" data-widget="button" value="true">%s</button>', id, label)
-    elseif k == "file_uploader" or k == "camera_input" then
-      out[#out + 1] = string.format('<label class="cr-%s">%s <input type="file" name="%s" disabled></label>', k, label, id)
+-- A little Markdown, after escaping: `code`, **bold**, *italic*, [links](http...),
+-- paragraphs.
+local function markdown_html(src)
+  local paragraphs = {}
+  for para in (src .. "\n\n"):gmatch("(.-)\n%s*\n") do
+    if para:find("%S") then
+      local codes = {}
+      local s = esc(para):gsub("`([^`]+)`", function(c)
+        codes[#codes + 1] = "<code>" .. c .. "</code>"
+        return "\1" .. #codes .. "\2"
+      end)
+      s = s:gsub("%*%*(.-)%*%*", "<strong>%1</strong>"):gsub("%*([^%*]+)%*", "<em>%1</em>")
+      s = s:gsub("%[([^%]]+)%]%((https?://[^%s%)]+)%)", '<a href="%2">%1</a>')
+      s = s:gsub("\n", "<br>"):gsub("\1(%d+)\2", function(i) return codes[tonumber(i)] end)
+      paragraphs[#paragraphs + 1] = "<p>" .. s .. "</p>"
     end
   end
-  return out
+  return table.concat(paragraphs)
 end
 
---- page:render("text" | "html")
-function Page:render(format)
-  format = format or "text"
-  if format == "text" then return table.concat(render_text(self, "", {}), "\n") end
-  if format == "html" then
-    return '<div class="cr-page">\n' .. table.concat(render_html(self, {}), "\n") .. "\n</div>"
+local HTML_TAG = { title = "h1", header = "h2", subheader = "h3", text = "pre", write = "p",
+  caption = "p", json = "pre" }
+local ALERT_ICON = { success = "&#10004;", info = "&#8505;", warning = "&#9888;", error = "&#10006;",
+  exception = "&#10006;" }
+
+local render_list
+
+local function attr(name, v)
+  if v == nil or v == false then return "" end
+  if v == true then return " " .. name end
+  return string.format(' %s="%s"', name, esc(type(v) == "number" and fmt_number(v) or v))
+end
+
+-- The label of a widget, with its help text as a tooltip.
+local function label_html(el, for_id, tag)
+  local cls = "cr-label"
+  if el.label_visibility == "hidden" then cls = cls .. " cr-label-hidden"
+  elseif el.label_visibility == "collapsed" then cls = cls .. " cr-label-collapsed" end
+  local help = el.help and string.format(' <span class="cr-help" title="%s">?</span>', esc(el.help)) or ""
+  tag = tag or "label"
+  return string.format('<%s class="%s"%s>%s%s</%s>', tag, cls, for_id and attr("for", for_id) or "",
+    esc(el.label), help, tag)
+end
+
+local function widget_html(el, ctx, out)
+  local k = el.kind
+  ctx.n = ctx.n + 1
+  local dom = "cr-w" .. ctx.n
+  local name, dis = esc(el.id), attr("disabled", el.disabled)
+  local open = string.format('<div class="cr-widget cr-%s" data-id="%s">', k, name)
+  local chosen -- the option shown as selected
+  for i, o in ipairs(el.options or {}) do
+    if o == el.value then chosen = i; break end
   end
-  error("cache_resource.ui: page:render takes \"text\" or \"html\", got " .. tostring(format), 2)
+  if k == "checkbox" or k == "toggle" then
+    out[#out + 1] = string.format('%s<input type="hidden" name="%s" value="false"%s><label class="cr-check">'
+      .. '<input type="checkbox" id="%s" name="%s" value="true" data-widget="%s"%s%s>%s<span>%s</span>%s</label></div>',
+      open, name, dis, dom, name, k, el.value and " checked" or "", dis, k == "toggle" and '<span class="cr-switch"></span>' or "",
+      esc(el.label), el.help and string.format(' <span class="cr-help" title="%s">?</span>', esc(el.help)) or "")
+  elseif k == "slider" then
+    out[#out + 1] = string.format('%s<div class="cr-slider-head">%s<output class="cr-value" for="%s">%s</output></div>'
+      .. '<input type="range" id="%s" name="%s" data-widget="slider"%s%s%s%s%s>'
+      .. '<div class="cr-slider-ends"><span>%s</span><span>%s</span></div></div>',
+      open, label_html(el, dom), dom, esc(fmt_number(el.value)), dom, name, attr("min", el.min_value),
+      attr("max", el.max_value), attr("step", el.step), attr("value", el.value), dis,
+      esc(fmt_number(el.min_value)), esc(fmt_number(el.max_value)))
+  elseif k == "number_input" then
+    out[#out + 1] = string.format('%s%s<input type="number" id="%s" name="%s" data-widget="number_input"%s%s%s%s%s%s></div>',
+      open, label_html(el, dom), dom, name, attr("min", el.min_value), attr("max", el.max_value),
+      attr("step", el.step), attr("value", el.value), attr("placeholder", el.placeholder), dis)
+  elseif k == "text_input" then
+    out[#out + 1] = string.format('%s%s<input type="%s" id="%s" name="%s" data-widget="text_input"%s%s%s%s></div>',
+      open, label_html(el, dom), el.type == "password" and "password" or "text", dom, name, attr("value", el.value),
+      attr("placeholder", el.placeholder), attr("maxlength", el.max_chars), dis)
+  elseif k == "selectbox" then
+    local opts = {}
+    for i, text in ipairs(el.labels) do
+      opts[i] = string.format('<option value="%d"%s>%s</option>', i, i == chosen and " selected" or "", esc(text))
+    end
+    out[#out + 1] = string.format('%s%s<select id="%s" name="%s" data-widget="selectbox"%s>%s</select></div>',
+      open, label_html(el, dom), dom, name, dis, table.concat(opts))
+  elseif k == "radio" then
+    local opts = {}
+    for i, text in ipairs(el.labels) do
+      opts[i] = string.format('<label class="cr-choice"><input type="radio" name="%s" value="%d" data-widget="radio"%s%s><span>%s</span></label>',
+        name, i, i == chosen and " checked" or "", dis, esc(text))
+    end
+    out[#out + 1] = string.format('<fieldset class="cr-widget cr-radio%s" data-id="%s">%s<div class="cr-choices">%s</div></fieldset>',
+      el.horizontal and " cr-horizontal" or "", name, label_html(el, nil, "legend"), table.concat(opts))
+  elseif k == "button" then
+    out[#out + 1] = string.format('%s<button type="submit" class="cr-button cr-button-%s%s" name="%s" value="true" data-widget="button"%s%s>%s</button></div>',
+      open, el.type or "secondary", el.use_container_width and " cr-wide" or "", name, dis,
+      el.help and attr("title", el.help) or "", esc(el.label))
+  else -- file_uploader, camera_input
+    out[#out + 1] = string.format('%s%s<div class="cr-dropzone"><input type="file" id="%s" disabled%s>'
+      .. '<small>Uploads are not taken by this server.</small></div></div>',
+      open, label_html(el, dom), dom, k == "camera_input" and ' accept="image/*" capture' or "")
+  end
 end
 
---- Every element of the page in order, containers flattened (for tests and tools).
+local function spinner_html(sp)
+  return string.format('<div class="cr-spinner"%s><span class="cr-spin"></span><span class="cr-spinner-text">%s</span>%s</div>',
+    sp.show_time and ' data-show-time' or "", esc(sp.body), sp.show_time and ' <span class="cr-elapsed">(0.0 s)</span>' or "")
+end
+
+local function element_html(el, ctx, out)
+  local k = el.kind
+  if k == "markdown" then
+    out[#out + 1] = '<div class="cr-markdown">' .. markdown_html(el.body) .. "</div>"
+  elseif HTML_TAG[k] then
+    out[#out + 1] = string.format('<%s class="cr-%s">%s</%s>', HTML_TAG[k], k, esc(el.body), HTML_TAG[k])
+  elseif ALERT_ICON[k] then
+    local trace = el.trace and string.format('<details class="cr-trace"><summary>Traceback</summary><pre>%s</pre></details>',
+      esc(el.trace)) or ""
+    out[#out + 1] = string.format('<div class="cr-alert cr-%s" role="alert"><span class="cr-icon">%s</span><div class="cr-alert-body">%s%s</div></div>',
+      k, ALERT_ICON[k], esc(el.body), trace)
+  elseif k == "code" then
+    out[#out + 1] = string.format('<pre class="cr-code"%s><code>%s</code></pre>', attr("data-language", el.language), esc(el.body))
+  elseif k == "divider" then out[#out + 1] = '<hr class="cr-divider">'
+  elseif k == "container" then
+    out[#out + 1] = el.border and '<div class="cr-container cr-border">' or '<div class="cr-container">'
+    render_list(el.children, ctx, out)
+    out[#out + 1] = "</div>"
+  elseif k == "empty" then
+    out[#out + 1] = '<div class="cr-empty">'
+    render_list(el.children, ctx, out)
+    out[#out + 1] = "</div>"
+  elseif k == "expander" then
+    out[#out + 1] = string.format('<details class="cr-expander"%s><summary>%s</summary><div class="cr-expander-body">',
+      el.expanded and " open" or "", esc(el.label))
+    render_list(el.children, ctx, out)
+    out[#out + 1] = "</div></details>"
+  elseif k == "columns" then
+    out[#out + 1] = string.format('<div class="cr-columns cr-gap-%s">', el.gap or "small")
+    for _, col in ipairs(el.children) do
+      out[#out + 1] = string.format('<div class="cr-column" style="flex: %s 1 0">', fmt_number(col.width))
+      render_list(col.children, ctx, out)
+      out[#out + 1] = "</div>"
+    end
+    out[#out + 1] = "</div>"
+  elseif WIDGET_SPEC[k] then
+    widget_html(el, ctx, out)
+  end
+end
+
+render_list = function(list, ctx, out)
+  for _, el in ipairs(list) do element_html(el, ctx, out) end
+  if ctx.spinner and ctx.spinner.list == list then out[#out + 1] = spinner_html(ctx.spinner) end
+end
+
+--- page:render("text" | "html" [, { spinner = page.transient }]): the page
+-- as text for a terminal, or as HTML (a sidebar, if used, and the main area;
+-- every user string escaped; widgets are form controls named by their id).
+function Page:render(format, opts)
+  format = format or "text"
+  if format == "text" then
+    if #self.sidebar == 0 then return table.concat(render_text(self, "", {}), "\n") end
+    local out = { "[sidebar]" }
+    render_text(self.sidebar, "  ", out)
+    out[#out + 1] = "[main]"
+    return table.concat(render_text(self, "", out), "\n")
+  end
+  if format == "html" then
+    local ctx = { n = 0, spinner = opts and opts.spinner }
+    local out = { '<div class="cr-page">' }
+    if #self.sidebar > 0 then
+      out[#out + 1] = '<aside class="cr-sidebar">'
+      render_list(self.sidebar, ctx, out)
+      out[#out + 1] = "</aside>"
+    end
+    out[#out + 1] = '<main class="cr-main">'
+    render_list(self, ctx, out)
+    out[#out + 1] = "</main></div>"
+    return table.concat(out, "\n")
+  end
+  error("cache_resource.ui: page:render takes \"text\" or \"html\", got " .. safe_text(format), 2)
+end
+
+--- Every element of the page in order (the sidebar's first), blocks
+-- flattened, each block element before its children.
 function Page:flat()
   local out = {}
   local function walk(list)
@@ -349,6 +918,7 @@ function Page:flat()
       if el.children then walk(el.children) end
     end
   end
+  walk(self.sidebar)
   walk(self)
   return out
 end
@@ -359,78 +929,151 @@ local Session = {}
 Session.__index = Session
 Session.__name = "cache_resource.ui.session"
 
+-- The C core asks for widget values (experimental_allow_widgets keys) and
+-- reports spinners through these hooks; a session installs them when it
+-- runs a script.
+local function widget_source(id)
+  local v = current and current.session.widgets[id]
+  if v == nil then v = widget_defaults[id] end
+  return v
+end
+
+local function notify(run, event, spinner)
+  local listener = run.session.listener
+  if listener then listener(event, run.page, spinner) end
+end
+
+local function spinner_hook(event, text, show_time)
+  local run = current
+  if not run or coroutine.running() ~= run.co then return end -- a background refresh shows nothing
+  local page = run.page
+  if event == "start" then
+    local sp = { kind = "spinner", body = text, show_time = show_time, started = clock(), list = run.target.children }
+    page.transient = sp
+    page.spinners[#page.spinners + 1] = text
+    notify(run, "spinner_start", sp)
+  elseif page.transient then
+    local sp = page.transient
+    page.transient = nil
+    sp.elapsed = clock() - sp.started
+    if sp.show_time then page.spinners[#page.spinners] = string.format("%s (%.2f s)", sp.body, sp.elapsed) end
+    notify(run, "spinner_stop", sp)
+  end
+end
+
+local function install_hooks()
+  cr.set_widget_source(widget_source)
+  cr.set_spinner(spinner_hook)
+end
+
 --- ui.session([id]): a user session; the id names it for scope = "session".
+-- Closes itself when it goes out of scope as a `<close>` variable (Lua 5.4).
 function ui.session(id)
   if id == nil then
     sessions_made = sessions_made + 1
     id = "session-" .. sessions_made
   end
-  return setmetatable({ id = tostring(id), widgets = {}, known = {}, last_page = nil, closed = false }, Session)
+  install_hooks()
+  return setmetatable({ id = tostring(id), widgets = {}, known = {}, last_page = nil, closed = false,
+    listener = nil }, Session)
+end
+
+local function on_error(e)
+  local message = safe_text(e)
+  return { message = message, trace = debug.traceback(message, 2) }
 end
 
 --- session:run(script, ...): runs a function (or a Lua file, loaded anew each
 -- run like a re-run) and returns its page. An error in the script becomes an
--- exception element; the session stays usable.
+-- exception element; the session stays usable. `session.listener`, when
+-- set, is called as listener(event, page, spinner) for "spinner_start" and
+-- "spinner_stop" while the script runs (a server streams the page with it).
 function Session:run(script, ...)
   if self.closed then error("cache_resource.ui: session '" .. self.id .. "' is closed", 2) end
   local fn, load_err = script, nil
-  if type(script) == "string" then fn, load_err = loadfile(script) end
-  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
-    if load_err == nil then error("cache_resource.ui: session:run takes a function or a file path", 2) end
+  if type(script) == "string" then
+    fn, load_err = loadfile(script)
+  elseif not is_callable(script) then
+    error("cache_resource.ui: session:run takes a function or a file path, got " .. show(script), 2)
   end
+  install_hooks()
   runs_started = runs_started + 1
-  local page = setmetatable({ spinners = {} }, Page)
-  local run = { session = self, page = page, target = page, token = runs_started, pressed = {} }
+  local page = setmetatable({ spinners = {}, sidebar = {} }, Page)
+  local run = { session = self, page = page, token = runs_started, pressed = {}, ids = {}, stack = {},
+    co = coroutine.running() }
+  run.main = setmetatable({ children = page, token = run.token, replay_of = false }, Block)
+  run.side = setmetatable({ children = page.sidebar, token = run.token, replay_of = false }, Block)
+  run.target = run.main
   local saved, saved_session = current, cr.session()
-  current = run
-  cr.set_session(self.id)
-  local ok, err
-  if load_err then
-    ok, err = false, load_err
-  else
-    ok, err = xpcall(fn, function(e) return { message = e, trace = debug.traceback(e, 2) } end, ...)
-  end
-  if not ok then
-    run.target = page
-    local message = type(err) == "table" and err.message or err
-    append { kind = "exception", body = to_text(message), trace = type(err) == "table" and err.trace or nil }
-  end
-  current = saved
-  cr.set_session(saved_session)
+  -- Whatever happens below, the previous run and session come back.
+  finally(function()
+    current = saved
+    cr.set_session(saved_session)
+    page.transient = nil
+  end, function(...)
+    current = run
+    cr.set_session(self.id)
+    local ok, err
+    if load_err then
+      ok, err = false, { message = load_err }
+    else
+      ok, err = xpcall(fn, on_error, ...)
+    end
+    if not ok then
+      if type(err) ~= "table" then err = { message = safe_text(err) } end
+      add(run.main, { kind = "exception", body = err.message, trace = err.trace })
+    end
+  end, ...)
   for _, id in ipairs(run.pressed) do self.widgets[id] = false end
-  page.transient = nil
   self.last_page = page
   return page
 end
 
---- session:set(label_or_key, value): a user interaction, seen by the next run.
--- A widget id ("checkbox:Show raw data", what HTML forms post) works too.
-function Session:set(name, value)
-  local found = self.known[name] and name
+-- The widget id a label, key or id names in this session.
+local function find_widget(self, name)
+  if self.known[name] then return name end
+  local found
   for id, w in pairs(self.known) do
-    if w.key == name then found = found or id end
-  end
-  if not found then
-    for id, w in pairs(self.known) do
-      if w.label == name and w.key == nil then
-        if found then error("cache_resource.ui: several widgets are labelled '" .. tostring(name) .. "'; give them a key", 2) end
-        found = id
-      end
+    if w.key ~= nil and w.key == name then
+      if found then error("cache_resource.ui: several widgets have the key '" .. safe_text(name) .. "'", 3) end
+      found = id
     end
   end
-  if not found then error("cache_resource.ui: no widget with the label or key '" .. tostring(name) .. "' has been shown in this session", 2) end
-  local w = self.known[found]
-  local problem = WIDGET_KINDS[w.kind].check(w.kind, w.opts, value)
-  if problem then error("cache_resource.ui: " .. problem, 2) end
-  self.widgets[found] = value
+  if found then return found end
+  for id, w in pairs(self.known) do
+    if w.label == name and w.key == nil then
+      if found then error("cache_resource.ui: several widgets are labelled '" .. safe_text(name) .. "'; give them a key", 3) end
+      found = id
+    end
+  end
   return found
+end
+
+--- session:set(label_or_key, value): a user interaction, seen by the next run.
+-- A widget id ("checkbox:Show raw data", what HTML forms post) works too. The
+-- value is checked like a browser's: type, range, step, options.
+function Session:set(name, value)
+  local id = find_widget(self, name)
+  if not id then
+    error("cache_resource.ui: no widget with the label or key '" .. safe_text(name) .. "' has been shown in this session", 2)
+  end
+  local w = self.known[id]
+  local v, problem = CHECK[w.kind](w.params, value)
+  if v == nil then error(string.format("cache_resource.ui: %s '%s': %s", w.kind, w.label, problem), 2) end
+  self.widgets[id] = v
+  return id
 end
 
 --- session:value(label_or_key): the widget's current value in this session.
 function Session:value(name)
-  for id, w in pairs(self.known) do
-    if w.key == name or w.label == name then return self.widgets[id] end
-  end
+  local id = find_widget(self, name)
+  return id and self.widgets[id]
+end
+
+--- session:widget(id): what the session knows of a widget ({ kind, label,
+-- key, params }), or nil.
+function Session:widget(id)
+  return self.known[id]
 end
 
 --- session:close(): ends the session; its session-scoped entries are released.
@@ -440,6 +1083,7 @@ function Session:close()
     cr.end_session(self.id)
   end
 end
+Session.__close = Session.close
 
 --- The page of the run in progress, or nil (a spinner can be seen there).
 function ui.page()
@@ -447,29 +1091,5 @@ function ui.page()
 end
 
 ui.Page, ui.Session, ui.Block = Page, Session, Block
-
--- ------------------------------------------------------------- C hooks
-
-cr.set_widget_source(function(id)
-  local v = current and current.session.widgets[id]
-  if v == nil then v = widget_defaults[id] end
-  return v
-end)
-
-local clock = os.clock
-cr.set_spinner(function(event, text, show_time)
-  local page = current and current.page
-  if not page then return end
-  if event == "start" then
-    page.transient = { kind = "spinner", body = text, show_time = show_time, started = clock() }
-    page.spinners[#page.spinners + 1] = text
-  elseif page.transient then
-    local sp = page.transient
-    if sp.show_time then
-      page.spinners[#page.spinners] = string.format("%s (%.2f s)", sp.body, clock() - sp.started)
-    end
-    page.transient = nil
-  end
-end)
 
 return ui

@@ -1,19 +1,26 @@
 -- make e2e: drives headless Chromium (through Debian's chromedriver, over the
--- WebDriver HTTP protocol) against a running `make serve`. Checks that the
--- replayed elements are on a second load without the cached function running
--- again, toggles a widget, checks the page changes, saves a screenshot.
---   lua5.4 spec/e2e/browser.lua APP_URL DRIVER_URL SCREENSHOT.png
+-- WebDriver HTTP protocol) against a running `make serve` of the demo app.
+-- Checks that the page streams (the spinner of a slow miss is visible while
+-- it computes, with its running time, and gone after), that a second load
+-- replays the same elements without the cached function running (the
+-- server's /stats), that columns sit side by side, that widgets in the
+-- sidebar change the page, that an ended session is reported, and that the
+-- page works without JavaScript (an Apply button posts the form). Saves
+-- screenshots of the loading state and of the final page.
+--   lua5.4 spec/e2e/browser.lua APP_URL DRIVER_URL FINAL.png LOADING.png
 local http = require "socket.http"
+local socket = require "socket"
 local ltn12 = require "ltn12"
 local json = require "dkjson"
 
-local app, driver, shot = arg[1], arg[2], arg[3]
+local app, driver, shot_final, shot_loading = arg[1], arg[2], arg[3], arg[4]
 local checks, failed = 0, 0
 
 local function check(ok, what)
   checks = checks + 1
   if not ok then failed = failed + 1 end
   print((ok and "ok   " or "FAIL ") .. what)
+  return ok
 end
 
 local function request(method, url, body)
@@ -61,21 +68,61 @@ local function base64_decode(s)
   return table.concat(out)
 end
 
-local session = wd("POST", "/session", { capabilities = { alwaysMatch = {
-  browserName = "chrome",
-  ["goog:chromeOptions"] = {
-    binary = "/usr/bin/chromium",
-    args = { "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--window-size=900,640" },
-  },
-} } }).sessionId
+local PROFILE = os.getenv("CR_E2E_PROFILE") or "build/e2e-profile"
+
+-- A browser session; `javascript = false` turns scripts off for its pages.
+local function browser(profile, javascript, load_strategy)
+  return wd("POST", "/session", { capabilities = { alwaysMatch = {
+    browserName = "chrome",
+    pageLoadStrategy = load_strategy,
+    ["goog:chromeOptions"] = {
+      binary = "/usr/bin/chromium",
+      args = { "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1280,860", "--user-data-dir=" .. profile },
+      prefs = javascript == false and { ["profile.managed_default_content_settings.javascript"] = 2 } or nil,
+    },
+  } } }).sessionId
+end
+
+-- "none": navigation commands return at once, so the page can be watched
+-- while it streams.
+local session = browser(PROFILE .. "/js", true, "none")
 local S = "/session/" .. session
 
+local function js(script, ...)
+  return wd("POST", S .. "/execute/sync", { script = script, args = table.pack(...).n > 0 and { ... } or {} })
+end
+
+-- Polls a script until it returns something truthy; returns that, or nil.
+local function wait_for(script, seconds, interval)
+  local deadline = socket.gettime() + seconds
+  repeat
+    local ok, v = pcall(js, script)
+    if ok and v and v ~= json.null then return v end
+    socket.sleep(interval or 0.1)
+  until socket.gettime() > deadline
+end
+
+local function screenshot(path)
+  local png = base64_decode(wd("GET", S .. "/screenshot"))
+  local f = assert(io.open(path, "wb"))
+  f:write(png)
+  f:close()
+  return png:sub(1, 8) == "\137PNG\r\n\26\n"
+end
+
+-- Marks the current document so that a wait can tell the next one from it.
+local function mark() pcall(js, "window.__crOld = true") end
+
+local LOADED = [[return !window.__crOld && document.readyState === 'complete'
+  && !!document.querySelector('form.cr-final') && true]]
+
+-- The final page's elements as "class|text" lines.
 local function page_texts()
-  return wd("POST", S .. "/execute/sync", { script = [[
-    return Array.from(document.querySelectorAll('.cr-page > *')).map(function (e) {
-      return e.className + '|' + e.innerText; });]], args = {} })
+  return js([[return Array.from(document.querySelectorAll(
+      'form.cr-final .cr-main > *, form.cr-final .cr-main .cr-column > *, form.cr-final .cr-sidebar > *'))
+    .map(function (e) { return e.className + '|' + e.innerText; });]])
 end
 
 local function has(texts, class, text)
@@ -85,48 +132,110 @@ local function has(texts, class, text)
   return false
 end
 
-local function wait_for(pred, seconds)
-  local deadline = os.time() + seconds
-  repeat
-    local texts = page_texts()
-    if pred(texts) then return texts end
-    os.execute("sleep 0.2")
-  until os.time() > deadline
-  return page_texts()
+local function find(css, in_session)
+  local el = wd("POST", (in_session or S) .. "/element", { using = "css selector", value = css })
+  return el["element-6066-11e4-a52e-4f735466cecf"] or el.ELEMENT
+end
+
+local function click(css, in_session)
+  wd("POST", (in_session or S) .. "/element/" .. find(css, in_session) .. "/click", EMPTY)
 end
 
 local ok, err = pcall(function()
+  -- 1. first load: the word model is built (about a second) while the page streams
+  mark()
   wd("POST", S .. "/url", { url = app .. "/" })
+  local spinner = wait_for([[
+    var s = document.querySelector('.cr-stage:not(.cr-final) .cr-spinner');
+    if (!s || !document.body.contains(s)) return null;
+    var r = s.getBoundingClientRect();
+    return r.height > 0 && getComputedStyle(s).display !== 'none' ? s.innerText : null;]], 20, 0.03)
+  check(spinner and spinner:find("Building the word model...", 1, true),
+    "the spinner 'Building the word model...' is visible while load_model computes (" .. tostring(spinner) .. ")")
+  if spinner then
+    -- the running time counts up in the browser while the server is busy
+    local timer = wait_for([[var t = document.querySelector('.cr-stage:not(.cr-final) .cr-spinner .cr-elapsed');
+      return t && /^\((0\.[1-9]|[1-9]\d*\.\d) s\)$/.test(t.innerText) ? t.innerText : null;]], 1, 0.03)
+    local running = js("var s = document.getElementById('cr-status'); return s && getComputedStyle(s).visibility")
+    check(shot_loading and screenshot(shot_loading), "saved a screenshot of the loading state to " .. tostring(shot_loading))
+    check(running == "visible" and timer ~= nil,
+      "the header shows 'Running...' and the spinner its running time (" .. tostring(timer) .. ")")
+  end
+  check(wait_for(LOADED, 30), "the page finishes loading")
+  local gone = js([[return document.querySelectorAll('.cr-spinner').length === 0
+    && getComputedStyle(document.getElementById('cr-status')).visibility === 'hidden']])
+  check(gone == true, "the spinner and the running indicator are gone once the script has run")
   local first = page_texts()
   if os.getenv("CR_E2E_DEBUG") then for _, t in ipairs(first) do print("  page: " .. t) end end
-  check(has(first, "cr-header", "Data analysis"), "first load shows the header written inside load_model")
-  check(has(first, "cr-success", "Loaded model"), "first load shows the success message")
-  local misses = stats().load_model.misses
+  check(has(first, "cr-header", "Data analysis") and has(first, "cr-success", "Loaded model"),
+    "the first load shows the header and success message written inside load_model")
+  local before = stats().load_model
 
+  -- 2. a re-run replays them without load_model running again
+  mark()
   wd("POST", S .. "/refresh", EMPTY)
+  check(wait_for(LOADED, 30), "the second load finishes")
   local second = page_texts()
-  check(has(second, "cr-header", "Data analysis") and has(second, "cr-success", "Loaded model"),
-    "second load shows the replayed header and success message")
+  local same = #second == #first
+  for i = 1, #first do
+    if not first[i]:find("rendered %d+ times") and first[i] ~= second[i] then same = false end
+  end
+  check(same, "the second load shows the same elements (" .. #second .. ")")
   local after = stats().load_model
-  check(after.misses == misses and after.hits >= 1, "the second load did not run load_model again (hits "
-    .. after.hits .. ", misses " .. after.misses .. ")")
-  check(not has(second, "cr-json", "total_words"), "raw data is hidden before the toggle")
+  check(after.misses == before.misses and after.hits == before.hits + 1, string.format(
+    "load_model did not run again: /stats says hits %d -> %d, misses %d -> %d", before.hits, after.hits,
+    before.misses, after.misses))
 
-  local box = wd("POST", S .. "/element", { using = "css selector", value = 'input[name="checkbox:Show raw data"]' })
-  local id = box["element-6066-11e4-a52e-4f735466cecf"] or box.ELEMENT
-  if not id then error("no element handle in " .. json.encode(box)) end
-  wd("POST", S .. "/element/" .. id .. "/click", EMPTY)
-  local toggled = wait_for(function(t) return has(t, "cr-json", "total_words") end, 10)
-  check(has(toggled, "cr-json", "total_words"), "ticking 'Show raw data' re-runs the script and shows the raw data")
-  local checked = wd("POST", S .. "/execute/sync", { script =
-    "return document.querySelector('input[name=\"checkbox:Show raw data\"]').checked", args = {} })
-  check(checked == true, "the checkbox comes back checked")
+  -- 3. columns side by side
+  local cols = js([[return Array.from(document.querySelectorAll('form.cr-final .cr-column')).map(function (c) {
+    var r = c.getBoundingClientRect(); return [r.left, r.top, r.width]; });]])
+  check(#cols >= 2 and math.abs(cols[1][2] - cols[2][2]) < 2 and cols[2][1] >= cols[1][1] + cols[1][3] - 1
+    and cols[1][3] > cols[2][3], string.format("the two columns render side by side, the first wider (%d columns)", #cols))
 
-  local png = base64_decode(wd("GET", S .. "/screenshot"))
-  local f = assert(io.open(shot, "wb"))
-  f:write(png)
-  f:close()
-  check(png:sub(1, 8) == "\137PNG\r\n\26\n", "saved a PNG screenshot to " .. shot)
+  -- 4. widgets in the sidebar change the page
+  check(not has(second, "cr-json", "total_words"), "raw data is hidden before the sidebar checkbox is ticked")
+  mark()
+  click('form.cr-final .cr-sidebar input[type=checkbox][name="checkbox:Show raw data"]')
+  check(wait_for(LOADED, 30), "ticking the sidebar checkbox re-runs the script")
+  local toggled = page_texts()
+  check(has(toggled, "cr-expander", "total_words"), "the raw data is shown in an expander")
+  check(js([[return document.querySelector('form.cr-final input[type=checkbox][name="checkbox:Show raw data"]').checked]]) == true,
+    "the sidebar checkbox comes back checked")
+  mark()
+  js([[var s = document.querySelector('form.cr-final .cr-sidebar input[name="slider:Top words"]');
+    s.value = '8'; s.dispatchEvent(new Event('change'));]])
+  check(wait_for(LOADED, 30), "moving the sidebar slider re-runs the script")
+  check(has(page_texts(), "cr-subheader", "Top 8 words"), "the left column now shows the top 8 words")
+  check(screenshot(shot_final), "saved a screenshot of the final page to " .. shot_final)
+
+  -- 5. an ended session is reported, and a new one starts
+  wd("DELETE", S .. "/cookie")
+  wd("POST", S .. "/cookie", { cookie = { name = "cr_session", value = string.rep("0", 32), path = "/" } })
+  mark()
+  wd("POST", S .. "/url", { url = app .. "/" })
+  check(wait_for(LOADED, 30), "a load with an unknown session cookie finishes")
+  local notice = js("var n = document.querySelector('.cr-notice'); return n && n.innerText")
+  check(notice and notice:find("session has ended", 1, true), "it tells the user the session ended (" .. tostring(notice) .. ")")
+
+  -- 6. without JavaScript: no live parts, but the page is a form with an Apply button
+  local plain = "/session/" .. browser(PROFILE .. "/nojs", false, "normal")
+  local plain_ok, plain_err = pcall(function()
+    wd("POST", plain .. "/url", { url = app .. "/" })
+    local shown = wd("GET", plain .. "/element/" .. find("form.cr-final", plain) .. "/displayed")
+    local stages = wd("POST", plain .. "/elements", { using = "css selector", value = ".cr-stage:not(.cr-final)" })
+    local hidden = true
+    for _, el in ipairs(stages) do
+      local id = el["element-6066-11e4-a52e-4f735466cecf"] or el.ELEMENT
+      if wd("GET", plain .. "/element/" .. id .. "/displayed") then hidden = false end
+    end
+    check(shown and hidden, "without JavaScript the final page shows and the streamed snapshots are hidden")
+    click('form.cr-final input[type=checkbox][name="checkbox:Show raw data"]', plain)
+    click("button.cr-apply", plain)
+    local text = wd("GET", plain .. "/element/" .. find("form.cr-final .cr-json", plain) .. "/text")
+    check(text:find("total_words", 1, true) ~= nil, "without JavaScript, ticking the checkbox and Apply shows the raw data")
+  end)
+  pcall(wd, "DELETE", plain)
+  if not plain_ok then error(plain_err, 0) end
 end)
 pcall(wd, "DELETE", S)
 if not ok then

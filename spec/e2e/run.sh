@@ -7,6 +7,7 @@ APP_PORT=${CR_E2E_PORT:-8599}
 DRIVER_PORT=${CR_E2E_DRIVER_PORT:-9515}
 mkdir -p build docs
 rm -f build/e2e.sqlite3
+rm -rf build/e2e-profile && mkdir -p build/e2e-profile/js build/e2e-profile/nojs
 CR_DEMO_DB=build/e2e.sqlite3 CR_PORT=$APP_PORT lua5.4 examples/serve.lua examples/app.lua >build/e2e-server.log 2>&1 &
 server=$!
 chromedriver --port="$DRIVER_PORT" >build/e2e-driver.log 2>&1 &
@@ -16,7 +17,8 @@ for _ in $(seq 1 100); do
   if lua5.4 -e "local h = require 'socket.http'; assert(h.request('http://127.0.0.1:$APP_PORT/healthz')); assert(h.request('http://127.0.0.1:$DRIVER_PORT/status'))" 2>/dev/null; then break; fi
   sleep 0.1
 done
-lua5.4 spec/e2e/browser.lua "http://127.0.0.1:$APP_PORT" "http://127.0.0.1:$DRIVER_PORT" docs/screenshot.png
+CR_E2E_PROFILE=build/e2e-profile lua5.4 spec/e2e/browser.lua "http://127.0.0.1:$APP_PORT" "http://127.0.0.1:$DRIVER_PORT" \
+  docs/screenshot.png docs/screenshot-loading.png
 status=$?
 [ $status -eq 0 ] || { echo "--- server log"; tail -20 build/e2e-server.log; }
 exit $status

@@ -1,0 +1,69 @@
+-- Every module: the C core, cache_resource.ui, and the modules built on
+-- cqueues (cache_resource.server), which need lua-cqueues only when they are
+-- required. cqueues is not a dependency here, so that the core installs
+-- without it (and, from a source rock, without a network); the rock
+-- cache_resource-cqueues adds that dependency.
+rockspec_format = "3.0"
+package = "cache_resource"
+version = "0.2.0-1"
+source = {
+  url = "https://github.com/cache-resource/cache_resource/archive/v0.2.0.tar.gz",
+  dir = "cache_resource-0.2.0",
+}
+description = {
+  summary = "Streamlit's st.cache_resource for Lua: shared resources cached by argument value, with UI replay",
+  detailed = [[
+    cache_resource(fn, opts) returns a cached function: the first call with
+    some arguments runs fn, later calls with equal arguments (keyed by value,
+    hashed with xxHash) return the same objects. TTL, LRU eviction, validate,
+    on_release, refresh in the background, per-session scope, yield-safe
+    under coroutine schedulers; UI calls made while computing are replayed on
+    every hit. For Lua 5.3 and 5.4.
+  ]],
+  homepage = "https://github.com/cache-resource/cache_resource",
+  issues_url = "https://github.com/cache-resource/cache_resource/issues",
+  license = "MIT",
+  labels = { "cache", "memoization", "streamlit" },
+}
+dependencies = {
+  "lua >= 5.3, < 5.5",
+}
+-- Only the header: xxHash is compiled into the module (XXH_INLINE_ALL), so
+-- nothing links libxxhash. Debian/Ubuntu: libxxhash-dev; Fedora: xxhash-devel.
+external_dependencies = {
+  XXHASH = {
+    header = "xxhash.h",
+  },
+}
+build = {
+  type = "builtin",
+  modules = {
+    cache_resource = {
+      sources = {
+        "src/cache_resource.c",
+        "src/cr_buffer.c",
+        "src/cr_call.c",
+        "src/cr_compile.c",
+        "src/cr_front.c",
+        "src/cr_key.c",
+        "src/cr_manage.c",
+        "src/cr_options.c",
+        "src/cr_refresh.c",
+        "src/cr_replay.c",
+        "src/cr_sched.c",
+        "src/cr_store.c",
+      },
+      incdirs = { "$(XXHASH_INCDIR)" },
+    },
+    ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
+    ["cache_resource.server"] = "lua/cache_resource/server.lua",
+    ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
+  },
+}
+-- `luarocks test` in a checkout: builds the module for the Lua that
+-- luarocks runs (--lua-version) and runs the spec suite with busted, which
+-- is taken from the system (Debian: lua-busted), so nothing is downloaded.
+test = {
+  type = "command",
+  script = "rockspec/test.lua",
+}

@@ -1,0 +1,131 @@
+-- Every ```lua block of README.md runs as written: each in a fresh Lua
+-- process (the interpreter running this suite), in an empty temporary
+-- directory, with this checkout's modules on its paths, and must exit 0
+-- within TIMEOUT seconds.
+--
+-- A block that is deliberately not a whole program is marked by the line
+-- `<!-- fragment -->` right before its opening fence (blank lines may come
+-- between). A fragment is only compiled, not run. Keep them rare.
+local support = require "support"
+
+local TIMEOUT = 10
+local VERSION = _VERSION:match("%d+%.%d+")
+local LUA = os.getenv("CR_LUA") or ("lua" .. VERSION)
+
+-- Blocks that fail today, by their first line: pending until README.md is
+-- fixed (then delete the line here).
+local KNOWN_FAILING = {
+}
+
+-- What only Lua 5.4 has, as it shows in a block's text.
+local NEEDS_54 = {
+  { pattern = "<close>", feature = "<close>" },
+  { pattern = "coroutine%.close", feature = "coroutine.close" },
+  { pattern = "%f[%w_.:]warn%s*%(", feature = "warn" },
+}
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Under `make asan` the sanitizer runtime is preloaded into this process:
+-- shell utilities must not inherit it (they would abort at exit), only the
+-- Lua process that runs a block and loads the sanitized module.
+local PRELOAD = os.getenv("LD_PRELOAD")
+
+local function run(command)
+  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. shell_quote(command .. " 2>&1")))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  return ok, out, how, code
+end
+
+local ROOT = (select(2, run("pwd")):gsub("\n$", ""))
+local BUILD = os.getenv("CR_BUILD") or "build"
+if BUILD:sub(1, 1) ~= "/" then BUILD = ROOT .. "/" .. BUILD end
+
+-- The ```lua blocks of a Markdown text: { line =, first =, code =, fragment = }.
+local function lua_blocks(text)
+  local blocks, current, previous = {}, nil, ""
+  local n = 0
+  for line in (text .. "\n"):gmatch("(.-)\r?\n") do
+    n = n + 1
+    if current then
+      if line:match("^%s*```%s*$") then
+        current.code = table.concat(current.lines, "\n") .. "\n"
+        current.first = current.lines[1] or ""
+        blocks[#blocks + 1] = current
+        current = nil
+      else
+        current.lines[#current.lines + 1] = line
+      end
+    elseif line:match("^%s*```%s*lua%s*$") then
+      current = { line = n, lines = {}, fragment = previous:match("^%s*<!%-%-%s*fragment%s*%-%->%s*$") ~= nil }
+    end
+    if not current and line:match("%S") then previous = line end
+  end
+  assert(current == nil, "README.md: the ```lua block at line " .. (current and current.line or 0) .. " is not closed")
+  return blocks
+end
+
+local function readme()
+  local f = assert(io.open("README.md", "rb"))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function missing_feature(code)
+  for _, need in ipairs(NEEDS_54) do
+    if code:find(need.pattern) and not support.HAS[need.feature] then return need.feature end
+  end
+end
+
+local function run_block(block)
+  local dir = (select(2, run("mktemp -d")):gsub("\n$", ""))
+  assert(dir:match("^/"), "mktemp -d failed: " .. dir)
+  local f = assert(io.open(dir .. "/block.lua", "wb"))
+  f:write(block.code)
+  f:close()
+  local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
+    ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;", BUILD .. "/?.so;")
+  local lua = PRELOAD and ("env LD_PRELOAD=" .. shell_quote(PRELOAD) .. " " .. LUA) or LUA
+  local ok, out, _, code = run(string.format("cd %s && timeout %d %s -e %s block.lua", shell_quote(dir), TIMEOUT,
+    lua, shell_quote(setup)))
+  run("rm -rf " .. shell_quote(dir))
+  return ok, out, code
+end
+
+describe("README.md", function()
+  local blocks = lua_blocks(readme())
+
+  it("has Lua examples, most of them whole programs (fragments are rare)", function()
+    assert.is_true(#blocks >= 1)
+    local fragments = 0
+    for _, block in ipairs(blocks) do
+      if block.fragment then fragments = fragments + 1 end
+    end
+    assert.is_true(fragments * 4 <= #blocks, fragments .. " of " .. #blocks .. " blocks are fragments")
+  end)
+
+  for _, block in ipairs(blocks) do
+    local name = "line " .. block.line .. ": " .. block.first
+    local feature = missing_feature(block.code)
+    if KNOWN_FAILING[block.first] then
+      pending(block.first .. " [README.md:" .. block.line .. ": fails today]")
+    elseif feature then
+      pending(name .. " [skipped: needs " .. feature .. ", which " .. _VERSION .. " lacks]")
+    elseif block.fragment then
+      it("fragment at " .. name .. " compiles", function()
+        local chunk, err = load(block.code, "=README.md:" .. block.line, "t")
+        assert(chunk, err)
+      end)
+    else
+      it("runs the block at " .. name, function()
+        local ok, out, code = run_block(block)
+        if code == 124 then out = out .. "\n(timed out after " .. TIMEOUT .. " s)" end
+        assert(ok, "README.md:" .. block.line .. " exited with " .. tostring(code) .. ":\n" .. out)
+      end)
+    end
+  end
+end)

@@ -1,0 +1,124 @@
+/* The front index: the hit path for the commonest calls — no argument, or
+ * one string, integer or boolean argument (a connection by URL, a model by
+ * name) — finds the entry before any serialization or hashing.
+ *
+ * Per cache, for its global store only: `front_empty` points at the entry of
+ * the empty key, and a Lua table (upvalue 2 of every cached function of the
+ * cache) maps the raw argument to a light userdata of its entry — or, when
+ * no hit needs the entry (no max_entries, so no recency to refresh; one
+ * value, not nil and not a light userdata; nothing to replay), straight to
+ * the value: a hit in a big cache then touches one table node, like a plain
+ * Lua table, instead of the node, the entry and the registry. Floats are
+ * never indexed (a table would merge 1 and 1.0, which are different keys).
+ *
+ * The call path reads the table first thing, before it even looks at the
+ * cache, so the table itself must be right: it is empty while the cache's
+ * options rule the index out (cr_front_reset), a closure whose first
+ * parameter is skipped gets an empty table of its own (cr_wrap), and the
+ * state empties every table when it closes.
+ *
+ * Invariant: a mapping exists only while its entry is alive in the global
+ * store. cr_front_add (from cr_store_insert) maps an entry after a step that
+ * may run Lua code (pushing the key value may collect garbage and run
+ * finalizers), so it finds the entry again by its key before mapping it;
+ * cr_front_forget (from cr_entry_release) runs once the entry is already
+ * unlinked and freed, and only ever clears a mapping (whatever it holds by
+ * then: removing one is always safe). Losing a mapping only sends calls
+ * down the general path, which finds the same entry. */
+#include <string.h>
+#include "cr.h"
+
+/* Pushes the raw value keyed by e's key bytes (copied to keybuf) if it is
+ * an indexable single scalar whose key serializes back to exactly those
+ * bytes. */
+static int push_front_value(lua_State *L, cr_state *S, const unsigned char *key, size_t len) {
+  static const cr_func plain; /* no skipped parameters */
+  unsigned char buf[CR_KEY_INLINE_MAX];
+  cr_key again;
+  if (!cr_key_push_single(L, key, len)) return 0;
+  if (!cr_key_scalars(L, S, &plain, lua_gettop(L), 1, &again, buf) || again.len != len ||
+      memcmp(again.bytes, key, len) != 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
+  cr_cache *c = st->cache;
+  unsigned char key[CR_FRONT_MAX_KEY];
+  size_t len = e->keylen;
+  uint64_t hash = e->hash;
+  if (st != c->global || e->is_digest || !c->front_ok) return;
+  if (len == 0) {
+    c->front_empty = e;
+    e->front = CR_FRONT_EMPTY;
+    return;
+  }
+  if (len > sizeof key || c->front_ref == LUA_NOREF) return;
+  memcpy(key, CR_ENTRY_KEY(e), len);
+  luaL_checkstack(L, 4, "cache_resource: front index");
+  if (!push_front_value(L, c->S, key, len)) return;
+  /* the push may have run finalizers (which may even re-wrap the cache with
+   * options that rule the index out): check again, find the entry again */
+  e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
+  if (e == NULL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_insert(L, -2);
+  e->front = CR_FRONT_TABLE;
+  if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
+    int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
+    if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
+    else lua_pop(L, 1);
+  }
+  if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
+  lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
+  lua_pop(L, 1);
+}
+
+/* Called by cr_entry_release before it unlinks e: what to forget later. */
+void cr_front_note(cr_entry *e, cr_front_gone *gone) {
+  cr_cache *c = e->store->cache;
+  gone->len = 0;
+  gone->cache = c;
+  if (e->front == CR_FRONT_EMPTY && c->front_empty == e) c->front_empty = NULL;
+  if ((e->front == CR_FRONT_TABLE || e->front == CR_FRONT_VALUE) && e->keylen <= sizeof gone->key) {
+    gone->len = e->keylen;
+    memcpy(gone->key, CR_ENTRY_KEY(e), e->keylen);
+  }
+}
+
+/* After e is unlinked and freed: clear its mapping if it still points at it. */
+void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
+  cr_cache *c = gone->cache;
+  if (gone->len == 0 || c->front_ref == LUA_NOREF) return;
+  luaL_checkstack(L, 4, "cache_resource: front index");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  if (!cr_key_push_single(L, gone->key, gone->len)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Empties c's index: its options no longer allow it, or the state closes.
+ * Only removes keys (no allocation, so no Lua code runs). */
+void cr_front_reset(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  if (c->front_ref == LUA_NOREF) return;
+  luaL_checkstack(L, 4, "cache_resource: front index");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, -4); /* clearing a field during traversal is allowed */
+  }
+  lua_pop(L, 1);
+}
