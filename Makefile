@@ -183,7 +183,11 @@ lint:
 	  $(LINT_CC) $(WARN) -O1 -fanalyzer -I$(LUA_INC) -c -o /dev/null $$f || exit 1; \
 	done
 	@echo "== clang-tidy (clang-analyzer-*) =="
-	clang-tidy $(SRCS) --quiet --checks='-*,clang-analyzer-*' --warnings-as-errors='*' -- -std=c99 -I$(LUA_INC)
+	@# one file per run: clang-tidy 14 carries va_list state from one file to the next
+	@for f in $(SRCS); do \
+	  clang-tidy $$f --quiet --checks='-*,clang-analyzer-*' --warnings-as-errors='*' -- -std=c99 -I$(LUA_INC) \
+	    2>&1 | grep -v '^[0-9]* warnings\? generated\.$$'; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
+	done
 	@echo "== cppcheck =="
 	cppcheck --enable=warning,portability,performance --error-exitcode=1 --inline-suppr --quiet --std=c99 \
 	  -D__GNUC__ -DLLONG_MAX=9223372036854775807LL -I$(LUA_INC) --suppress=missingIncludeSystem src/

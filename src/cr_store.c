@@ -350,7 +350,7 @@ int cr_widget_sets_push(lua_State *L, cr_cache *c, int create) {
 static int cache_storing(const cr_state *S, const cr_cache *c, const cr_call *self) {
   const cr_call *call;
   for (call = S->calls; call; call = call->next)
-    if (call->cache == c && call->storing && call != self) return 1;
+    if (call != self && call->cache == c && call->storing) return 1;
   return 0;
 }
 
