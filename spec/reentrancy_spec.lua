@@ -24,6 +24,17 @@ local function registry_objects()
   return n
 end
 
+-- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
+-- no step size).
+local function gc_pace(pause, stepmul, stepsize)
+  if _VERSION == "Lua 5.3" then
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+  else
+    collectgarbage("incremental", pause, stepmul, stepsize)
+  end
+end
+
 local ui_text = cr.replayable(function() end, "reentrancy.text")
 local function ui_arg() end -- a function argument: recorded by reference
 
@@ -53,8 +64,8 @@ local ACTIONS = {
 
 -- ---- callbacks ---------------------------------------------------------
 -- errors: how an error raised in the callback reaches the caller:
--- "raw" unchanged, "wrapped" inside a message, "never" (a warning, or a
--- finalizer's error that Lua reports itself).
+-- "raw" unchanged, "wrapped" inside a message, "gc" as Lua 5.3 reports a
+-- finalizer's error, "never" (a warning).
 
 local CALLBACKS = {
   { name = "clock", errors = "raw" },
@@ -64,7 +75,9 @@ local CALLBACKS = {
   { name = "widget source", errors = "raw" },
   { name = "spinner hook", errors = "never" },
   { name = "waiter", errors = "raw" },
-  { name = "__gc finalizer", errors = "never" },
+  -- Lua 5.4 turns a finalizer's error into a warning; 5.3 raises it where
+  -- the collector ran, wrapped
+  { name = "__gc finalizer", errors = _VERSION == "Lua 5.3" and "gc" or "never" },
 }
 
 -- Runs the action for callback invocations while the case is armed: once,
@@ -131,27 +144,47 @@ end
 -- __gc row: finalizable objects queued so that the collector runs them at
 -- the allocation points inside the next operation. Primed with the
 -- smallest steps until the first batch ran (the collector is then in its
--- finalizer phase), then with a step multiplier that has about every
--- allocation point run the next batch (of ten). The first `skip` finalizers to
--- run inside the operation do nothing, so each operation has its action
--- fire at a different allocation point.
-local function queue_finalizers(ctx, skip)
+-- finalizer phase). Lua 5.4 then runs the next batch (of ten) at about
+-- every allocation point when its step multiplier is raised: the first
+-- `skip` finalizers to run inside the operation do nothing, so each
+-- operation has its action fire at a different allocation point. Lua 5.3
+-- runs the rest at once, a fixed amount of allocation later (measured
+-- once per case): padding moves that point into the operation.
+local function prime(ctx, n)
   local mt = { __gc = function()
     ctx.finalized = ctx.finalized + 1
     if ctx.in_op then
       if ctx.skip > 0 then ctx.skip = ctx.skip - 1 else fire(ctx) end
     end
   end }
-  collectgarbage("incremental", 1, 1, 1)
-  for _ = 1, skip + 40 do setmetatable({}, mt) end
+  gc_pace(1, _VERSION == "Lua 5.3" and 100 or 1, 1)
+  ctx.skip = 0
+  for _ = 1, n do setmetatable({}, mt) end
   local probe = false
   setmetatable({}, { __gc = function() probe = true end }) -- finalized first
   local steps = 0
-  -- steps of 4 KB of work: less than one batch of finalizers (the probe's)
-  repeat collectgarbage("step", 4); steps = steps + 1 until probe or steps > 1000000
-  ctx.skip = skip
-  collectgarbage("incremental", 1, 100, 1)
-  collectgarbage("step", 0) -- one more batch, and no allocation debt left over
+  -- small steps: one batch of finalizers (the probe's) each, at most
+  repeat collectgarbage("step", _VERSION == "Lua 5.3" and 0 or 4); steps = steps + 1
+  until probe or steps > 1000000
+end
+
+local function queue_finalizers(ctx)
+  local shift = (ctx.op_index * 7 + ctx.case_index * 3) % 6
+  if _VERSION == "Lua 5.3" then
+    if not ctx.gap then -- bytes from the priming step to the burst
+      prime(ctx, 40)
+      local done, kb0, keep, i = ctx.finalized, collectgarbage("count"), {}, 0
+      while ctx.finalized == done and i < 100000 do i = i + 1; keep[i] = {} end
+      ctx.gap = math.floor((collectgarbage("count") - kb0) * 1024)
+    end
+    prime(ctx, 40)
+    local _ = string.rep("x", math.max(0, ctx.gap - 200 - shift * 250))
+  else
+    prime(ctx, shift * 10 + 40)
+    ctx.skip = shift * 10
+    gc_pace(1, 100, 1)
+    collectgarbage("step", 0) -- one more batch, and no allocation debt left over
+  end
 end
 
 -- ---- checks ------------------------------------------------------------
@@ -166,6 +199,9 @@ local function expected_error(ctx, cb, scope, err, raised_during)
   end
   if not raised_during or cb.errors == "never" then return false end
   local r = ctx.action.raise
+  if cb.errors == "gc" then
+    return type(err) == "string" and err:find("error in __gc metamethod", 1, true) ~= nil
+  end
   if cb.errors == "raw" then
     if r == "string" then return err == "boom" end
     if r == "table" then return rawequal(err, ctx.errobj) end
@@ -186,14 +222,16 @@ local function run_op(ctx, cb, scope, label, k, op)
   cr.set_session("main")
   ctx.key = k
   if cb.name == "__gc finalizer" then
-    queue_finalizers(ctx, ((ctx.op_index * 7 + ctx.case_index * 3) % 6) * 10)
+    queue_finalizers(ctx)
   end
   local raised0 = ctx.raised
   ctx.in_op = true
-  local results = table.pack(pcall(op))
+  -- no allocation before in_op is off: a finalizer run here is not the op's
+  local ok, r1 = pcall(op)
   ctx.in_op = false
+  local results = { ok, r1 }
   if cb.name == "__gc finalizer" then
-    collectgarbage("incremental", 200, 100, 13)
+    gc_pace(200, 100, 13)
   end
   local raised_during = ctx.raised > raised0
   if not results[1] then
@@ -272,7 +310,7 @@ describe("reentrancy matrix", function()
   end)
   after_each(function()
     warn = saved_warn
-    collectgarbage("incremental", 200, 100, 13)
+    gc_pace(200, 100, 13)
     cr.set_widget_source(nil)
     cr.set_spinner(nil)
     support.reset()
