@@ -420,8 +420,8 @@ describe("argument keys", function()
         local to_root, to_mid = { x = { y = false } }, { x = { y = false } }
         to_root.x.y = to_root
         to_mid.x.y = to_mid.x
-        local deep, cur = {}, nil
-        cur = deep
+        local deep = {}
+        local cur = deep
         for _ = 1, 99 do cur.x = {}; cur = cur.x end
         local up_s, up_n, up_b = "captured\0nul", 42, false
         local function lua_fn() return up_s, up_n, up_b, self_ref end

@@ -208,7 +208,9 @@ for _, mode in ipairs(support.REPLAY_MODES) do
         names[#names + 1] = cr.replaying() or "none"
         b.lines[#b.lines + 1] = s
       end)
-      local page = cr(function() local b = container(); write_to(b, "one"); write_to(b, "two"); return 1, nil, "three" end)
+      local page = cr(function()
+        local b = container(); write_to(b, "one"); write_to(b, "two"); return 1, nil, "three"
+      end)
       local function drive()
         local co = coroutine.wrap(function() return table.pack(page()) end)
         local r = co()
@@ -245,12 +247,12 @@ for _, mode in ipairs(support.REPLAY_MODES) do
       local first = coroutine.wrap(function() return f() end)
       first()
       assert.equal(1, first())
-      local co = coroutine.create(function() return f() end)
-      assert.is_true(coroutine.resume(co)) -- suspended inside the replay
+      local threads = { coroutine.create(function() return f() end) } -- dropped below
+      assert.is_true(coroutine.resume(threads[1])) -- suspended inside the replay
       cr.clear(f)
       collectgarbage(); collectgarbage()
       assert.is_not_nil(weak[1])           -- the suspended replay still holds its records
-      co = nil
+      threads[1] = nil
       collectgarbage(); collectgarbage()
       assert.is_nil(weak[1])
     end)

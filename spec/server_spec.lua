@@ -22,7 +22,8 @@ local left, right = ui.columns(2)
 left:text("level is " .. level)
 right:selectbox("Pick", { "a", "b" })
 if _G.SERVER_SLOW then
-  cr(function() _G.SERVER_SLOW(); return 1 end, { show_spinner = "Working hard", show_time = true, name = "server-slow" })()
+  cr(function() _G.SERVER_SLOW(); return 1 end,
+    { show_spinner = "Working hard", show_time = true, name = "server-slow" })()
 end
 ui.text("the end")
 ]]
@@ -106,7 +107,8 @@ local function http(port, raw)
 end
 
 local function get(port, path, cookie)
-  return http(port, "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n" .. (cookie and ("Cookie: " .. cookie .. "\r\n") or "") .. "\r\n")
+  return http(port, "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n"
+    .. (cookie and ("Cookie: " .. cookie .. "\r\n") or "") .. "\r\n")
 end
 
 local function post(port, path, body, cookie)
@@ -185,7 +187,8 @@ describe("the web server", function()
       assert.truthy(has(seen_before_start, "Replayed header")) -- the page so far comes with it
       assert.is_nil(seen_before_start:find("the end", 1, true))
       -- the snapshot with the spinner is dropped and the final page has none
-      local stage = body:match('<div class="cr%-stage" id="cr%-s(%d+)" inert>[^\n]*\n<div class="cr%-page">.-cr%-spinner')
+      local stage = body:match('<div class="cr%-stage" id="cr%-s(%d+)" inert>[^\n]*\n'
+        .. '<div class="cr%-page">.-cr%-spinner')
       assert.truthy(stage)
       assert.truthy(has(body, "#cr-s" .. stage .. "{display:none}"))
       local page = final_page(body)
@@ -376,7 +379,8 @@ describe("the web server", function()
 
   it("checks its options", function()
     assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path or function }")
-    assert.has_error(function() server.new({ script = "x", prot = 1 }) end, "cache_resource.server: unknown option 'prot'")
+    assert.has_error(function() server.new({ script = "x", prot = 1 }) end,
+      "cache_resource.server: unknown option 'prot'")
     assert.has_error(function() server.new({ script = "x", max_sessions = "9" }) end,
       "cache_resource.server: option 'max_sessions' must be a number, got a string")
     assert.has_error(function() server.new({ script = "x", max_sessions = 0 }) end)

@@ -69,7 +69,8 @@ describe("the UI runtime", function()
   end)
 
   it("writes JSON with lua-dkjson, keys sorted, whatever the table holds", function()
-    assert.equal('{"a":1,"b":{"c":[1,2,3],"d":true},"z":"x"}', ui.to_json({ z = "x", b = { d = true, c = { 1, 2, 3 } }, a = 1 }))
+    assert.equal('{"a":1,"b":{"c":[1,2,3],"d":true},"z":"x"}',
+      ui.to_json({ z = "x", b = { d = true, c = { 1, 2, 3 } }, a = 1 }))
     assert.equal('{"n":2}', ui.to_json({ n = 2 }))                 -- not an array of two nulls
     assert.equal('{"1":"a","3":"c"}', ui.to_json({ [1] = "a", [3] = "c" }))
     assert.equal('{}', ui.to_json({}))
@@ -219,7 +220,11 @@ describe("the UI runtime", function()
     for _, case in ipairs(CASES) do
       it(case[1], function()
         local got, n
-        local page = ui.session():run(function() got = case[2](); n = select("#", case[2]) end)
+        local page = ui.session():run(function()
+          local res = table.pack(case[2]())
+          got, n = res[1], res.n
+        end)
+        assert.equal(1, n) -- a widget returns its value, and only that
         assert.equal(1, #page, page:render("text"))
         assert.equal(case[3], got)
         assert.equal(math.type(case[3]), math.type(got))
@@ -816,7 +821,8 @@ describe("the UI runtime", function()
       assert.same({ "spinner_start", "Working", 2 }, { events[1][1], events[1][2], events[1][3] })
       assert.equal("spinner_stop", events[2][1])
       -- the spinner is drawn inside the column where the cached function was called
-      assert.truthy(events[1][4]:find('<div class="cr-column" style="flex: 0.5 1 0">\n<div class="cr-spinner" data-show-time>', 1, true))
+      assert.truthy(events[1][4]:find('<div class="cr-column" style="flex: 0.5 1 0">\n'
+        .. '<div class="cr-spinner" data-show-time>', 1, true))
       assert.truthy(events[1][4]:find("Working", 1, true))
       assert.is_nil(events[2][4]:find("cr-spinner", 1, true))
       assert.is_nil(page:render("html"):find("cr-spinner", 1, true))

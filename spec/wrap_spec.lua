@@ -16,7 +16,8 @@ describe("wrapping", function()
 
   it("cache_resource(fn, opts) applies the options", function()
     local released = {}
-    local f = cr(function(x) return x * 10 end, { max_entries = 1, on_release = function(v) released[#released + 1] = v end })
+    local f = cr(function(x) return x * 10 end,
+      { max_entries = 1, on_release = function(v) released[#released + 1] = v end })
     f(1); f(2)
     assert.same({ 10 }, released)
   end)
@@ -311,7 +312,8 @@ describe("stats(f), info(f) and peek(f, ...)", function()
     assert.equal(2, s.entries)
     assert.equal(1, s.hits)
     assert.equal(2, s.misses)
-    for _, k in ipairs({ "stale_hits", "failures", "refreshes", "refresh_failures", "evictions", "expirations", "replay_bytes" }) do
+    for _, k in ipairs({ "stale_hits", "failures", "refreshes", "refresh_failures", "evictions", "expirations",
+      "replay_bytes" }) do
       assert.equal(0, s[k], k)
     end
     local g = cr(function() end, { name = "plain" })
@@ -356,7 +358,8 @@ describe("stats(f), info(f) and peek(f, ...)", function()
 
   it("peek does not change recency", function()
     local released = {}
-    local f = cr(function(x) return x end, { max_entries = 2, on_release = function(v) released[#released + 1] = v end })
+    local f = cr(function(x) return x end,
+      { max_entries = 2, on_release = function(v) released[#released + 1] = v end })
     f(1); f(2)
     cr.peek(f, 1)  -- a call would make 1 the newest; peek must not
     f(3)

@@ -55,6 +55,11 @@
 #include <xxhash.h>
 #include "cr.h"
 
+/***
+Argument keys.
+@module cache_resource
+*/
+
 enum {
   TAG_NIL = 0x00, TAG_FALSE, TAG_TRUE, TAG_INT, TAG_FLOAT, TAG_STRING,
   TAG_TABLE, TAG_CYCLE, TAG_LFUNC, TAG_CFUNC, TAG_REPLACED, TAG_CACHED,
@@ -905,6 +910,23 @@ int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len) {
 }
 
 /* ---- debugging entry points ------------------------------------------ */
+
+/***
+The canonical bytes of an argument list: what `hash` digests. No `_`
+parameter is left out and no `hash_funcs` apply; trailing `nil`s are
+dropped. For debugging and tests.
+@function key_bytes
+@param ... the arguments
+@treturn string the bytes, one encoded value after the other
+*/
+
+/***
+How many bytes the key serializer keeps allocated between calls (its
+scratch buffers, which are reused from call to call). For debugging and
+tests.
+@function key_scratch_bytes
+@treturn integer a byte count
+*/
 
 /* cache_resource.key_bytes(...): the canonical bytes that
  * cache_resource.hash(...) digests. For tests and debugging. */

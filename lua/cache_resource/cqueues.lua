@@ -5,10 +5,9 @@
 -- installs a scheduler: a coroutine that finds its key being computed by
 -- another one waits on a cqueues condition variable until the owner ends
 -- (it is resumed once, never polled), and background refreshes
--- (refresh_mode = "background") run as new coroutines of the running
--- controller. The module table has install([cq]) to install it again (cq:
--- the controller that runs refreshes started outside of any controller)
--- and uninstall().
+-- (`refresh_mode = "background"`) run as new coroutines of the running
+-- controller. The module table has `install` to install it again and
+-- `uninstall`.
 local cqueues = require "cqueues"
 local condition = require "cqueues.condition"
 local cr = require "cache_resource"
@@ -46,17 +45,29 @@ local function spawn(fn)
   cq:wrap(fn)
 end
 
---- The scheduler table given to cache_resource.set_scheduler.
+--- The scheduler table given to `cache_resource.set_scheduler`.
+-- @tfield function wait `wait(token)`: parks the running coroutine on a
+-- condition variable until `wake(token)`
+-- @tfield function wake `wake(token)`: resumes the coroutines waiting on
+-- the token
+-- @tfield function spawn `spawn(fn)`: runs `fn` as a new coroutine of the
+-- running controller (or of the one given to `install`); raises when
+-- there is neither
+-- @table scheduler
 M.scheduler = { wait = wait, wake = wake, spawn = spawn }
 
---- install([cq]): makes this the module's scheduler (done on require).
+--- Makes this the module's scheduler (`require` does it).
+-- @param[opt] cq a cqueues controller that runs the background refreshes
+-- started outside of any controller
+-- @return the module table
 function M.install(cq)
   fallback = cq
   cr.set_scheduler(M.scheduler)
   return M
 end
 
---- uninstall(): removes the scheduler if it is still this one.
+--- Removes the scheduler if it is still this one.
+-- @return the module table
 function M.uninstall()
   if cr.scheduler() == M.scheduler then cr.set_scheduler(nil) end
   fallback = nil
@@ -64,6 +75,7 @@ function M.uninstall()
 end
 
 --- How many tokens have coroutines waiting on them (for tests).
+-- @treturn integer the count
 function M.waiting()
   local n = 0
   for _ in pairs(conds) do n = n + 1 end

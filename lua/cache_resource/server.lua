@@ -10,6 +10,16 @@
 -- entries; at most `max_sessions` live at once (the least recently used idle
 -- one ends first). Built on lua-cqueues; binds to loopback unless told
 -- otherwise. Script runs never interleave: ui keeps one current run.
+--
+--     -- app.lua: a script, re-run for every page view
+--     local ui = require "cache_resource.ui"
+--     ui.title("Hello")
+--
+--     require("cache_resource.server").serve { script = "app.lua", port = 8501 }
+--
+-- Requests: `GET /` (the page), `POST /set` (a widget change: the form
+-- fields id and value, or the whole form of the page without JavaScript),
+-- `GET /stats` (`cache_resource.stats()` as JSON) and `GET /healthz`.
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 local condition = require "cqueues.condition"
@@ -25,19 +35,23 @@ local STATUS = { [200] = "OK", [204] = "No Content", [303] = "See Other", [400] 
 
 local CSS = [[
 :root { --cr-primary: #ff4b4b; --cr-text: #31333f; --cr-muted: rgba(49, 51, 63, .6); --cr-line: rgba(49, 51, 63, .2);
-  --cr-soft: #f0f2f6; font-family: "Source Sans Pro", "Source Sans 3", system-ui, -apple-system, "Segoe UI", sans-serif; }
+  --cr-soft: #f0f2f6;
+  font-family: "Source Sans Pro", "Source Sans 3", system-ui, -apple-system, "Segoe UI", sans-serif; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--cr-text); background: #fff; font-size: 16px; line-height: 1.6; }
 .cr-bar { position: fixed; top: 0; left: 0; right: 0; height: 3rem; z-index: 10; display: flex; align-items: center;
-  justify-content: space-between; padding: 0 1rem; background: rgba(255, 255, 255, .92); border-bottom: 1px solid #eee; }
+  justify-content: space-between; padding: 0 1rem; background: rgba(255, 255, 255, .92);
+  border-bottom: 1px solid #eee; }
 .cr-bar::before { content: ""; position: absolute; top: 0; left: 0; right: 0; height: 3px;
   background: linear-gradient(90deg, #ff4b4b, #ffbd45); }
 .cr-brand { font-weight: 600; font-size: .95rem; }
 .cr-status { display: flex; align-items: center; gap: .5rem; font-size: .85rem; color: var(--cr-muted); }
 .cr-status .cr-spin { width: 1rem; height: 1rem; }
-.cr-apply { font: inherit; font-size: .85rem; padding: .2rem .8rem; border-radius: .5rem; border: 1px solid var(--cr-primary);
+.cr-apply { font: inherit; font-size: .85rem; padding: .2rem .8rem; border-radius: .5rem;
+  border: 1px solid var(--cr-primary);
   background: var(--cr-primary); color: #fff; cursor: pointer; margin-left: 1rem; }
-.cr-notice { position: relative; z-index: 5; margin: 3.5rem auto 0; max-width: 46rem; padding: .75rem 1rem; border-radius: .5rem;
+.cr-notice { position: relative; z-index: 5; margin: 3.5rem auto 0; max-width: 46rem; padding: .75rem 1rem;
+  border-radius: .5rem;
   background: rgba(255, 227, 18, .15); color: #926c05; }
 .cr-notice + .cr-stage .cr-main, .cr-notice + .cr-notice { padding-top: 1.5rem; }
 .cr-page { display: flex; min-height: 100vh; align-items: stretch; }
@@ -49,7 +63,8 @@ h2.cr-header { font-size: 2rem; font-weight: 600; line-height: 1.2; margin: 1.5r
 h3.cr-subheader { font-size: 1.5rem; font-weight: 600; line-height: 1.2; margin: 1.25rem 0 .5rem; }
 .cr-sidebar h1.cr-title { font-size: 2rem; } .cr-sidebar h2.cr-header { font-size: 1.5rem; margin-top: 0; }
 .cr-sidebar h3.cr-subheader { font-size: 1.25rem; }
-p.cr-write, .cr-markdown p { margin: 0 0 1rem; } p.cr-caption { font-size: .875rem; color: var(--cr-muted); margin: 0 0 1rem; }
+p.cr-write, .cr-markdown p { margin: 0 0 1rem; }
+p.cr-caption { font-size: .875rem; color: var(--cr-muted); margin: 0 0 1rem; }
 pre { font-family: "Source Code Pro", ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .875rem; }
 pre.cr-text { white-space: pre-wrap; margin: 0 0 1rem; font-size: .9rem; }
 pre.cr-code, pre.cr-json { background: var(--cr-soft); border-radius: .5rem; padding: 1rem; margin: 0 0 1rem;
@@ -58,7 +73,8 @@ code { background: var(--cr-soft); border-radius: .25rem; padding: .1rem .25rem;
 hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem 0; }
 .cr-alert { display: flex; gap: .75rem; padding: 1rem; border-radius: .5rem; margin: 0 0 1rem; }
 .cr-alert-body { white-space: pre-wrap; word-break: break-word; min-width: 0; }
-.cr-success { background: rgba(33, 195, 84, .1); color: #177233; } .cr-info { background: rgba(28, 131, 225, .1); color: #004280; }
+.cr-success { background: rgba(33, 195, 84, .1); color: #177233; }
+.cr-info { background: rgba(28, 131, 225, .1); color: #004280; }
 .cr-warning { background: rgba(255, 227, 18, .1); color: #926c05; }
 .cr-error, .cr-exception { background: rgba(255, 43, 43, .09); color: #7d353b; }
 .cr-trace summary { cursor: pointer; margin-top: .5rem; } .cr-trace pre { margin: .25rem 0 0; color: var(--cr-text); }
@@ -76,10 +92,12 @@ hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem
 .cr-help { display: inline-block; width: 1rem; height: 1rem; line-height: 1rem; text-align: center; border-radius: 50%;
   border: 1px solid var(--cr-muted); color: var(--cr-muted); font-size: .7rem; margin-left: .35rem; cursor: help; }
 .cr-widget input[type=text], .cr-widget input[type=password], .cr-widget input[type=number], .cr-widget select {
-  width: 100%; font: inherit; font-size: .95rem; color: inherit; background: var(--cr-soft); border: 1px solid transparent;
+  width: 100%; font: inherit; font-size: .95rem; color: inherit; background: var(--cr-soft);
+  border: 1px solid transparent;
   border-radius: .5rem; padding: .45rem .75rem; outline: none; }
 .cr-widget input:focus, .cr-widget select:focus { border-color: var(--cr-primary); }
-.cr-sidebar .cr-widget input[type=text], .cr-sidebar .cr-widget input[type=number], .cr-sidebar .cr-widget select { background: #fff; }
+.cr-sidebar .cr-widget input[type=text], .cr-sidebar .cr-widget input[type=number],
+  .cr-sidebar .cr-widget select { background: #fff; }
 .cr-slider-head { display: flex; justify-content: space-between; align-items: baseline; }
 .cr-slider output { color: var(--cr-primary); font-size: .875rem; font-weight: 600; }
 .cr-slider input[type=range] { width: 100%; accent-color: var(--cr-primary); margin: .25rem 0 0; }
@@ -87,14 +105,17 @@ hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem
 .cr-check { display: flex; align-items: center; gap: .5rem; cursor: pointer; font-size: .95rem; }
 .cr-check input { width: 1rem; height: 1rem; accent-color: var(--cr-primary); margin: 0; }
 .cr-toggle .cr-check input { position: absolute; opacity: 0; width: 1px; height: 1px; }
-.cr-switch { position: relative; width: 2rem; height: 1.1rem; border-radius: 1rem; background: #d6d6d9; transition: background .15s; flex: none; }
-.cr-switch::after { content: ""; position: absolute; top: .15rem; left: .15rem; width: .8rem; height: .8rem; border-radius: 50%;
+.cr-switch { position: relative; width: 2rem; height: 1.1rem; border-radius: 1rem; background: #d6d6d9;
+  transition: background .15s; flex: none; }
+.cr-switch::after { content: ""; position: absolute; top: .15rem; left: .15rem; width: .8rem; height: .8rem;
+  border-radius: 50%;
   background: #fff; transition: left .15s; }
 .cr-toggle input:checked + .cr-switch { background: var(--cr-primary); }
 .cr-toggle input:checked + .cr-switch::after { left: 1.05rem; }
 fieldset.cr-radio { border: 0; padding: 0; margin: 0 0 1rem; }
 fieldset.cr-radio legend { padding: 0; }
-.cr-choices { display: flex; flex-direction: column; gap: .15rem; } .cr-horizontal .cr-choices { flex-direction: row; gap: 1rem; }
+.cr-choices { display: flex; flex-direction: column; gap: .15rem; }
+.cr-horizontal .cr-choices { flex-direction: row; gap: 1rem; }
 .cr-choice { display: flex; align-items: center; gap: .5rem; cursor: pointer; }
 .cr-choice input { accent-color: var(--cr-primary); margin: 0; }
 .cr-button { font: inherit; font-size: .95rem; padding: .35rem .85rem; border-radius: .5rem; cursor: pointer;
@@ -103,15 +124,18 @@ fieldset.cr-radio legend { padding: 0; }
 .cr-button-primary { background: var(--cr-primary); border-color: var(--cr-primary); color: #fff; }
 .cr-button-primary:hover { color: #fff; filter: brightness(.95); }
 .cr-button-tertiary { border-color: transparent; background: none; } .cr-wide { width: 100%; }
-.cr-dropzone { display: flex; flex-direction: column; gap: .25rem; padding: 1rem; border-radius: .5rem; background: var(--cr-soft); }
+.cr-dropzone { display: flex; flex-direction: column; gap: .25rem; padding: 1rem; border-radius: .5rem;
+  background: var(--cr-soft); }
 .cr-dropzone small { color: var(--cr-muted); }
 .cr-spinner { display: flex; align-items: center; gap: .6rem; margin: 0 0 1rem; font-size: .95rem; }
 .cr-elapsed { color: var(--cr-muted); font-variant-numeric: tabular-nums; }
-.cr-spin { display: inline-block; width: 1.25rem; height: 1.25rem; border-radius: 50%; border: 3px solid rgba(255, 75, 75, .2);
+.cr-spin { display: inline-block; width: 1.25rem; height: 1.25rem; border-radius: 50%;
+  border: 3px solid rgba(255, 75, 75, .2);
   border-top-color: var(--cr-primary); animation: cr-turn 1s linear infinite; flex: none; }
 @keyframes cr-turn { to { transform: rotate(360deg); } }
 .cr-toast { position: fixed; right: 1rem; bottom: 1rem; max-width: 30rem; z-index: 20; }
-@media (max-width: 800px) { .cr-page { flex-direction: column; } .cr-sidebar { width: auto; flex: none; padding-top: 4rem; }
+@media (max-width: 800px) { .cr-page { flex-direction: column; }
+  .cr-sidebar { width: auto; flex: none; padding-top: 4rem; }
   .cr-columns { flex-direction: column; } .cr-column { width: 100%; } }
 ]]
 
@@ -173,7 +197,8 @@ local PAGE_JS = [[
 ]]
 
 local function esc(s)
-  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+  return (tostring(s):gsub("[&<>\"']",
+    { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
 end
 
 local function url_decode(s)
@@ -181,9 +206,12 @@ local function url_decode(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
---- Parses an application/x-www-form-urlencoded body; nil on malformed input.
+--- Parses an `application/x-www-form-urlencoded` body.
 -- A repeated name keeps its last value (a checkbox posts "false", then
 -- "true" when ticked).
+-- @tparam string body the request body
+-- @treturn ?table name -> value (both decoded), or `nil` when the body is
+-- malformed
 function M.parse_form(body)
   local out = {}
   if body == "" then return out end
@@ -203,9 +231,13 @@ local function random_id()
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
---- Converts a posted string to the widget's value; nil, message on error.
--- `params` are the widget's parameters (session:widget(id).params);
--- selectbox and radio post the 1-based index of the option.
+--- Converts a posted string to the widget's value. `selectbox` and `radio`
+-- post the position of the option, from 1. The value is not range-checked
+-- here: `Session:set` does that.
+-- @tparam string kind the widget's kind (`"checkbox"`, `"slider"`...)
+-- @tparam table params the widget's parameters (`session:widget(id).params`)
+-- @tparam string text what the page posted
+-- @return the value, or `nil` and a message
 function M.convert(kind, params, text)
   if kind == "checkbox" or kind == "toggle" or kind == "button" then
     if text == "true" or text == "on" then return true end
@@ -229,12 +261,22 @@ end
 local Server = {}
 Server.__index = Server
 
-local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number", max_sessions = "number",
-  max_body = "number", title = "string", log = "function" }
+local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number",
+  max_sessions = "number", max_body = "number", title = "string", log = "function" }
 
---- server.new{ script = path or function, host = "127.0.0.1", port = 8501, idle = 900,
---  max_sessions = 1000, max_body = 65536, title = "cache_resource app",
---  log = function(msg) end }
+--- A new server, not yet listening (see `Server:start`, or `serve`).
+-- @tparam table opts the options; only `script` is required:
+--
+-- * `script` (string or function): the app, a Lua file (loaded anew every
+--   run) or a function
+-- * `host` (string, default `"127.0.0.1"`) and `port` (number, default
+--   8501; 0 picks a free port): where to listen
+-- * `idle` (seconds, default 900): sessions idle longer end
+-- * `max_sessions` (default 1000): the most sessions alive at once
+-- * `max_body` (bytes, default 65536): the largest request body taken
+-- * `title` (string, default `"cache_resource app"`): the page title
+-- * `log` (function): called with each log line (default: to stderr)
+-- @treturn Server the server
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.script) ~= "string" and type(opts.script) ~= "function") then
     error("cache_resource.server.new needs { script = path or function }", 2)
@@ -278,7 +320,16 @@ local function unlink(self, s)
   s.older, s.newer = nil, nil
 end
 
+--- A server (from `new`). Its sessions are tables `s` with `s.id` (the
+-- cookie), `s.ui` (the `cache_resource.ui` session), `s.seen` and `s.busy`.
+-- @type Server
+
+--- The port it listens on, once `start` has run (useful with `port = 0`).
+-- @tfield integer bound_port
+
 --- Marks a session as just used (it becomes the last to be ended by the cap).
+-- @tparam table s a session of this server
+-- @tparam[opt] number now the time, in `cqueues.monotime` seconds
 function Server:touch(s, now)
   s.seen = now or cqueues.monotime()
   if self.newest ~= s then
@@ -290,7 +341,9 @@ function Server:touch(s, now)
   end
 end
 
---- Ends a session: its session-scoped entries are released.
+--- Ends a session: its session-scoped entries are released. A session
+-- this server no longer holds is left alone.
+-- @tparam table s a session of this server
 function Server:end_session(s)
   if self.sessions[s.id] ~= s then return end
   self.sessions[s.id] = nil
@@ -300,7 +353,10 @@ function Server:end_session(s)
   if not ok then self.log("cache_resource.server: ending session " .. s.id .. ": " .. tostring(err)) end
 end
 
---- A new session, ending the least recently used idle ones over max_sessions.
+--- A new session, ending the least recently used idle ones over
+-- `max_sessions`.
+-- @tparam[opt] number now the time, in `cqueues.monotime` seconds
+-- @treturn table the session
 function Server:new_session(now)
   while self.count >= self.max_sessions do
     local victim = self.oldest
@@ -317,13 +373,20 @@ function Server:new_session(now)
   return s
 end
 
---- The session named by the request's cookie, and whether it named one.
+--- The session named by the request's cookie.
+-- @tparam table req a parsed request (`headers` has lower-case names)
+-- @treturn ?table the session, or `nil`
+-- @treturn boolean whether the request named one (an ended session's
+-- cookie names one that is gone)
 function Server:session_for(req)
   local id = (req.headers.cookie or ""):match("cr_session=(%x+)")
   return id and self.sessions[id], id ~= nil
 end
 
---- Ends sessions idle for longer than `idle` seconds; returns how many.
+--- Ends the sessions idle for longer than `idle` seconds, except those
+-- serving a request.
+-- @tparam number now the time, in `cqueues.monotime` seconds
+-- @treturn integer how many it ended
 function Server:reap(now)
   local n = 0
   local s = self.oldest
@@ -340,8 +403,11 @@ end
 
 -- ---------------------------------------------------------------- runs
 
--- Runs the script for one session; runs never interleave, even if a
--- cached function yields to the scheduler.
+--- Runs the script for one session; runs never interleave, even if a
+-- cached function yields to the scheduler (a run waits for the one in
+-- progress). An error of the run itself (not of the script) is raised.
+-- @tparam table s a session of this server
+-- @treturn cache_resource.ui.Page the page
 function Server:run(s)
   while self.running do self.run_done:wait() end
   self.running = true
@@ -358,12 +424,17 @@ end
 local EXPIRED = "Your previous session has ended (it was idle for too long, or the server restarted), "
   .. "so a new one was started: widgets are back to their defaults."
 
+--- The start of the HTML page, up to the page body: the head (styles and
+-- scripts), the top bar and the notices.
+-- @tparam {string,...} notices texts shown above the page
+-- @treturn string the HTML
 function Server:head_html(notices)
   local out = { string.format([[<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>%s</title><style>%s</style><script>%s</script></head><body>
 <header class="cr-bar"><span class="cr-brand">%s</span><span class="cr-status" id="cr-status" role="status">
-<span class="cr-spin"></span>Running...</span><noscript><button class="cr-apply" type="submit" form="cr-form">Apply</button></noscript></header>
+<span class="cr-spin"></span>Running...</span><noscript><button class="cr-apply" type="submit"
+form="cr-form">Apply</button></noscript></header>
 ]], esc(self.title), CSS, HEAD_JS, esc(self.title)) }
   for _, text in ipairs(notices) do
     out[#out + 1] = '<div class="cr-notice" role="status">' .. esc(text) .. "</div>\n"
@@ -388,9 +459,12 @@ local function final_html(page, last_stage)
     page:render("html"), drop(last_stage), PAGE_JS)
 end
 
--- The body of GET /: a function that streams the page as the script runs.
--- send(text, now): `now` when called from inside the C core's spinner hook,
--- where nothing may yield.
+--- The body of `GET /`: a function that streams the page as the script runs.
+-- It calls `send(text, now)` for each part; `now` is true when called from
+-- inside the C core's spinner hook, where nothing may yield.
+-- @tparam table s a session of this server
+-- @tparam {string,...} notices texts shown above the page
+-- @treturn function `function(send)`, which runs the script
 function Server:page_stream(s, notices)
   return function(send)
     s.busy = s.busy + 1
@@ -427,8 +501,13 @@ local function cookie(id)
   return "cr_session=" .. id .. "; Path=/; HttpOnly; SameSite=Strict"
 end
 
---- Answers one parsed request: status, body (a string, or a function that
--- streams it through send), headers.
+--- Answers one parsed request.
+-- @tparam table req `method`, `path` (without the query), `version`,
+-- `headers` (lower-case names) and `body`
+-- @treturn integer the status code
+-- @treturn string|function the body, or a function that streams it (see
+-- `page_stream`)
+-- @treturn ?table the response headers
 function Server:handle(req)
   local now = cqueues.monotime()
   if req.path == "/" then
@@ -559,6 +638,9 @@ local function stream_writer(conn, chunked)
   return w
 end
 
+--- Reads one request from a connection, answers it and closes the
+-- connection (one request per connection).
+-- @param conn a `cqueues.socket`
 function Server:serve_connection(conn)
   conn:setmode("b", "b") -- text mode would turn every \n we write into \r\n
   conn:settimeout(10)
@@ -598,6 +680,9 @@ function Server:serve_connection(conn)
 end
 
 --- Listens, and adds the accept loop and the idle reaper to the controller.
+-- Raises when it cannot listen.
+-- @param cq a cqueues controller, whose loop serves the requests
+-- @treturn Server the server
 function Server:start(cq)
   self.listener = assert(socket.listen(self.host, self.port))
   local listened, ok, err = pcall(self.listener.listen, self.listener)
@@ -653,7 +738,13 @@ function Server:stop()
   while self.oldest do self:end_session(self.oldest) end
 end
 
---- Serves until stop() or SIGINT/SIGTERM.
+--- Module functions.
+-- @section end
+
+--- Serves until `Server:stop` or SIGINT/SIGTERM, in a new cqueues
+-- controller, with `cache_resource.cqueues` as the scheduler.
+-- @tparam table opts the options of `new`
+-- @treturn Server the server, stopped
 function M.serve(opts)
   local signal = require "cqueues.signal"
   local cq = cqueues.new()

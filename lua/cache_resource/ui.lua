@@ -3,11 +3,19 @@
 -- A session runs a script top to bottom; every `ui.*` call appends an
 -- element to the block that is active in that run (the main area, the
 -- sidebar, a container, a column...). Elements, widgets and layout blocks are
--- replayable UI calls (cache_resource.replayable), so a cached function that
+-- replayable UI calls (`cache_resource.replayable`), so a cached function that
 -- shows something shows it again on every cache hit. It is also the
--- reference for wiring another UI to the C core: replayable(), computing(),
--- replaying(), widget_used(), set_widget_source() and set_spinner() are all
+-- reference for wiring another UI to the C core: `replayable`, `computing`,
+-- `replaying`, `widget_used`, `set_widget_source` and `set_spinner` are all
 -- it uses.
+--
+--     local ui = require "cache_resource.ui"
+--     local session = ui.session()
+--     local page = session:run(function()
+--       ui.title("Hello")
+--       if ui.checkbox("Show details") then ui.write({ answer = 42 }) end
+--     end)
+--     print(page:render("text"))
 local cr = require "cache_resource"
 local json = require "dkjson"
 
@@ -118,8 +126,8 @@ local function jsonable(v, seen)
   return copy
 end
 
---- ui.to_json(value [, pretty]): JSON with sorted keys (lua-dkjson), so the
--- same table always gives the same text.
+-- ui.to_json(value [, pretty]): JSON with sorted keys (lua-dkjson), so the
+-- same table always gives the same text. (Documented with the elements.)
 function ui.to_json(v, pretty)
   return json.encode(jsonable(v, {}), { indent = pretty and true or nil })
 end
@@ -139,12 +147,14 @@ Block.__name = "cache_resource.ui.block"
 local Row = { __name = "cache_resource.ui.columns" }
 Row.__index = Row
 
---- ui.sidebar: the sidebar of whatever run is in progress.
+-- ui.sidebar: the sidebar of whatever run is in progress. (Documented with
+-- the layout blocks.)
 ui.sidebar = setmetatable({ sidebar = true }, Block)
 
 local function running(what)
   if current == nil then
-    error(where() .. "cache_resource.ui." .. what .. ": no script is running; call it from a script given to session:run()", 0)
+    error(where() .. "cache_resource.ui." .. what
+      .. ": no script is running; call it from a script given to session:run()", 0)
   end
   return current
 end
@@ -289,7 +299,7 @@ function raw.columns(spec, opts)
     for i = 1, spec do widths[i] = 1 end
   elseif type(spec) == "table" and getmetatable(spec) == nil and #spec >= 1 then
     for i, w in ipairs(spec) do
-      if type(w) ~= "number" or not (w > 0) or w == math.huge then
+      if type(w) ~= "number" or not (w > 0) or w == math.huge then -- luacheck: ignore 581 (NaN is not > 0)
         fail("columns", "column widths must be positive numbers, got " .. show(w) .. " at " .. i)
       end
       widths[i] = w
@@ -393,18 +403,25 @@ local function widget_params(kind, ...)
   local p = {}
   for k, v in pairs(opts) do
     if not spec.allowed[k] then
-      local hint = SIMILAR[k] and (" (did you mean " .. (SIMILAR[k]:find(" ") and SIMILAR[k] or ("'" .. SIMILAR[k] .. "'")) .. "?)") or ""
+      local similar = SIMILAR[k]
+      local hint = ""
+      if similar then
+        hint = " (did you mean " .. (similar:find(" ") and similar or ("'" .. similar .. "'")) .. "?)"
+      end
       local names = {}
       for name in pairs(spec.allowed) do names[#names + 1] = name end
       table.sort(names)
-      fail(kind, "unknown option '" .. safe_text(k) .. "'" .. hint .. "; " .. kind .. " takes " .. table.concat(names, ", "))
+      fail(kind, "unknown option '" .. safe_text(k) .. "'" .. hint .. "; " .. kind .. " takes "
+        .. table.concat(names, ", "))
     end
     p[k] = v
   end
   for i = 1, n do
     local name = spec.params[i]
     if args[i] ~= nil then
-      if p[name] ~= nil then fail(kind, "'" .. name .. "' is given twice: as argument " .. (i + 1) .. " and in the options") end
+      if p[name] ~= nil then
+        fail(kind, "'" .. name .. "' is given twice: as argument " .. (i + 1) .. " and in the options")
+      end
       p[name] = args[i]
     end
   end
@@ -509,7 +526,8 @@ local function numeric(kind, p, slider)
     if p.max_value == nil then p.max_value = float and 1.0 or 100 end
   end
   if p.step == nil then p.step = float and 0.01 or 1 end
-  if not (p.step > 0) then fail(kind, "step must be greater than 0, got " .. fmt_number(p.step)) end
+  -- (a NaN step was refused above: is_number)
+  if p.step <= 0 then fail(kind, "step must be greater than 0, got " .. fmt_number(p.step)) end
   if p.min_value and p.max_value and p.min_value > p.max_value then
     fail(kind, "min_value " .. fmt_number(p.min_value) .. " is greater than max_value " .. fmt_number(p.max_value))
   end
@@ -547,7 +565,9 @@ function NORMALIZE.selectbox(kind, p)
   local n = 0
   for i in ipairs(p.options) do n = i end
   for k in pairs(p.options) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then fail(kind, "options must be a list (keys 1..n), found key " .. show(k)) end
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      fail(kind, "options must be a list (keys 1..n), found key " .. show(k))
+    end
   end
   want(kind, p, "index", function(v) return math.type(v) == "integer" and v >= 1 and v <= n end,
     n == 0 and "nil (there are no options)" or ("an integer from 1 to " .. n))
@@ -570,7 +590,8 @@ function NORMALIZE.button(kind, p)
 end
 
 function NORMALIZE.file_uploader(kind, p)
-  want(kind, p, "type", function(v) return type(v) == "string" or type(v) == "table" end, "a string or a list of strings")
+  want(kind, p, "type", function(v) return type(v) == "string" or type(v) == "table" end,
+    "a string or a list of strings")
   want(kind, p, "accept_multiple_files", is_boolean, "a boolean")
 end
 NORMALIZE.camera_input = NORMALIZE.file_uploader
@@ -602,7 +623,8 @@ local function widget(kind, handle, label, ...)
   end
   want(kind, p, "help", is_string, "a string")
   want(kind, p, "disabled", is_boolean, "a boolean")
-  want(kind, p, "label_visibility", one_of("visible", "hidden", "collapsed"), "\"visible\", \"hidden\" or \"collapsed\"")
+  want(kind, p, "label_visibility", one_of("visible", "hidden", "collapsed"),
+    "\"visible\", \"hidden\" or \"collapsed\"")
   NORMALIZE[kind](kind, p)
   local id = kind .. ":" .. tostring(p.key or label)
   if run.ids[id] then
@@ -650,6 +672,254 @@ local ALL = { "write", "code", "exception", "json", "divider", "container", "exp
 for _, k in ipairs(ELEMENTS) do ALL[#ALL + 1] = k end
 for _, k in ipairs(WIDGETS) do ALL[#ALL + 1] = k end
 
+-- The documentation of the functions the loop below makes (ui.title,
+-- ui.checkbox...): LDoc reads these comments by their @function names.
+
+--- Elements.
+-- Each call adds an element to the active block: the main area, or the
+-- block named by `with` (or a block method, see `Block`). Text arguments
+-- may be any value: a string is shown as it is, a table without a metatable
+-- as JSON (`to_json`), anything else through `tostring` (an object whose
+-- `__tostring` fails still shows something). Like every function of this
+-- module that shows something, they raise unless a session is running a
+-- script (`Session:run`), and a cached function that calls them shows the
+-- same elements again on every hit.
+-- @section elements
+
+--- A title (Streamlit's `st.title`): the largest heading.
+-- @function title
+-- @param body the text
+
+--- A header: a second-level heading.
+-- @function header
+-- @param body the text
+
+--- A subheader: a third-level heading.
+-- @function subheader
+-- @param body the text
+
+--- Preformatted text, in a fixed-width font.
+-- @function text
+-- @param body the text
+
+--- A little Markdown: paragraphs (split by blank lines), inline code
+-- between backticks, bold between double stars, italics between single
+-- stars, and links (the text in square brackets, then an http or https
+-- address in parentheses). Everything else shows as it is written, HTML
+-- included.
+-- @function markdown
+-- @param body the Markdown source
+
+--- A caption: small, muted text.
+-- @function caption
+-- @param body the text
+
+--- A success message (a green box).
+-- @function success
+-- @param body the text
+
+--- An informational message (a blue box).
+-- @function info
+-- @param body the text
+
+--- A warning message (a yellow box).
+-- @function warning
+-- @param body the text
+
+--- An error message (a red box). It only shows the message: nothing is
+-- raised.
+-- @function error
+-- @param body the text
+
+--- Streamlit's `st.write`: its arguments as text, joined by spaces (a
+-- table without a metatable as JSON).
+-- @function write
+-- @param ... the values to show
+
+--- A code block.
+-- @function code
+-- @param body the code
+-- @tparam[opt] string language the name of its language, kept with the
+-- block (after the opening fence in text, as `data-language` in HTML)
+
+--- An exception: an error value shown like an error a script raises (an
+-- error in the script itself becomes one of these, with its traceback).
+-- @function exception
+-- @param err the error value (usually a message)
+
+--- A value as pretty-printed JSON with sorted keys (`to_json`).
+-- @function json
+-- @param value any value; what JSON cannot hold shows as its text, and a
+-- cycle as `"<cycle>"`
+
+--- A horizontal rule.
+-- @function divider
+
+--- JSON text with sorted keys (lua-dkjson), so the same table always gives
+-- the same text: every table's keys are written as strings, a table with a
+-- metatable and any value JSON cannot hold (a function, a userdata) as its
+-- text, and a cycle as `"<cycle>"`. It shows nothing; `json` and the text
+-- conversions use it.
+-- @function to_json
+-- @param value any value
+-- @tparam[opt] boolean pretty indent the text over several lines
+-- @treturn string the JSON text
+
+--- Widgets.
+-- A widget shows an input and returns its current value in the session:
+-- its initial value on the first run, then whatever the user set
+-- (`Session:set`, or the page served by `cache_resource.server`). A value
+-- that the widget's parameters no longer allow (an option that went away)
+-- falls back to the initial one.
+--
+-- The parameters follow Streamlit's: the label, then positional parameters
+-- (each one may be given by name in `opts` instead, but not both ways),
+-- then an options table. Every widget also takes these options:
+--
+-- * `key` (string or integer): identifies the widget instead of its label.
+--   A widget's id is its kind and its key or label, e.g.
+--   `"checkbox:Show raw data"`; two widgets of one run with the same id
+--   raise `DuplicateWidgetID`.
+-- * `help` (string): a tooltip.
+-- * `disabled` (boolean): shown, but cannot be changed.
+-- * `label_visibility`: `"visible"` (the default), `"hidden"` (the space
+--   stays) or `"collapsed"`.
+--
+-- An unknown option raises, with the options the widget takes. A widget
+-- used inside a cached function shows a `CachedWidgetWarning` (its value
+-- is not part of the key), unless the function was wrapped with
+-- `experimental_allow_widgets = true`.
+-- @section widgets
+
+--- A checkbox.
+-- @function checkbox
+-- @tparam string label its label
+-- @tparam[opt=false] boolean value the initial value
+-- @tparam[opt] table opts the options every widget takes
+-- @treturn boolean whether it is ticked
+
+--- A toggle: a checkbox shown as a switch.
+-- @function toggle
+-- @tparam string label its label
+-- @tparam[opt=false] boolean value the initial value
+-- @tparam[opt] table opts the options every widget takes
+-- @treturn boolean whether it is on
+
+--- A slider over a range of numbers. It holds integers unless one of
+-- `min_value`, `max_value`, the initial value or `step` is a float; then it
+-- holds floats, and its defaults become 0.0, 1.0 and 0.01.
+-- @function slider
+-- @tparam string label its label
+-- @tparam[opt=0] number min_value the smallest value
+-- @tparam[opt=100] number max_value the largest value
+-- @tparam[opt] number value the initial value (default `min_value`)
+-- @tparam[opt=1] number step the distance between values, counted from
+-- `min_value`
+-- @tparam[opt] table opts the options every widget takes
+-- @treturn number the value, an integer or a float like the parameters
+
+--- A number field. Integers unless one of `min_value`, `max_value`, the
+-- initial value or `step` is a float (then floats, and `step` defaults to
+-- 0.01).
+-- @function number_input
+-- @tparam string label its label
+-- @tparam[opt] number min_value the smallest value (none by default)
+-- @tparam[opt] number max_value the largest value (none by default)
+-- @tparam[opt] number value the initial value (default `min_value`, or 0)
+-- @tparam[opt=1] number step the distance between values, counted from
+-- `min_value` (or from the initial value)
+-- @tparam[opt] table opts the options every widget takes, and
+-- `placeholder` (string)
+-- @treturn number the value, an integer or a float like the parameters
+
+--- A one-line text field.
+-- @function text_input
+-- @tparam string label its label
+-- @tparam[opt=""] string value the initial text
+-- @tparam[opt] table opts the options every widget takes, and
+-- `placeholder` (string), `max_chars` (integer: the most characters, UTF-8
+-- counted) and `type` (`"default"` or `"password"`)
+-- @treturn string the text
+
+--- A drop-down list of options.
+-- @function selectbox
+-- @tparam string label its label
+-- @tparam table options the choices, a list (keys 1 to n) of any values;
+-- they are shown as text (see Elements)
+-- @tparam[opt=1] integer index the position of the initial choice, from 1
+-- @tparam[opt] table opts the options every widget takes, and
+-- `format_func` (a function from an option to the text shown for it) and
+-- `placeholder` (string)
+-- @return the chosen option itself (not its index), or `nil` when
+-- `options` is empty
+
+--- Radio buttons: one choice among options, all shown.
+-- @function radio
+-- @tparam string label its label
+-- @tparam table options the choices, a list (keys 1 to n) of any values
+-- @tparam[opt=1] integer index the position of the initial choice, from 1
+-- @tparam[opt] table opts the options every widget takes, and
+-- `format_func` (a function from an option to the text shown for it) and
+-- `horizontal` (boolean: in a row rather than a column)
+-- @return the chosen option itself (not its index), or `nil` when
+-- `options` is empty
+
+--- A button.
+-- @function button
+-- @tparam string label its label
+-- @tparam[opt] table opts the options every widget takes, and `type`
+-- (`"primary"`, `"secondary"` or `"tertiary"`) and `use_container_width`
+-- (boolean)
+-- @treturn boolean `true` in the one run that follows a click, `false`
+-- otherwise
+
+--- A file upload field. This runtime takes no uploads: it is shown
+-- disabled and returns `nil`. It raises inside a cached function, as an
+-- uploaded file cannot be part of a key.
+-- @function file_uploader
+-- @tparam string label its label
+-- @tparam[opt] table opts the options every widget takes, and `type` (an
+-- extension or a list of them) and `accept_multiple_files` (boolean)
+-- @treturn nil always
+
+--- A camera input. Like `file_uploader`: shown disabled, returns `nil`,
+-- and raises inside a cached function.
+-- @function camera_input
+-- @tparam string label its label
+-- @tparam[opt] table opts the options every widget takes
+-- @treturn nil always
+
+--- Layout.
+-- Blocks hold elements: a new element goes into the active block, which
+-- `with` changes, or into the block whose method adds it (`Block`). A
+-- block belongs to the run that created it; a cached function can only
+-- write into blocks it created itself (anything else raises
+-- `CacheReplayClosureError`, as its replays could not find that block).
+-- @section layout
+
+--- A container: a block that groups elements.
+-- @function container
+-- @tparam[opt] table opts `border` (boolean): draw a border around it
+-- @treturn Block the container
+
+--- An expander: a block that shows its label and opens to show its
+-- elements. `expander(label, opts)` works too.
+-- @function expander
+-- @tparam string label its label
+-- @tparam[opt=false] boolean expanded whether it starts open (or
+-- `opts.expanded`)
+-- @tparam[opt] table opts `expanded` (boolean)
+-- @treturn Block the expander
+
+--- A block that holds one element at most: each element added to it
+-- replaces the one it held (a placeholder to update).
+-- @function empty
+-- @treturn Block the placeholder
+
+--- The sidebar of whatever run is in progress: a block (`Block`), to write
+-- into with its methods or with `with`.
+-- @tfield Block sidebar
+
 for _, kind in ipairs(ALL) do
   ui[kind] = cr.replayable(raw[kind], kind)
   Block[kind] = cr.replayable(function(block, ...) return in_block(block, kind, ...) end, "block." .. kind)
@@ -669,11 +939,19 @@ local function unpack_columns(row)
   return table.unpack(out)
 end
 
---- ui.columns(n | widths [, opts]): that many blocks, side by side.
+--- Columns: blocks side by side, returned one by one
+-- (`local left, right = ui.columns(2)`).
+-- @tparam integer|{number,...} spec how many columns of equal width (1 to
+-- 64), or a list of their relative widths (positive numbers)
+-- @tparam[opt] table opts `gap`: `"small"` (the default), `"medium"` or
+-- `"large"`
+-- @treturn Block... one block per column, left to right
 function ui.columns(spec, opts)
   return unpack_columns(open_columns(spec, opts))
 end
 
+-- block:columns(spec [, opts]): columns inside a block (see the Block class
+-- in the reference).
 function Block.columns(block, spec, opts)
   return unpack_columns(block_columns(block, spec, opts))
 end
@@ -681,8 +959,13 @@ end
 local enter = cr.replayable(raw.enter, "with.enter")
 local leave = cr.replayable(raw.leave, "with.leave")
 
---- ui.with(block, fn, ...): runs fn(...) with `block` as the active block
--- (Streamlit's `with block:`) and returns what fn returns.
+--- Runs `fn(...)` with `block` as the active block (Streamlit's
+-- `with block:`): what `fn` shows goes into it. The previous active block
+-- comes back afterwards, even if `fn` raises.
+-- @tparam Block block a block of this run, or `sidebar`
+-- @tparam function fn what to run
+-- @param ... arguments for `fn`
+-- @return what `fn` returns
 function ui.with(block, fn, ...)
   if not is_callable(fn) then fail("with", "expected a function to run in the block, got " .. show(fn)) end
   enter(block)
@@ -727,7 +1010,8 @@ local function render_text(elements, indent, out)
 end
 
 local function esc(s)
-  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+  return (tostring(s):gsub("[&<>\"']",
+    { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
 end
 
 -- A little Markdown, after escaping: `code`, **bold**, *italic*, [links](http...),
@@ -787,8 +1071,9 @@ local function widget_html(el, ctx, out)
   if k == "checkbox" or k == "toggle" then
     out[#out + 1] = string.format('%s<input type="hidden" name="%s" value="false"%s><label class="cr-check">'
       .. '<input type="checkbox" id="%s" name="%s" value="true" data-widget="%s"%s%s>%s<span>%s</span>%s</label></div>',
-      open, name, dis, dom, name, k, el.value and " checked" or "", dis, k == "toggle" and '<span class="cr-switch"></span>' or "",
-      esc(el.label), el.help and string.format(' <span class="cr-help" title="%s">?</span>', esc(el.help)) or "")
+      open, name, dis, dom, name, k, el.value and " checked" or "", dis,
+      k == "toggle" and '<span class="cr-switch"></span>' or "", esc(el.label),
+      el.help and string.format(' <span class="cr-help" title="%s">?</span>', esc(el.help)) or "")
   elseif k == "slider" then
     out[#out + 1] = string.format('%s<div class="cr-slider-head">%s<output class="cr-value" for="%s">%s</output></div>'
       .. '<input type="range" id="%s" name="%s" data-widget="slider"%s%s%s%s%s>'
@@ -797,7 +1082,8 @@ local function widget_html(el, ctx, out)
       attr("max", el.max_value), attr("step", el.step), attr("value", el.value), dis,
       esc(fmt_number(el.min_value)), esc(fmt_number(el.max_value)))
   elseif k == "number_input" then
-    out[#out + 1] = string.format('%s%s<input type="number" id="%s" name="%s" data-widget="number_input"%s%s%s%s%s%s></div>',
+    out[#out + 1] = string.format(
+      '%s%s<input type="number" id="%s" name="%s" data-widget="number_input"%s%s%s%s%s%s></div>',
       open, label_html(el, dom), dom, name, attr("min", el.min_value), attr("max", el.max_value),
       attr("step", el.step), attr("value", el.value), attr("placeholder", el.placeholder), dis)
   elseif k == "text_input" then
@@ -814,13 +1100,16 @@ local function widget_html(el, ctx, out)
   elseif k == "radio" then
     local opts = {}
     for i, text in ipairs(el.labels) do
-      opts[i] = string.format('<label class="cr-choice"><input type="radio" name="%s" value="%d" data-widget="radio"%s%s><span>%s</span></label>',
+      opts[i] = string.format('<label class="cr-choice"><input type="radio" name="%s" value="%d"'
+        .. ' data-widget="radio"%s%s><span>%s</span></label>',
         name, i, i == chosen and " checked" or "", dis, esc(text))
     end
-    out[#out + 1] = string.format('<fieldset class="cr-widget cr-radio%s" data-id="%s">%s<div class="cr-choices">%s</div></fieldset>',
+    out[#out + 1] = string.format(
+      '<fieldset class="cr-widget cr-radio%s" data-id="%s">%s<div class="cr-choices">%s</div></fieldset>',
       el.horizontal and " cr-horizontal" or "", name, label_html(el, nil, "legend"), table.concat(opts))
   elseif k == "button" then
-    out[#out + 1] = string.format('%s<button type="submit" class="cr-button cr-button-%s%s" name="%s" value="true" data-widget="button"%s%s>%s</button></div>',
+    out[#out + 1] = string.format('%s<button type="submit" class="cr-button cr-button-%s%s" name="%s" value="true"'
+      .. ' data-widget="button"%s%s>%s</button></div>',
       open, el.type or "secondary", el.use_container_width and " cr-wide" or "", name, dis,
       el.help and attr("title", el.help) or "", esc(el.label))
   else -- file_uploader, camera_input
@@ -831,8 +1120,10 @@ local function widget_html(el, ctx, out)
 end
 
 local function spinner_html(sp)
-  return string.format('<div class="cr-spinner"%s><span class="cr-spin"></span><span class="cr-spinner-text">%s</span>%s</div>',
-    sp.show_time and ' data-show-time' or "", esc(sp.body), sp.show_time and ' <span class="cr-elapsed">(0.0 s)</span>' or "")
+  return string.format(
+    '<div class="cr-spinner"%s><span class="cr-spin"></span><span class="cr-spinner-text">%s</span>%s</div>',
+    sp.show_time and ' data-show-time' or "", esc(sp.body),
+    sp.show_time and ' <span class="cr-elapsed">(0.0 s)</span>' or "")
 end
 
 local function element_html(el, ctx, out)
@@ -842,12 +1133,14 @@ local function element_html(el, ctx, out)
   elseif HTML_TAG[k] then
     out[#out + 1] = string.format('<%s class="cr-%s">%s</%s>', HTML_TAG[k], k, esc(el.body), HTML_TAG[k])
   elseif ALERT_ICON[k] then
-    local trace = el.trace and string.format('<details class="cr-trace"><summary>Traceback</summary><pre>%s</pre></details>',
-      esc(el.trace)) or ""
-    out[#out + 1] = string.format('<div class="cr-alert cr-%s" role="alert"><span class="cr-icon">%s</span><div class="cr-alert-body">%s%s</div></div>',
-      k, ALERT_ICON[k], esc(el.body), trace)
+    local trace = el.trace
+      and string.format('<details class="cr-trace"><summary>Traceback</summary><pre>%s</pre></details>', esc(el.trace))
+      or ""
+    out[#out + 1] = string.format('<div class="cr-alert cr-%s" role="alert"><span class="cr-icon">%s</span>'
+      .. '<div class="cr-alert-body">%s%s</div></div>', k, ALERT_ICON[k], esc(el.body), trace)
   elseif k == "code" then
-    out[#out + 1] = string.format('<pre class="cr-code"%s><code>%s</code></pre>', attr("data-language", el.language), esc(el.body))
+    out[#out + 1] = string.format('<pre class="cr-code"%s><code>%s</code></pre>', attr("data-language", el.language),
+      esc(el.body))
   elseif k == "divider" then out[#out + 1] = '<hr class="cr-divider">'
   elseif k == "container" then
     out[#out + 1] = el.border and '<div class="cr-container cr-border">' or '<div class="cr-container">'
@@ -880,9 +1173,32 @@ render_list = function(list, ctx, out)
   if ctx.spinner and ctx.spinner.list == list then out[#out + 1] = spinner_html(ctx.spinner) end
 end
 
---- page:render("text" | "html" [, { spinner = page.transient }]): the page
--- as text for a terminal, or as HTML (a sidebar, if used, and the main area;
--- every user string escaped; widgets are form controls named by their id).
+--- The page of one run (`ui.Page`), returned by `Session:run`. It is a list
+-- of the elements of the main area, in order. An element `el` is a table:
+-- `el.kind` (the name of the function that added it, or `"column"`), and as
+-- that kind has them `el.body` (its text), `el.label`, `el.value`, `el.id`
+-- (a widget's id), `el.children` (the elements of a block) and the widget's
+-- parameters.
+-- @type Page
+
+--- The elements of the sidebar, in order.
+-- @tfield table sidebar
+
+--- The texts of the spinners shown during the run, in order (with the time
+-- taken, when the cached function asked for it with `show_time`).
+-- @tfield {string,...} spinners
+
+--- The spinner showing now, while a cached function computes; `nil`
+-- otherwise. A table with `body` (its text) and `show_time`.
+-- @tfield ?table transient
+
+--- The page as text for a terminal, or as HTML: a sidebar, if used, and
+-- the main area; every user string escaped; widgets are form controls named
+-- by their id.
+-- @tparam[opt="text"] string format `"text"` or `"html"`
+-- @tparam[opt] table opts `spinner`: a spinner to show where it runs
+-- (`page.transient`), HTML only
+-- @treturn string the page
 function Page:render(format, opts)
   format = format or "text"
   if format == "text" then
@@ -910,6 +1226,7 @@ end
 
 --- Every element of the page in order (the sidebar's first), blocks
 -- flattened, each block element before its children.
+-- @treturn {table,...} the elements
 function Page:flat()
   local out = {}
   local function walk(list)
@@ -966,8 +1283,17 @@ local function install_hooks()
   cr.set_spinner(spinner_hook)
 end
 
---- ui.session([id]): a user session; the id names it for scope = "session".
+--- Sessions.
+-- A session is one user: it runs the app script again and again (as
+-- Streamlit re-runs it on every interaction) and keeps its widget values
+-- between runs.
+-- @section sessions
+
+--- A new user session.
 -- Closes itself when it goes out of scope as a `<close>` variable (Lua 5.4).
+-- @tparam[opt] string id its name, for cached functions with
+-- `scope = "session"` (default: a new name)
+-- @treturn Session the session
 function ui.session(id)
   if id == nil then
     sessions_made = sessions_made + 1
@@ -978,16 +1304,45 @@ function ui.session(id)
     listener = nil }, Session)
 end
 
+--- The page of the run in progress (a spinner can be seen there).
+-- @treturn ?Page the page, or `nil` outside of a run
+function ui.page()
+  return current and current.page
+end
+
 local function on_error(e)
   local message = safe_text(e)
   return { message = message, trace = debug.traceback(message, 2) }
 end
 
---- session:run(script, ...): runs a function (or a Lua file, loaded anew each
--- run like a re-run) and returns its page. An error in the script becomes an
--- exception element; the session stays usable. `session.listener`, when
--- set, is called as listener(event, page, spinner) for "spinner_start" and
--- "spinner_stop" while the script runs (a server streams the page with it).
+--- A user session (`ui.Session`), from `ui.session`.
+-- @type Session
+
+--- Its name (what cached functions with `scope = "session"` see).
+-- @tfield string id
+
+--- Its widget values: widget id -> value.
+-- @tfield table widgets
+
+--- The page of its last run, or `nil`.
+-- @tfield ?Page last_page
+
+--- Whether `close` has ended it.
+-- @tfield boolean closed
+
+--- A function the caller may set: while the script runs, it is called as
+-- `listener(event, page, spinner)` for `"spinner_start"` and
+-- `"spinner_stop"` (a server streams the page with it). It must not yield.
+-- @tfield ?function listener
+
+--- Runs the script once, as a re-run would, and returns its page. While it
+-- runs, every function of this module adds to that page, and widgets read this
+-- session's values. An error in the script becomes an exception element
+-- (with its traceback); the session stays usable.
+-- @tparam function|string script a function, or the path of a Lua file
+-- (loaded anew each run)
+-- @param ... arguments for the script
+-- @treturn Page the page
 function Session:run(script, ...)
   if self.closed then error("cache_resource.ui: session '" .. self.id .. "' is closed", 2) end
   local fn, load_err = script, nil
@@ -1042,20 +1397,28 @@ local function find_widget(self, name)
   if found then return found end
   for id, w in pairs(self.known) do
     if w.label == name and w.key == nil then
-      if found then error("cache_resource.ui: several widgets are labelled '" .. safe_text(name) .. "'; give them a key", 3) end
+      if found then
+        error("cache_resource.ui: several widgets are labelled '" .. safe_text(name) .. "'; give them a key", 3)
+      end
       found = id
     end
   end
   return found
 end
 
---- session:set(label_or_key, value): a user interaction, seen by the next run.
--- A widget id ("checkbox:Show raw data", what HTML forms post) works too. The
+--- A user interaction: sets a widget's value, seen by the next run. The
 -- value is checked like a browser's: type, range, step, options.
+-- @tparam string|integer name the widget's label, key or id (such as
+-- `"checkbox:Show raw data"`, what HTML forms post), of a widget this
+-- session has shown
+-- @param value its new value (for `selectbox` and `radio`: the option
+-- itself)
+-- @treturn string the widget's id
 function Session:set(name, value)
   local id = find_widget(self, name)
   if not id then
-    error("cache_resource.ui: no widget with the label or key '" .. safe_text(name) .. "' has been shown in this session", 2)
+    error("cache_resource.ui: no widget with the label or key '" .. safe_text(name)
+      .. "' has been shown in this session", 2)
   end
   local w = self.known[id]
   local v, problem = CHECK[w.kind](w.params, value)
@@ -1064,19 +1427,24 @@ function Session:set(name, value)
   return id
 end
 
---- session:value(label_or_key): the widget's current value in this session.
+--- A widget's current value in this session.
+-- @tparam string|integer name the widget's label, key or id
+-- @return its value, or `nil` when no such widget has been shown
 function Session:value(name)
   local id = find_widget(self, name)
   return id and self.widgets[id]
 end
 
---- session:widget(id): what the session knows of a widget ({ kind, label,
--- key, params }), or nil.
+--- What the session knows of a widget.
+-- @tparam string id the widget's id
+-- @treturn ?table `{ kind, label, key, params }` (`params`: its parameters
+-- with their defaults filled in), or `nil` when the session has not shown it
 function Session:widget(id)
   return self.known[id]
 end
 
---- session:close(): ends the session; its session-scoped entries are released.
+--- Ends the session: its session-scoped cache entries are released. Closing
+-- it again does nothing.
 function Session:close()
   if not self.closed then
     self.closed = true
@@ -1085,10 +1453,28 @@ function Session:close()
 end
 Session.__close = Session.close
 
---- The page of the run in progress, or nil (a spinner can be seen there).
-function ui.page()
-  return current and current.page
-end
+--- A block (`ui.Block`): the sidebar, a container, an expander, a
+-- placeholder (`empty`) or a column. A block has every element and widget
+-- function, and `container`, `expander`, `empty` and `columns`, as methods:
+-- `block:NAME(...)` takes the parameters of `ui.NAME(...)`, returns what it
+-- returns, and adds to `block` rather than to the active block.
+--
+--     local left, right = ui.columns(2)
+--     left:header("Inputs")
+--     local n = left:slider("n", 1, 10)
+--     right:write("n squared is", n * n)
+--     ui.sidebar:caption("in the sidebar")
+-- @type Block
+
+--- Every element, widget and block function of the module, as a method.
+-- `title`, `header`, `subheader`, `text`, `markdown`, `caption`, `success`,
+-- `info`, `warning`, `error`, `write`, `code`, `exception`, `json`,
+-- `divider`, `checkbox`, `toggle`, `slider`, `text_input`, `number_input`,
+-- `selectbox`, `radio`, `button`, `file_uploader`, `camera_input`,
+-- `container`, `expander`, `empty` and `columns`.
+-- @function Block:NAME
+-- @param ... the parameters of the module function of that name
+-- @return what that function returns
 
 ui.Page, ui.Session, ui.Block = Page, Session, Block
 

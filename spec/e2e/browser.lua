@@ -157,7 +157,8 @@ local ok, err = pcall(function()
     local timer = wait_for([[var t = document.querySelector('.cr-stage:not(.cr-final) .cr-spinner .cr-elapsed');
       return t && /^\((0\.[1-9]|[1-9]\d*\.\d) s\)$/.test(t.innerText) ? t.innerText : null;]], 1, 0.03)
     local running = js("var s = document.getElementById('cr-status'); return s && getComputedStyle(s).visibility")
-    check(shot_loading and screenshot(shot_loading), "saved a screenshot of the loading state to " .. tostring(shot_loading))
+    check(shot_loading and screenshot(shot_loading),
+      "saved a screenshot of the loading state to " .. tostring(shot_loading))
     check(running == "visible" and timer ~= nil,
       "the header shows 'Running...' and the spinner its running time (" .. tostring(timer) .. ")")
   end
@@ -190,7 +191,8 @@ local ok, err = pcall(function()
   local cols = js([[return Array.from(document.querySelectorAll('form.cr-final .cr-column')).map(function (c) {
     var r = c.getBoundingClientRect(); return [r.left, r.top, r.width]; });]])
   check(#cols >= 2 and math.abs(cols[1][2] - cols[2][2]) < 2 and cols[2][1] >= cols[1][1] + cols[1][3] - 1
-    and cols[1][3] > cols[2][3], string.format("the two columns render side by side, the first wider (%d columns)", #cols))
+    and cols[1][3] > cols[2][3],
+    string.format("the two columns render side by side, the first wider (%d columns)", #cols))
 
   -- 4. widgets in the sidebar change the page
   check(not has(second, "cr-json", "total_words"), "raw data is hidden before the sidebar checkbox is ticked")
@@ -199,7 +201,8 @@ local ok, err = pcall(function()
   check(wait_for(LOADED, 30), "ticking the sidebar checkbox re-runs the script")
   local toggled = page_texts()
   check(has(toggled, "cr-expander", "total_words"), "the raw data is shown in an expander")
-  check(js([[return document.querySelector('form.cr-final input[type=checkbox][name="checkbox:Show raw data"]').checked]]) == true,
+  check(js([[return document.querySelector(
+      'form.cr-final input[type=checkbox][name="checkbox:Show raw data"]').checked]]) == true,
     "the sidebar checkbox comes back checked")
   mark()
   js([[var s = document.querySelector('form.cr-final .cr-sidebar input[name="slider:Top words"]');
@@ -215,7 +218,8 @@ local ok, err = pcall(function()
   wd("POST", S .. "/url", { url = app .. "/" })
   check(wait_for(LOADED, 30), "a load with an unknown session cookie finishes")
   local notice = js("var n = document.querySelector('.cr-notice'); return n && n.innerText")
-  check(notice and notice:find("session has ended", 1, true), "it tells the user the session ended (" .. tostring(notice) .. ")")
+  check(notice and notice:find("session has ended", 1, true),
+    "it tells the user the session ended (" .. tostring(notice) .. ")")
 
   -- 6. without JavaScript: no live parts, but the page is a form with an Apply button
   local plain = "/session/" .. browser(PROFILE .. "/nojs", false, "normal")
@@ -232,7 +236,8 @@ local ok, err = pcall(function()
     click('form.cr-final input[type=checkbox][name="checkbox:Show raw data"]', plain)
     click("button.cr-apply", plain)
     local text = wd("GET", plain .. "/element/" .. find("form.cr-final .cr-json", plain) .. "/text")
-    check(text:find("total_words", 1, true) ~= nil, "without JavaScript, ticking the checkbox and Apply shows the raw data")
+    check(text:find("total_words", 1, true) ~= nil,
+      "without JavaScript, ticking the checkbox and Apply shows the raw data")
   end)
   pcall(wd, "DELETE", plain)
   if not plain_ok then error(plain_err, 0) end

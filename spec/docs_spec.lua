@@ -1,0 +1,154 @@
+-- The API reference documents every public function: LDoc (config.ld) is
+-- run into a temporary directory, and every function the sources make
+-- public must have an entry with a summary there. A new function without
+-- a doc comment fails this spec. Needs `ldoc` (make docs installs it);
+-- without it the spec is pending.
+
+-- Under `make asan` the sanitizer runtime is preloaded into this process;
+-- the shell and LDoc (a Lua 5.1 program) must not inherit it.
+local function run(command)
+  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c '" .. command:gsub("'", "'\\''") .. " 2>&1'"))
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- The strings of a table constructor `local NAME = { "a", "b", ... }` in
+-- a Lua source.
+local function name_list(source, name)
+  local body = source:match("\nlocal " .. name .. " = (%b{})")
+  assert(body, "no table " .. name .. " in the source")
+  local out = {}
+  for s in body:gmatch('"([%w_]+)"') do out[#out + 1] = s end
+  assert(#out > 0, "the table " .. name .. " is empty")
+  return out
+end
+
+-- The Lua names of every luaL_Reg array in src/*.c.
+local function registered_c_names()
+  local ok, files = run("ls src/*.c")
+  assert(ok, files)
+  local out = {}
+  for path in files:gmatch("[^\n]+") do
+    local source = read(path)
+    for body in source:gmatch("luaL_Reg%s+[%w_]+%[%]%s*=%s*(%b{})") do
+      for name in body:gmatch('{%s*"([%w_]+)"%s*,') do out[#out + 1] = name end
+    end
+  end
+  return out
+end
+
+-- Functions a Lua module defines by name on its table (or class).
+local function defined_functions(source, prefix)
+  local out = {}
+  for name in source:gmatch("\nfunction " .. prefix .. "([%w_]+)%(") do out[#out + 1] = name end
+  return out
+end
+
+-- The reference's entry for `name` in a generated page: its anchor, and
+-- the summary that follows it (nil when either is missing).
+local function summary_of(html, name)
+  local at = html:find('<a name = "' .. name .. '"></a>', 1, true)
+  if not at then return nil end
+  local dd = html:match("<dd>(.-)</dd>", at) or ""
+  local text = dd:match("^(.-)<h3>") or dd
+  text = text:gsub("<[^>]*>", ""):gsub("%s+", " ")
+  if text:match("%S") then return text end
+  return nil
+end
+
+local has_ldoc = run("command -v ldoc >/dev/null")
+
+if not has_ldoc then
+  pending("the API reference [skipped: ldoc is not installed; make docs installs it]")
+  return
+end
+
+describe("the API reference (LDoc)", function()
+  local dir, pages, log
+
+  setup(function()
+    local ok, out = run("mktemp -d")
+    assert(ok, out)
+    dir = out:gsub("\n$", "")
+    ok, log = run("ldoc -d " .. dir .. " .")
+    assert(ok, "ldoc failed:\n" .. log)
+    pages = {}
+    for _, module in ipairs({ "cache_resource", "cache_resource.ui", "cache_resource.server",
+      "cache_resource.cqueues" }) do
+      pages[module] = read(dir .. "/modules/" .. module .. ".html")
+    end
+  end)
+
+  teardown(function()
+    if dir and dir:match("^/tmp/") then run("rm -rf " .. dir) end
+  end)
+
+  local function documents(module, names, what)
+    local missing, seen = {}, {}
+    for _, name in ipairs(names) do
+      if not seen[name] and not summary_of(pages[module], name) then missing[#missing + 1] = name end
+      seen[name] = true
+    end
+    assert(#missing == 0, module .. " has no documented entry for " .. what .. ": "
+      .. table.concat(missing, ", "))
+  end
+
+  it("builds without a warning", function()
+    for line in log:gmatch("[^\n]+") do
+      local expected = line:match("^reading configuration from config%.ld$")
+        or line:match("^output written to ") or line:match("^found master module\t")
+      assert(expected, "LDoc says: " .. line)
+    end
+  end)
+
+  it("documents every function the C module registers (luaL_Reg)", function()
+    local names = registered_c_names()
+    assert.is_true(#names >= 20, "found only " .. #names .. " registered functions")
+    documents("cache_resource", names, "these luaL_Reg names")
+    assert.truthy(summary_of(pages.cache_resource, "cache_resource"), "the callable module itself")
+  end)
+
+  it("documents every ui element, widget and block function", function()
+    local source = read("lua/cache_resource/ui.lua")
+    local ui = require "cache_resource.ui"
+    local names = {}
+    for _, list in ipairs({ "ELEMENTS", "WIDGETS", "ALL" }) do
+      for _, name in ipairs(name_list(source, list)) do names[#names + 1] = name end
+    end
+    for name, v in pairs(ui) do
+      if type(v) == "function" then names[#names + 1] = name end
+    end
+    names[#names + 1] = "sidebar"
+    documents("cache_resource.ui", names, "these ui functions")
+  end)
+
+  it("documents the methods of ui's classes", function()
+    local source = read("lua/cache_resource/ui.lua")
+    local names = { "Block:NAME" }
+    for _, class in ipairs({ "Page", "Session" }) do
+      for _, name in ipairs(defined_functions(source, class .. ":")) do names[#names + 1] = class .. ":" .. name end
+    end
+    assert.is_true(#names >= 8)
+    documents("cache_resource.ui", names, "these methods")
+  end)
+
+  it("documents every function of cache_resource.server and cache_resource.cqueues", function()
+    local server = read("lua/cache_resource/server.lua")
+    local names = defined_functions(server, "M%.")
+    for _, name in ipairs(defined_functions(server, "Server:")) do names[#names + 1] = "Server:" .. name end
+    assert.is_true(#names >= 10)
+    documents("cache_resource.server", names, "these functions")
+    local cq = read("lua/cache_resource/cqueues.lua")
+    names = defined_functions(cq, "M%.")
+    names[#names + 1] = "scheduler"
+    documents("cache_resource.cqueues", names, "these functions")
+  end)
+end)
