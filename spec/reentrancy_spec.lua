@@ -173,8 +173,8 @@ local function queue_finalizers(ctx)
   if _VERSION == "Lua 5.3" then
     if not ctx.gap then -- bytes from the priming step to the burst
       prime(ctx, 40)
-      local done, kb0, keep, i = ctx.finalized, collectgarbage("count"), {}, 0
-      while ctx.finalized == done and i < 100000 do i = i + 1; keep[i] = {} end
+      local done, kb0, keep = ctx.finalized, collectgarbage("count"), {}
+      while ctx.finalized == done and #keep < 100000 do keep[#keep + 1] = {} end
       ctx.gap = math.floor((collectgarbage("count") - kb0) * 1024)
     end
     prime(ctx, 40)
@@ -306,10 +306,10 @@ describe("reentrancy matrix", function()
   local saved_warn
   before_each(function()
     support.reset()
-    saved_warn = warn
+    saved_warn = rawget(_G, "warn")
   end)
   after_each(function()
-    warn = saved_warn
+    rawset(_G, "warn", saved_warn)
     gc_pace(200, 100, 13)
     cr.set_widget_source(nil)
     cr.set_spinner(nil)
@@ -330,7 +330,7 @@ describe("reentrancy matrix", function()
               yield_on = {}, case_index = index, op_index = 0,
             }
             make_functions(ctx, cb, scope)
-            warn = function() end -- on_release and spinner errors are reported here
+            rawset(_G, "warn", function() end) -- on_release and spinner errors are reported here
             collectgarbage(); collectgarbage()
             local refs0, objects0 = cr.live_refs(), registry_objects()
             local snap = {}
