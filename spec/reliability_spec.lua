@@ -261,6 +261,7 @@ describe("callbacks in the middle of C work", function()
         end
         try("call", F, 1)
         try("hit", F, 2)
+        try("resume", function() assert(coroutine.resume(CO)) end) -- suspended while computing
         try("set_session", CR.set_session, "late")
         try("replayable", CR.replayable, print)
         try("hash", CR.hash, 1)
@@ -270,12 +271,15 @@ describe("callbacks in the middle of C work", function()
       CR = require "cache_resource"
       F = CR(function(k) return { k } end)
       F(2)
+      local Y = CR(function(k) coroutine.yield(); return { k } end)
+      CO = coroutine.create(function() return Y(1) end)
+      coroutine.resume(CO)
     ]]):format(dir)
     local p = io.popen(LUA .. " -e '" .. script:gsub("'", "'\\''") .. "' 2>&1; echo exit=$?")
     local out = p:read("a")
     p:close()
     assert.matches("exit=0", out)
-    for _, name in ipairs({ "call", "hit", "set_session", "replayable", "hash", "wrap", "clear" }) do
+    for _, name in ipairs({ "call", "hit", "resume", "set_session", "replayable", "hash", "wrap", "clear" }) do
       assert.matches(name .. " false [^\n]*closed", out)
     end
   end)

@@ -467,6 +467,9 @@ static int compute_failed(lua_State *L, int base, cr_call *call, int raised, int
 static int resume(lua_State *L, int status, lua_KContext ctx) {
   int base = (int)(ctx / 8), phase = (int)(ctx % 8), n;
   cr_call *call = (cr_call *)lua_touserdata(L, base);
+  /* a coroutine suspended in a call, resumed by a finalizer at lua_close:
+   * the caches the call points at are gone */
+  cr_check_open(L, call->S);
   switch (phase) {
     case PHASE_WAIT:
       lua_settop(L, base);
