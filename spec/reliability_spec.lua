@@ -114,7 +114,8 @@ describe("stress", function()
 
   it("clear during a suspended computation, repeatedly, loses and leaks nothing", function()
     local refs0 = cr.live_refs()
-    local f = cr(function(k) coroutine.yield(); return { k } end, { on_release = function() error("never released") end })
+    local f = cr(function(k) coroutine.yield(); return { k } end,
+      { on_release = function() error("never released") end })
     for i = 1, 1000 do
       local co = coroutine.create(function() return f(i) end)
       coroutine.resume(co)

@@ -1,8 +1,8 @@
--- SPEC §2 (ttl, max_entries, validate, on_release, scope), §4 expiry, §5.
+-- Stores: ttl, max_entries, validate, on_release, scope, expiry, clearing, stats.
 local cr = require "cache_resource"
 local support = require "support"
 
-describe("max_entries (SPEC 2)", function()
+describe("max_entries", function()
   before_each(support.reset)
 
   it("evicts least recently used: Streamlit's case releases 0, 1, 3 in order", function()
@@ -20,13 +20,14 @@ describe("max_entries (SPEC 2)", function()
 
   it("a write refreshes recency too", function()
     local released = {}
-    local f = cr(function(k) return k end, { max_entries = 2, on_release = function(v) released[#released + 1] = v end })
+    local f = cr(function(k) return k end,
+      { max_entries = 2, on_release = function(v) released[#released + 1] = v end })
     f("a"); f("b"); f("a"); f("c")
     assert.same({ "b" }, released)
   end)
 end)
 
-describe("ttl (SPEC 2, 4)", function()
+describe("ttl", function()
   before_each(support.reset)
   after_each(function() cr.set_clock(nil) end)
 
@@ -69,8 +70,9 @@ describe("ttl (SPEC 2, 4)", function()
   it("releases another function's expired entry when any cached function is called", function()
     local clock = support.fake_clock(0)
     local released = {}
-    local short = cr(function() return "short" end, { ttl = 10, on_release = function(v) released[#released + 1] = v end })
-    local long = cr(function() return "long" end, { ttl = 20, on_release = function(v) released[#released + 1] = v end })
+    local function keep(v) released[#released + 1] = v end
+    local short = cr(function() return "short" end, { ttl = 10, on_release = keep })
+    local long = cr(function() return "long" end, { ttl = 20, on_release = keep })
     short(); long()
     clock.now = 15
     local plain = cr(function() return "no ttl" end)
@@ -98,7 +100,7 @@ describe("ttl (SPEC 2, 4)", function()
   end)
 end)
 
-describe("validate (SPEC 2)", function()
+describe("validate", function()
   before_each(support.reset)
 
   it("is called with the cached values on hits only", function()
@@ -142,7 +144,7 @@ describe("validate (SPEC 2)", function()
   end)
 end)
 
-describe("on_release (SPEC 2)", function()
+describe("on_release", function()
   before_each(support.reset)
 
   it("gets all of an entry's values", function()
@@ -183,10 +185,10 @@ describe("on_release (SPEC 2)", function()
   end)
 end)
 
-describe("clearing (SPEC 5)", function()
+describe("clearing", function()
   before_each(support.reset)
 
-  -- the tag is a scalar upvalue: each tag is its own cache (SPEC 3.1)
+  -- the tag is a scalar upvalue: each tag is its own cache
   local function counted(tag)
     local released = {}
     local f = cr(function(k) return { k, tag } end, { on_release = function(v) released[#released + 1] = v[1] end })
@@ -217,7 +219,8 @@ describe("clearing (SPEC 5)", function()
     for _, name in ipairs({ "clear", "stats", "info", "peek" }) do
       local ok, err = pcall(cr[name], print)
       assert.is_false(ok)
-      assert.matches("cache_resource%." .. name .. "' %(a cached function expected, got a function that is not a cached function", err)
+      assert.matches("cache_resource%." .. name
+        .. "' %(a cached function expected, got a function that is not a cached function", err)
       ok, err = pcall(cr[name], {})
       assert.is_false(ok)
       assert.matches("a cached function expected, got table", err)
@@ -270,7 +273,7 @@ describe("clearing (SPEC 5)", function()
   end)
 end)
 
-describe("stats (SPEC 5)", function()
+describe("stats", function()
   before_each(support.reset)
 
   it("returns one table per cached function with every counter", function()
@@ -288,7 +291,7 @@ describe("stats (SPEC 5)", function()
   end)
 end)
 
-describe("session scope (SPEC 6.4)", function()
+describe("session scope", function()
   before_each(support.reset)
 
   it("keeps one cache per session", function()
@@ -315,7 +318,8 @@ describe("session scope (SPEC 6.4)", function()
 
   it("end_session releases that session's entries with on_release", function()
     local released = {}
-    local f = cr(function(k) return k end, { scope = "session", on_release = function(v) released[#released + 1] = v end })
+    local f = cr(function(k) return k end,
+      { scope = "session", on_release = function(v) released[#released + 1] = v end })
     local g = cr(function(k) return k end, { on_release = function(v) released[#released + 1] = "global " .. v end })
     cr.set_session("s1"); f("one"); g("x")
     cr.set_session("s2"); f("two")

@@ -143,7 +143,7 @@ static int hit(lua_State *L, cr_call *call, cr_entry *e, int stale) {
   return finish_hit(L, call, e->replay);
 }
 
-/* The spinner of SPEC 2 / 7: a transient UI element, started only by the
+/* The spinner: a transient UI element, started only by the
  * outermost computation of a coroutine and never recorded. */
 static void spinner_event(lua_State *L, cr_call *call, int start, int nargs) {
   cr_state *S = call->S;
@@ -274,7 +274,7 @@ static int lookup(lua_State *L, int base, cr_call *call) {
   }
 }
 
-/* ---- widgets (SPEC 6.3) ---------------------------------------------- */
+/* ---- widgets ------------------------------------------------------ */
 
 /* Pushes the current value of widget `id` (at idx) from the UI's source. */
 static void push_widget_value(lua_State *L, cr_state *S, int idx) {
