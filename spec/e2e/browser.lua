@@ -224,6 +224,9 @@ local ok, err = pcall(function()
   -- 6. without JavaScript: no live parts, but the page is a form with an Apply button
   local plain = "/session/" .. browser(PROFILE .. "/nojs", false, "normal")
   local plain_ok, plain_err = pcall(function()
+    -- a click on Apply navigates to a streamed page: finding an element
+    -- waits (up to 10 s) for it to be there, rather than racing the load
+    wd("POST", plain .. "/timeouts", { implicit = 10000 })
     wd("POST", plain .. "/url", { url = app .. "/" })
     local shown = wd("GET", plain .. "/element/" .. find("form.cr-final", plain) .. "/displayed")
     local stages = wd("POST", plain .. "/elements", { using = "css selector", value = ".cr-stage:not(.cr-final)" })
