@@ -14,15 +14,7 @@
 local cr = require "cache_resource"
 local support = require "support"
 
--- Registry slots holding something other than a number (luaL_unref leaves
--- integer free-list links behind).
-local function registry_objects()
-  local n = 0
-  for _, v in pairs(debug.getregistry()) do
-    if type(v) ~= "number" then n = n + 1 end
-  end
-  return n
-end
+local registry_objects = support.registry_objects
 
 -- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
 -- no step size).

@@ -7,13 +7,7 @@ local support = require "support"
 -- The interpreter running this suite, for the specs that need a process of their own.
 local LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
 
-local function registry_objects()
-  local n = 0
-  for _, v in pairs(debug.getregistry()) do
-    if type(v) ~= "number" then n = n + 1 end
-  end
-  return n
-end
+local registry_objects = support.registry_objects
 
 describe("leaks", function()
   before_each(support.reset)

@@ -63,4 +63,14 @@ function M.it_needs(feature, name, fn)
   return busted.pending(name .. " [skipped: needs " .. feature .. ", which " .. _VERSION .. " lacks]")
 end
 
+-- Registry slots holding something other than a number (luaL_unref leaves
+-- integer free-list links behind): leak checks compare it to a baseline.
+function M.registry_objects()
+  local n = 0
+  for _, v in pairs(debug.getregistry()) do
+    if type(v) ~= "number" then n = n + 1 end
+  end
+  return n
+end
+
 return M

@@ -344,6 +344,8 @@ int cr_func_call(lua_State *L);
 int cr_call_gc(lua_State *L);
 int cr_call_close(lua_State *L);
 cr_func *cr_func_of(lua_State *L, int idx);
+cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
+                     int is_digest);
 void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
 
 /* cr_front.c */

@@ -528,6 +528,24 @@ static void infer_name(lua_State *L, cr_cache *c) {
   }
 }
 
+/* Pushes a new call record of cache c for a key (copied in), unlinked and
+ * owning nothing yet. The allocation may run finalizers: key bytes must
+ * not live in buffers they could reuse (the caller keeps them busy). */
+cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
+                     int is_digest) {
+  cr_call *call = (cr_call *)lua_newuserdatauv(L, sizeof *call + keylen, 3);
+  memset(call, 0, sizeof *call);
+  call->S = c->S;
+  call->cache = c;
+  call->hash = hash;
+  call->keylen = keylen;
+  call->is_digest = is_digest;
+  call->results_ref = call->widgets_ref = LUA_NOREF;
+  memcpy(call->key, key, keylen);
+  luaL_setmetatable(L, CR_CALL_MT);
+  return call;
+}
+
 static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   cr_cache *c = f->cache;
   cr_state *S = c->S;
@@ -541,17 +559,8 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   }
   /* key->bufs stays busy until the bytes are copied: a finalizer run by
    * this allocation may serialize another key meanwhile */
-  call = (cr_call *)lua_newuserdatauv(L, sizeof *call + key->len, 3);
-  memset(call, 0, sizeof *call);
-  call->S = S;
-  call->cache = c;
-  call->hash = key->hash;
-  call->keylen = key->len;
-  call->is_digest = key->is_digest;
-  call->results_ref = call->widgets_ref = LUA_NOREF;
-  memcpy(call->key, key->bytes, key->len);
+  call = cr_call_new(L, c, key->hash, key->bytes, key->len, key->is_digest);
   cr_key_done(key);
-  luaL_setmetatable(L, CR_CALL_MT);
   if (argkey) {
     lua_pushvalue(L, argkey);
     lua_setiuservalue(L, -2, 3);

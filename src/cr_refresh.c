@@ -45,17 +45,8 @@ int cr_refresh_spawn(lua_State *L, int base, cr_call *call) {
   int nargs = base - 2, i, rec;
   cr_call *m;
   luaL_checkstack(L, 8, "cache_resource: starting a refresh");
-  m = (cr_call *)lua_newuserdatauv(L, sizeof *m + call->keylen, 3);
-  memset(m, 0, sizeof *m);
-  m->S = S;
-  m->cache = c;
+  m = cr_call_new(L, c, call->hash, call->key, call->keylen, call->is_digest); /* the key lives in `call` */
   m->kind = CR_REFRESH_BG;
-  m->hash = call->hash;
-  m->keylen = call->keylen;
-  m->is_digest = call->is_digest;
-  m->results_ref = m->widgets_ref = LUA_NOREF;
-  memcpy(m->key, call->key, call->keylen);
-  luaL_setmetatable(L, CR_CALL_MT);
   rec = lua_gettop(L);
   if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) lua_setiuservalue(L, rec, 3); /* widgets: its argument key */
   else lua_pop(L, 1);
