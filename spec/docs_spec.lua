@@ -3,22 +3,16 @@
 -- public must have an entry with a summary there. A new function without
 -- a doc comment fails this spec. Needs `ldoc` (make docs installs it);
 -- without it the spec is pending.
+local support = require "support"
 
--- Under `make asan` the sanitizer runtime is preloaded into this process;
--- the shell and LDoc (a Lua 5.1 program) must not inherit it.
+-- (support.shell keeps the sanitizer runtime of `make asan` out of the
+-- shell and of LDoc, a Lua 5.1 program.)
 local function run(command)
-  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c '" .. command:gsub("'", "'\\''") .. " 2>&1'"))
-  local out = p:read("a")
-  local ok = p:close()
+  local ok, out = support.shell(command .. " 2>&1")
   return ok, out
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = support.read_file
 
 -- The strings of a table constructor `local NAME = { "a", "b", ... }` in
 -- a Lua source.

@@ -2,22 +2,14 @@
 -- Makefile builds, install every module, need only the xxHash header, point
 -- at public sources, and agree with each other, the Makefile's release
 -- version, the CHANGELOG and the LICENSE.
+local support = require "support"
 local BUILD = os.getenv("CR_BUILD") or "build"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = support.read_file
 
--- Shell tools run without the sanitizer runtime `make asan` preloads into
--- this process (they would abort at exit on its leak check).
 local function lines_of(command)
-  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c '" .. command:gsub("'", "'\\''") .. "'"))
   local out = {}
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
+  for line in select(2, support.shell(command)):gmatch("[^\n]+") do out[#out + 1] = line end
   return out
 end
 

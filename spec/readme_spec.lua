@@ -24,20 +24,14 @@ local NEEDS_54 = {
   { pattern = "%f[%w_.:]warn%s*%(", feature = "warn" },
 }
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = support.shell_quote
 
--- Under `make asan` the sanitizer runtime is preloaded into this process:
--- shell utilities must not inherit it (they would abort at exit), only the
--- Lua process that runs a block and loads the sanitized module.
+-- Under `make asan` only the Lua process that runs a block and loads the
+-- sanitized module gets the preloaded runtime back (support.shell drops it).
 local PRELOAD = os.getenv("LD_PRELOAD")
 
 local function run(command)
-  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. shell_quote(command .. " 2>&1")))
-  local out = p:read("a")
-  local ok, how, code = p:close()
-  return ok, out, how, code
+  return support.shell(command .. " 2>&1")
 end
 
 local ROOT = (select(2, run("pwd")):gsub("\n$", ""))

@@ -73,4 +73,27 @@ function M.registry_objects()
   return n
 end
 
+-- A string quoted for sh.
+function M.shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a shell command and returns ok, its output, how and code (as
+-- io.popen's close gives them). Under `make asan` the sanitizer runtime is
+-- preloaded into this process: shell tools must not inherit it (they would
+-- abort at exit on its leak check), so it is dropped for the command.
+function M.shell(command)
+  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. M.shell_quote(command)))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  return ok, out, how, code
+end
+
+function M.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 return M

@@ -384,6 +384,7 @@ void cr_manage_open(lua_State *L);
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
 void cr_check_options(lua_State *L, int opts);
 int cr_parse_duration(const char *s, double *out);
+void cr_table_copy(lua_State *L, int idx);
 
 /* Marks the key's scratch buffers free (the scalar path used none). Inline:
  * the hit path calls it on every call. */

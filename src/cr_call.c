@@ -587,42 +587,49 @@ static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
  * cr_func into slot 1 so the slow path's layout is [1] cr_func, [2..] args. */
 static int general_path(lua_State *L, int nargs, int front_missed);
 
+/* True when no entry in the process has expired. Only the C clock is read
+ * here: it runs no Lua code, so an entry found before stays valid (with a
+ * Lua clock this says no and the general path reads it). */
+static inline int nothing_expired(lua_State *L, cr_state *S) {
+  return S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S));
+}
+
+/* Looks the one argument up in the front index (upvalue 2): pushes what it
+ * finds and returns its type — a light userdata entry, the value itself,
+ * or nil — or returns LUA_TNONE, pushing nothing, when the argument is not
+ * indexable (floats never are). */
+static inline int front_lookup(lua_State *L) {
+  int t = lua_type(L, 1);
+  if (!(t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1)))) return LUA_TNONE;
+  lua_pushvalue(L, 1);
+  return lua_rawget(L, lua_upvalueindex(2));
+}
+
 int cr_func_call(lua_State *L) {
   int nargs = lua_gettop(L), front_missed = 0;
   if (nargs == 1) { /* one string/integer/boolean: the front index, before anything else */
-    int t = lua_type(L, 1);
-    if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
-      int found;
-      lua_pushvalue(L, 1);
-      found = lua_rawget(L, lua_upvalueindex(2));
-      if (found != LUA_TLIGHTUSERDATA && found != LUA_TNIL) { /* the value itself */
-        cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
-        cr_state *S = f->S;
-        if (!S->closed &&
-            (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))) {
-          f->cache->hits++;
-          return 1;
-        }
-      } else if (found == LUA_TLIGHTUSERDATA) {
-        cr_entry *e = (cr_entry *)lua_touserdata(L, 2);
-        cr_store *st = e->store;
-        cr_state *S = st->cache->S;
-        /* expired entries go first; the C clock runs no Lua code, so e
-         * stays valid across it (a Lua clock takes the general path) */
-        if (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S)))
-          return fast_hit(L, S, st, e); /* the argument and the lookup stay below: Lua drops them */
-      } else {
-        front_missed = 1;
+    int found = front_lookup(L);
+    if (found == LUA_TLIGHTUSERDATA) {
+      cr_entry *e = (cr_entry *)lua_touserdata(L, 2);
+      cr_store *st = e->store;
+      cr_state *S = st->cache->S;
+      if (nothing_expired(L, S)) return fast_hit(L, S, st, e); /* the argument and the lookup stay below */
+    } else if (found == LUA_TNIL) {
+      front_missed = 1;
+    } else if (found != LUA_TNONE) { /* the value itself */
+      cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+      if (!f->S->closed && nothing_expired(L, f->S)) {
+        f->cache->hits++;
+        return 1;
       }
-      lua_settop(L, 1);
     }
+    lua_settop(L, 1);
   } else if (nargs == 0) { /* no argument: the cache's pointer to its entry */
     cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
     cr_state *S = f->S;
     cr_cache *c = f->cache;
     cr_entry *e;
-    if (!S->closed && c->front_ok && (e = c->front_empty) != NULL &&
-        (S->heap_len == 0 || (S->clock_ref == LUA_NOREF && S->heap[0]->expires_at > cr_now(L, S))))
+    if (!S->closed && c->front_ok && (e = c->front_empty) != NULL && nothing_expired(L, S))
       return fast_hit(L, S, c->global, e);
   }
   return general_path(L, nargs, front_missed);
@@ -654,16 +661,12 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   if (c->front_ok) { /* the index again: the clock or a sweep may have changed it */
     if (nargs == 0) {
       if ((e = c->front_empty) != NULL) return fast_hit(L, S, c->global, e);
-    } else if (nargs == 1 && !front_missed && !(f->any_skip && f->skip[0])) {
-      int t = lua_type(L, 1);
-      if (t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1))) {
-        lua_pushvalue(L, 1);
-        switch (lua_rawget(L, lua_upvalueindex(2))) {
-          case LUA_TLIGHTUSERDATA: return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
-          case LUA_TNIL: break;
-          default: c->hits++; return 1; /* the value itself */
-        }
-        lua_settop(L, 1);
+    } else if (nargs == 1 && !front_missed) { /* a skipped first parameter has an empty index */
+      switch (front_lookup(L)) {
+        case LUA_TNONE: break;
+        case LUA_TNIL: lua_settop(L, 1); break;
+        case LUA_TLIGHTUSERDATA: return fast_hit(L, S, c->global, (cr_entry *)lua_touserdata(L, 2));
+        default: c->hits++; return 1; /* the value itself */
       }
     }
   }

@@ -155,16 +155,9 @@ What `stats(f)` returns, plus `options`: the options `f` was wrapped with
 static int m_info(lua_State *L) {
   cr_cache *c = check_cached(L, 1, "info")->cache;
   push_stats(L, c);
-  lua_newtable(L);
-  if (lua_rawgeti(L, LUA_REGISTRYINDEX, c->options_ref) == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -5);
-    }
-  }
-  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->options_ref);
+  cr_table_copy(L, lua_istable(L, -1) ? -1 : 0); /* a copy: callers may change it */
+  lua_remove(L, -2);
   lua_setfield(L, -2, "options");
   return 1;
 }

@@ -260,6 +260,20 @@ static char *dup_string(lua_State *L, const char *s) {
   return (char *)memcpy(p, s, len);
 }
 
+/* Pushes a shallow copy of the table at idx (a new empty table when idx is
+ * 0): raw keys and values, no metatable. */
+void cr_table_copy(lua_State *L, int idx) {
+  if (idx != 0) idx = lua_absindex(L, idx); /* before the push moves relative indices */
+  lua_newtable(L);
+  if (idx == 0) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
 /* Points *ref at opts[field] when present. */
 static void set_ref(lua_State *L, int *ref, int present, int opts, const char *field) {
   luaL_unref(L, LUA_REGISTRYINDEX, *ref);
@@ -285,13 +299,7 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->hash_funcs_ref = LUA_NOREF;
   if (o->hash_funcs) { /* a copy: later edits of the caller's table do not move keys */
     lua_getfield(L, opts, "hash_funcs");
-    lua_newtable(L);
-    lua_pushnil(L);
-    while (lua_next(L, -3)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -4);
-    }
+    cr_table_copy(L, -1);
     c->hash_funcs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
   }
@@ -379,15 +387,7 @@ static void fill_params(lua_State *L, cr_func *f, int fn) {
  * given. Kept per cache; the latest wrap wins like the options themselves. */
 static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
   luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
-  lua_newtable(L);
-  if (opts) {
-    lua_pushnil(L);
-    while (lua_next(L, opts)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -4);
-    }
-  }
+  cr_table_copy(L, opts);
   if (o->ttl != HUGE_VAL) {
     lua_pushnumber(L, o->ttl);
     lua_setfield(L, -2, "ttl");
