@@ -40,6 +40,7 @@ build = {
     cache_resource = {
       sources = {
         "src/cache_resource.c",
+        "src/cr_base.c",
         "src/cr_buffer.c",
         "src/cr_call.c",
         "src/cr_compile.c",
@@ -51,6 +52,7 @@ build = {
         "src/cr_replay.c",
         "src/cr_sched.c",
         "src/cr_store.c",
+        "src/cr_ui.c",
       },
       incdirs = { "$(XXHASH_INCDIR)" },
     },
