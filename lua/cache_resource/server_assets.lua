@@ -28,6 +28,7 @@ body { margin: 0; color: var(--cr-text); background: #fff; font-size: 16px; line
 .cr-sidebar { flex: 0 0 21rem; width: 21rem; background: var(--cr-soft); padding: 5rem 1.5rem 2rem; }
 .cr-main { flex: 1 1 auto; min-width: 0; max-width: 48rem; margin: 0 auto; padding: 5rem 1rem 6rem; }
 body.cr-rerunning .cr-final { opacity: .45; transition: opacity .3s .3s; }
+.cr-stage:not(:has(+ .cr-done)), .cr-stage:has(~ .cr-stage + .cr-done), .cr-done { display: none; }
 h1.cr-title { font-size: 2.75rem; font-weight: 700; line-height: 1.2; margin: 1rem 0 1rem; }
 h2.cr-header { font-size: 2rem; font-weight: 600; line-height: 1.2; margin: 1.5rem 0 .75rem; }
 h3.cr-subheader { font-size: 1.5rem; font-weight: 600; line-height: 1.2; margin: 1.25rem 0 .5rem; }
@@ -111,7 +112,14 @@ fieldset.cr-radio legend { padding: 0; }
 
 -- In the head: what the streamed parts need while the script still runs.
 M.head_js = [[
-window.cr = { drop: function (n) { var e = document.getElementById('cr-s' + n); if (e) e.remove(); } };
+window.cr = { drop: function () { // removes the parts before the latest whole one
+  var parts = document.querySelectorAll('.cr-stage');
+  for (var i = 0; i < parts.length - 1; i++) {
+    var done = parts[i].nextElementSibling;
+    if (done && done.classList.contains('cr-done')) done.remove();
+    parts[i].remove();
+  }
+} };
 setInterval(function () {
   document.querySelectorAll('.cr-spinner[data-show-time]').forEach(function (el) {
     if (!el.dataset.t0) el.dataset.t0 = String(Date.now());
