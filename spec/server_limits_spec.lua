@@ -97,18 +97,7 @@ local function get(port, path, silent)
   conn:close()
   local head, body = raw:match("^(.-\r\n)\r\n(.*)$")
   assert(head, "no response")
-  if head:lower():find("transfer%-encoding: chunked") then
-    local out, pos = {}, 1
-    while true do
-      local size, after = body:match("^(%x+)\r\n()", pos)
-      assert(size, "bad chunk framing at byte " .. pos)
-      size = tonumber(size, 16)
-      if size == 0 then break end
-      out[#out + 1] = body:sub(after, after + size - 1)
-      pos = after + size + 2
-    end
-    body = table.concat(out)
-  end
+  if head:lower():find("transfer%-encoding: chunked") then body = support.decode_chunked(body) end
   return tonumber(head:match("^HTTP/1%.%d (%d+)")), body
 end
 

@@ -113,6 +113,21 @@ function M.lua_command(path)
   return lua .. " -e " .. M.shell_quote(setup) .. " " .. M.shell_quote(path)
 end
 
+-- The body of a chunked HTTP response, its framing checked.
+function M.decode_chunked(raw)
+  local out, pos = {}, 1
+  while true do
+    local size, after = raw:match("^(%x+)\r\n()", pos)
+    assert(size, "bad chunk framing at byte " .. pos)
+    size = tonumber(size, 16)
+    if size == 0 then break end
+    out[#out + 1] = raw:sub(after, after + size - 1)
+    assert(raw:sub(after + size, after + size + 1) == "\r\n", "chunk not closed by CRLF")
+    pos = after + size + 2
+  end
+  return table.concat(out)
+end
+
 function M.read_file(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("a")
