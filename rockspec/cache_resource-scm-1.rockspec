@@ -60,6 +60,7 @@ build = {
     ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
     ["cache_resource.server_assets"] = "lua/cache_resource/server_assets.lua",
+    ["cache_resource.server_http"] = "lua/cache_resource/server_http.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
     ["cache_resource.ui.elements"] = "lua/cache_resource/ui/elements.lua",
     ["cache_resource.ui.format"] = "lua/cache_resource/ui/format.lua",

@@ -89,6 +89,45 @@ function M.shell(command)
   return ok, out, how, code
 end
 
+-- Lua code of this checkout in a process of its own (the README's examples,
+-- a server whose memory and CPU a spec measures): the interpreter running
+-- the suite, with this checkout's lua/ and build first on its paths. Under
+-- `make asan` that process gets back the sanitizer runtime M.shell keeps
+-- from other commands, since it loads the sanitized module.
+M.SANITIZED = os.getenv("LD_PRELOAD") ~= nil and os.getenv("LD_PRELOAD"):find("asan", 1, true) ~= nil
+
+local root, build
+-- The shell command that runs the Lua file `path` (a path the command's
+-- working directory can reach) that way.
+function M.lua_command(path)
+  if not root then
+    root = select(2, M.shell("pwd")):gsub("\n$", "")
+    build = os.getenv("CR_BUILD") or "build"
+    if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
+  end
+  local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
+    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", build .. "/?.so;")
+  local lua = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
+  local preload = os.getenv("LD_PRELOAD")
+  if preload then lua = "env LD_PRELOAD=" .. M.shell_quote(preload) .. " " .. lua end
+  return lua .. " -e " .. M.shell_quote(setup) .. " " .. M.shell_quote(path)
+end
+
+-- The body of a chunked HTTP response, its framing checked.
+function M.decode_chunked(raw)
+  local out, pos = {}, 1
+  while true do
+    local size, after = raw:match("^(%x+)\r\n()", pos)
+    assert(size, "bad chunk framing at byte " .. pos)
+    size = tonumber(size, 16)
+    if size == 0 then break end
+    out[#out + 1] = raw:sub(after, after + size - 1)
+    assert(raw:sub(after + size, after + size + 1) == "\r\n", "chunk not closed by CRLF")
+    pos = after + size + 2
+  end
+  return table.concat(out)
+end
+
 function M.read_file(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("a")
