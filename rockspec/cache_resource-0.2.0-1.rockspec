@@ -1,8 +1,10 @@
--- Every module: the C core, cache_resource.ui, and the modules built on
--- cqueues (cache_resource.server), which need lua-cqueues only when they are
--- required. cqueues is not a dependency here, so that the core installs
--- without it (and, from a source rock, without a network); the rock
--- cache_resource-cqueues adds that dependency.
+-- Every module: the C core, cache_resource.ui, cache_resource.metrics, and
+-- the modules built on cqueues (cache_resource.server, cache_resource.cqueues),
+-- which need lua-cqueues only when they run (without it the server says how
+-- to install it). cqueues is not a dependency here,
+-- so that the core installs without it (and, from a source rock, without a
+-- network) and uses a cqueues from the system (Debian's lua-cqueues), which
+-- LuaRocks does not see; the rock cache_resource-cqueues adds that dependency.
 rockspec_format = "3.0"
 package = "cache_resource"
 version = "0.2.0-1"
@@ -56,6 +58,7 @@ build = {
       incdirs = { "$(XXHASH_INCDIR)" },
     },
     ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
+    ["cache_resource.metrics"] = "lua/cache_resource/metrics.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
   },
