@@ -118,16 +118,20 @@ end
 -- The interpreter running this suite, for the processes specs start.
 M.LUA = "lua" .. _VERSION:match("%d+%.%d+")
 
--- The command line that runs `lua` (the interpreter running this suite)
--- with this checkout's modules first on its paths, as an installed wrapper
--- would, and the sanitizer runtime back under `make asan` (the module
--- loaded from CR_BUILD is then instrumented).
-function M.checkout_lua()
+-- The command line that runs the interpreter running this suite with this
+-- checkout's modules first on its paths, as an installed wrapper would (or,
+-- with `only`, on its paths alone: no module of the system is found), and
+-- the sanitizer runtime back under `make asan` (the module loaded from
+-- CR_BUILD is then instrumented). Also returns the checkout's directory.
+function M.checkout_lua(only)
   local root = (select(2, M.shell("pwd")):gsub("\n$", ""))
   local build = os.getenv("CR_BUILD") or "build"
   if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
   local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
     root .. "/lua/?.lua;", build .. "/?.so;")
+  if only then
+    setup = string.format("package.path = %q; package.cpath = %q", root .. "/lua/?.lua", build .. "/?.so")
+  end
   local preload = os.getenv("LD_PRELOAD")
   return (preload and ("env LD_PRELOAD=" .. M.shell_quote(preload) .. " ") or "")
     .. M.LUA .. " -e " .. M.shell_quote(setup), root
@@ -150,9 +154,16 @@ function Process:exited()
   return status ~= nil, status
 end
 
--- Its output so far.
-function Process:stdout() return M.read_file(self.dir .. "/out") end
-function Process:stderr() return M.read_file(self.dir .. "/err") end
+-- Its output so far (the files appear once it has started).
+local function output(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+function Process:stdout() return output(self.dir .. "/out") end
+function Process:stderr() return output(self.dir .. "/err") end
 
 -- The first line it printed on stdout, once it has (nil if it exits or
 -- prints nothing within `timeout` seconds, default 10).
