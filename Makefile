@@ -140,7 +140,7 @@ dist:
 clean:
 	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
 
-# Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
+# Side-by-side ratios (see docs/performance.md); QUICK=1 for a short run.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
 
