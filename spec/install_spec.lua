@@ -1,8 +1,9 @@
 -- The rock as a user gets it: this checkout's files built and installed by
 -- `luarocks make` into a fresh tree (the README's quick start, offline),
 -- then the installed cache-resource run from outside the checkout: its
--- version, its help, a missing app, and a real app served and fetched once
--- over loopback from the modules of that tree.
+-- version, its help, a missing app, and real apps (the quick start's
+-- app.lua among them) served and fetched once over loopback from the
+-- modules of that tree.
 local support = require "support"
 
 local VERSION = _VERSION:match("%d+%.%d+")
@@ -64,6 +65,32 @@ describe("the rock installed into a fresh tree", function()
     assert.equal("cache-resource: the app does not load: cannot open missing.lua: No such file or directory\n", err)
   end)
 
+  -- Serves work/app.lua with the installed command: the page of one GET /,
+  -- and the command's exit status and stderr after SIGINT.
+  local function serve_once()
+    local p = support.spawn("env -C " .. support.shell_quote(work) .. " " .. command .. " run app.lua --port 0")
+    local url = p:first_line()
+    local status, body
+    if url then status, body = support.http_get(url) end
+    local code, _, err = p:finish("INT")
+    assert(url, "no URL on stdout: " .. err)
+    assert.equal(200, status)
+    return body, code, err
+  end
+
+  it("serves the README's quick-start app.lua", function()
+    assert(built, log)
+    local app = support.read_file("README.md"):match("## Quick start\n.-```lua\n(%-%- app%.lua\n.-)```")
+    assert(app, "README.md's quick start has no ```lua block starting with -- app.lua")
+    support.write_file(work .. "/app.lua", app)
+    local body, code, err = serve_once()
+    assert.truthy(has(body, '<h1 class="cr-title">Squares</h1>'), body)
+    assert.truthy(has(body, "Built a table of 100 squares"))
+    assert.truthy(has(body, "The last square is 10000"))
+    assert.falsy(has(body, "cr-alert cr-exception"), body)
+    assert.equal(0, code, err)
+  end)
+
   it("serves an app from the tree's modules and answers a page view over loopback", function()
     assert(built, log)
     support.write_file(work .. "/app.lua", [[
@@ -74,13 +101,7 @@ ui.title("Installed app")
 ui.write("square " .. square(12))
 ui.write("core from " .. package.searchpath("cache_resource", package.cpath))
 ]])
-    local p = support.spawn("env -C " .. support.shell_quote(work) .. " " .. command .. " run app.lua --port 0")
-    local url = p:first_line()
-    local status, body
-    if url then status, body = support.http_get(url) end
-    local code, _, err = p:finish("INT")
-    assert(url, "no URL on stdout: " .. err)
-    assert.equal(200, status)
+    local body, code, err = serve_once()
     assert.truthy(has(body, '<h1 class="cr-title">Installed app</h1>'))
     assert.truthy(has(body, "square 144"))
     assert.truthy(has(body, "core from " .. tree .. "/lib/lua/" .. VERSION .. "/cache_resource.so"), body)
