@@ -365,6 +365,74 @@ describe("the web server", function()
     srv:stop()
   end)
 
+  it("GET /metrics: every cached function's stats() and the server's sessions and requests by status", function()
+    with_server({}, function(port, srv)
+      local _, headers = get(port, "/")
+      local cookie = headers["set-cookie"]:match("^(cr_session=%x+)")
+      get(port, "/", cookie)
+      get(port, "/")
+      assert.equal(404, (get(port, "/nope")))
+      assert.equal(405, (post(port, "/metrics", "")))
+      local status, mheaders, body = get(port, "/metrics")
+      assert.equal(200, status)
+      assert.equal("text/plain; version=0.0.4; charset=utf-8", mheaders["content-type"])
+      local m = support.parse_metrics(body)
+      for _, name in ipairs({ "server-load", "server-per-user" }) do
+        local row = support.stat(name)
+        for _, field in ipairs({ "hits", "misses", "failures", "evictions", "expirations" }) do
+          assert.equal(row[field], m.samples['cache_resource_' .. field .. '_total{function="' .. name
+            .. '",kind="resource"}'], name .. " " .. field)
+        end
+        assert.equal(row.entries, m.samples['cache_resource_entries{function="' .. name .. '",kind="resource"}'])
+      end
+      assert.equal(srv.count, m.samples["cache_resource_sessions"])
+      assert.equal(2, srv.count)
+      -- the requests answered before this one
+      assert.equal(3, m.samples['cache_resource_requests_total{status="200"}'])
+      assert.equal(1, m.samples['cache_resource_requests_total{status="404"}'])
+      assert.equal(1, m.samples['cache_resource_requests_total{status="405"}'])
+      assert.equal(srv.requests[200], 4)
+      local _, _, health = get(port, "/healthz")
+      assert.equal("ok\n", health)
+    end)
+  end)
+
+  it("refuses an app file that is missing or does not compile when it is created, naming it", function()
+    assert.has_error(function() server.new({ script = "/nonexistent/app.lua" }) end,
+      "cache_resource.server: the app does not load: cannot open /nonexistent/app.lua: No such file or directory")
+    local path = write_script("ui.title(\n")
+    local ok, err = pcall(server.new, { script = path })
+    os.remove(path)
+    assert.is_false(ok)
+    assert.truthy(has(err, "the app does not load: " .. path .. ":2: "), err)
+  end)
+
+  it("serve() with a missing app raises before it listens: nothing is logged as serving", function()
+    local logged = {}
+    local ok, err = pcall(server.serve, { script = "/nonexistent/missing.lua", port = 0,
+      log = function(line) logged[#logged + 1] = line end })
+    assert.is_false(ok)
+    assert.truthy(has(err, "cannot open /nonexistent/missing.lua"), err)
+    assert.same({}, logged)
+  end)
+
+  it("serve() calls ready once it listens; an error there stops the server and is raised", function()
+    local path = write_script()
+    local seen
+    local ok, err = pcall(server.serve, { script = path, port = 0, log = function() end, warnings = false,
+      ready = function(srv)
+        seen = srv
+        error("ready failed", 0)
+      end })
+    os.remove(path)
+    assert.is_false(ok)
+    assert.equal("ready failed", err)
+    assert.equal("http://127.0.0.1:" .. seen.bound_port .. "/", seen.url)
+    assert.is_true(seen.stopped)
+    local connected = pcall(function() assert(socket.connect("127.0.0.1", seen.bound_port):connect(1)) end)
+    assert.is_false(connected)
+  end)
+
   it("checks its options", function()
     assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path or function }")
     assert.has_error(function() server.new({ script = "x", prot = 1 }) end,
@@ -372,6 +440,10 @@ describe("the web server", function()
     assert.has_error(function() server.new({ script = "x", max_sessions = "9" }) end,
       "cache_resource.server: option 'max_sessions' must be a number, got a string")
     assert.has_error(function() server.new({ script = "x", max_sessions = 0 }) end)
+    assert.has_error(function() server.new({ script = "x", warnings = "no" }) end,
+      "cache_resource.server: option 'warnings' must be a boolean, got a string")
+    assert.has_error(function() server.new({ script = "x", ready = true }) end,
+      "cache_resource.server: option 'ready' must be a function, got a boolean")
   end)
 
   it("serves a script given as a function", function()

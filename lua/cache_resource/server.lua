@@ -19,13 +19,23 @@
 --
 -- Requests: `GET /` (the page), `POST /set` (a widget change: the form
 -- fields id and value, or the whole form of the page without JavaScript),
--- `GET /stats` (`cache_resource.stats()` as JSON) and `GET /healthz`.
-local cqueues = require "cqueues"
+-- `GET /stats` (`cache_resource.stats()` as JSON), `GET /metrics` (the same
+-- and the server's counts, for Prometheus: cache_resource.metrics) and
+-- `GET /healthz`.
+--
+-- lua-cqueues is not a dependency of the cache_resource rock: without it,
+-- requiring this module raises an error that says how to install it.
+local found_cqueues, cqueues = pcall(require, "cqueues")
+if not found_cqueues then
+  error("cache_resource.server needs lua-cqueues, which is not installed: apt-get install lua-cqueues "
+    .. "(Debian, Ubuntu), or luarocks install cqueues\n" .. tostring(cqueues), 0)
+end
 local socket = require "cqueues.socket"
 local condition = require "cqueues.condition"
 local errno = require "cqueues.errno"
 local cr = require "cache_resource"
 local ui = require "cache_resource.ui"
+local metrics = require "cache_resource.metrics"
 local assets = require "cache_resource.server_assets"
 local http = require "cache_resource.server_http"
 local esc = require("cache_resource.ui.format").esc
@@ -93,7 +103,8 @@ local Server = {}
 Server.__index = Server
 
 local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number",
-  max_sessions = "number", max_body = "number", timeout = "number", title = "string", log = "function" }
+  max_sessions = "number", max_body = "number", timeout = "number", title = "string", log = "function",
+  warnings = "boolean", ready = "function" }
 
 --- A new server, not yet listening (see `Server:start`, or `serve`).
 -- @tparam table opts the options; only `script` is required:
@@ -111,6 +122,11 @@ local OPTIONS = { script = "string|function", host = "string", port = "number", 
 --   slowly is sent the page as it stands, not every snapshot of it.
 -- * `title` (string, default `"cache_resource app"`): the page title
 -- * `log` (function): called with each log line (default: to stderr)
+-- * `warnings` (boolean, default true) and `ready` (function): for `serve`
+--
+-- A script given as a path must load (it is loaded again for every run, so
+-- edits show on the next page view): a missing file or a syntax error is
+-- raised here, naming the file and the reason.
 -- @treturn Server the server
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.script) ~= "string" and type(opts.script) ~= "function") then
@@ -125,6 +141,10 @@ function M.new(opts)
   end
   local max_sessions = opts.max_sessions or 1000
   if max_sessions < 1 then error("cache_resource.server: option 'max_sessions' must be at least 1", 2) end
+  if type(opts.script) == "string" then
+    local chunk, why = loadfile(opts.script)
+    if not chunk then error("cache_resource.server: the app does not load: " .. why, 2) end
+  end
   return setmetatable({
     script = opts.script,
     host = opts.host or "127.0.0.1",
@@ -136,6 +156,7 @@ function M.new(opts)
     title = opts.title or "cache_resource app",
     log = opts.log or function(msg) io.stderr:write(msg, "\n") end,
     sessions = {},            -- cookie id -> { id, ui, seen, busy, older, newer }
+    requests = {},            -- status code -> requests answered with it (GET /metrics)
     count = 0,                -- live sessions
     oldest = nil, newest = nil, -- the sessions by last use, a doubly linked list
     ended_over_cap = 0,       -- sessions ended by max_sessions since the last log line
@@ -162,6 +183,9 @@ end
 
 --- The port it listens on, once `start` has run (useful with `port = 0`).
 -- @tfield integer bound_port
+
+--- Its address, once `start` has run: `"http://127.0.0.1:8501/"`.
+-- @tfield string url
 
 --- Marks a session as just used (it becomes the last to be ended by the cap).
 -- @tparam table s a session of this server
@@ -397,6 +421,10 @@ function Server:handle(req)
   elseif req.path == "/stats" then
     if req.method ~= "GET" then return 405, "use GET for /stats\n" end
     return 200, ui.to_json(cr.stats()) .. "\n", { ["Content-Type"] = "application/json" }
+  elseif req.path == "/metrics" then
+    if req.method ~= "GET" then return 405, "use GET for /metrics\n" end
+    return 200, metrics.render(cr.stats(), { sessions = self.count, requests = self.requests }),
+      { ["Content-Type"] = metrics.CONTENT_TYPE }
   elseif req.path == "/healthz" then
     return 200, "ok\n"
   end
@@ -440,6 +468,7 @@ function Server:serve_connection(conn)
     conn:write(table.concat(http.head_lines(code, headers), "\r\n"), "\r\n\r\n", body)
     conn:flush()
   end
+  self.requests[code] = (self.requests[code] or 0) + 1
   self.log(string.format("%s %s -> %d", req and req.method or "-", req and req.path or "-", code))
   conn:close()
 end
@@ -456,8 +485,9 @@ function Server:start(cq)
     type(err) == "number" and errno.strerror(err) or tostring(err)), 2) end
   local _, host, port = self.listener:localname()
   self.bound_port = port
-  self.log(string.format("cache_resource: serving %s on http://%s:%d/",
-    type(self.script) == "string" and self.script or "the app function", host, port))
+  self.url = string.format(host:find(":", 1, true) and "http://[%s]:%d/" or "http://%s:%d/", host, port)
+  self.log(string.format("cache_resource: serving %s on %s",
+    type(self.script) == "string" and self.script or "the app function", self.url))
   local readable = { pollfd = self.listener:pollfd(), events = "r" }
   self.listener:onerror(function(_, _, why) return why end) -- accept returns its errno rather than raise
   cq:wrap(function()
@@ -521,28 +551,59 @@ end
 --- Module functions.
 -- @section end
 
+-- Turns the warnings of warn() on or off for the whole process. Lua 5.4
+-- starts with them off; Lua 5.3 has no warn(), and the C module writes its
+-- warnings to stderr unless a global warn() takes them, so there "off"
+-- installs one that drops them (and "on" removes it again).
+local drop_warning = function() end
+local function set_warnings(on)
+  local warn = rawget(_G, "warn")
+  if warn ~= nil and warn ~= drop_warning then
+    warn(on and "@on" or "@off")
+  else
+    rawset(_G, "warn", (not on) and drop_warning or nil)
+  end
+end
+
 --- Serves until `Server:stop` or SIGINT/SIGTERM, in a new cqueues
--- controller, with `cache_resource.cqueues` as the scheduler.
--- @tparam table opts the options of `new`
+-- controller, with `cache_resource.cqueues` as the scheduler. Warnings
+-- (`warn()`: a failing background refresh or `on_release`, a store that
+-- fails) are turned on, one line each on stderr naming the cached
+-- function, unless `warnings = false`.
+-- @tparam table opts the options of `new`, and:
+--
+-- * `warnings` (boolean, default true): whether warnings are shown
+-- * `ready` (function): called with the server once it listens (its `url`
+--   and `bound_port` are set), before the first request is served
 -- @treturn Server the server, stopped
 function M.serve(opts)
   local signal = require "cqueues.signal"
   local cq = cqueues.new()
+  local srv = M.new(opts)
+  set_warnings(opts.warnings ~= false)
   -- A scheduler for cached functions that wait or refresh in the background
   -- goes here, before the first request: require "cache_resource.cqueues".
   require("cache_resource.cqueues").install()
-  local srv = M.new(opts):start(cq)
+  srv:start(cq)
   signal.block(signal.SIGINT, signal.SIGTERM)
   local signals = signal.listen(signal.SIGINT, signal.SIGTERM)
-  cq:wrap(function()
-    cqueues.poll(signals, srv.wake)
-    if not srv.stopped then
-      srv.log("cache_resource: stopping (signal " .. tostring(signals:wait(0)) .. ")")
-      srv:stop()
-    end
-  end)
+  -- an error in ready stops the server before it has served anything
+  local ready, failure = true, nil
+  if opts.ready then ready, failure = pcall(opts.ready, srv) end
+  if ready then
+    cq:wrap(function()
+      cqueues.poll(signals, srv.wake)
+      if not srv.stopped then
+        srv.log("cache_resource: stopping (signal " .. tostring(signals:wait(0)) .. ")")
+        srv:stop()
+      end
+    end)
+  else
+    srv:stop()
+  end
   local ok, err = cq:loop()
   signal.unblock(signal.SIGINT, signal.SIGTERM)
+  if not ready then error(failure, 0) end
   if not ok then error(err, 0) end
   return srv
 end
