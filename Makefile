@@ -11,14 +11,23 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS_ALL = $(WARN) $(OPT) -fPIC -I$(LUA_INC) $(EXTRA_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 HDRS     := $(wildcard src/*.h)
-DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
+# cache_resource.sqlite, the default store: its own module, linked with
+# libsqlite3 (the core links nothing).
+SQLITE_SRCS := $(wildcard src/sqlite/*.c)
+SQLITE_HDRS := $(wildcard src/sqlite/*.h) src/cr_compat.h
+DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3 \
+  libsqlite3-dev
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_CFLAGS = $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+  -fno-sanitize-recover=undefined
 
-.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
-  dist docs lint lint-lua release-rockspecs
+.PHONY: all sqlite deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install \
+  clean dist docs lint lint-lua release-rockspecs
 
-all: $(BUILD)/cache_resource.so
+all: $(BUILD)/cache_resource.so sqlite
+
+sqlite: $(BUILD)/cache_resource/sqlite.so
 
 # Never -llua5.4: the interpreter already holds the Lua VM. Nor -lxxhash:
 # xxHash is inlined from its header (XXH_INLINE_ALL).
@@ -28,8 +37,17 @@ $(BUILD)/cache_resource.so: $(SRCS) $(HDRS)
 
 build-asan/cache_resource.so: $(SRCS) $(HDRS)
 	@mkdir -p build-asan
-	$(CC) $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
-	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SRCS)
+
+# `require "cache_resource.sqlite"` finds it as <cpath dir>/cache_resource/sqlite.so.
+# Never -llua5.4 here either; -lsqlite3 is its one library.
+$(BUILD)/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SQLITE_SRCS) -lsqlite3
+
+build-asan/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SQLITE_SRCS) -lsqlite3
 
 deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
@@ -66,7 +84,7 @@ test53:
 
 # The whole suite against the sanitized build. lua5.4 itself is not
 # instrumented, so the ASan runtime is preloaded.
-asan: deps build-asan/cache_resource.so
+asan: deps build-asan/cache_resource.so build-asan/cache_resource/sqlite.so
 	@mkdir -p build
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CR_BUILD=build-asan \
