@@ -149,10 +149,12 @@ static int note_failure(crs_store *st, int rc) {
 
 /* st->err: "cache_resource.sqlite: cannot WHAT PATH: WHY[, more]" */
 static void describe(crs_store *st, int rc, const char *what) {
-  const char *more = "";
+  size_t n;
+  crs_say(st->err, sizeof st->err, "cache_resource.sqlite: cannot %s %s: %s", what, st->path, st->why);
+  n = strlen(st->err);
   if ((rc & 0xff) == SQLITE_BUSY)
-    more = " (another process kept the store locked past the timeout)";
-  crs_say(st->err, sizeof st->err, "cache_resource.sqlite: cannot %s %s: %s%s", what, st->path, st->why, more);
+    crs_say(st->err + n, sizeof st->err - n, " (another writer held the lock past the timeout of %g s)",
+            st->timeout_ms / 1000.0);
 }
 
 /* Runs one statement that returns no row wanted; resets it. */
