@@ -3,22 +3,12 @@
 --
 --   entry  = "ENTRY " key " " writer " " seq " " len "\n" body{len} sum
 --   body   = the header and four bytes 00 01 02 ff, repeated, cut to len
---   sum    = 8 hex digits: FNV-1a (32 bits) of everything before it
+--   sum    = 32 hex digits: cache_resource.hash of everything before it
+--            (XXH3, unseeded: the same in every process)
 --
 -- Loaded by specs and by the child processes they start.
+local hash = require("cache_resource").hash
 local M = {}
-
-local function fnv1a(s)
-  local h = 0x811c9dc5
-  local n = #s - #s % 4
-  for i = 1, n, 4 do
-    h = ((h ~ string.unpack("<I4", s, i)) * 16777619) & 0xffffffff
-  end
-  for i = n + 1, #s do
-    h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff
-  end
-  return h
-end
 
 -- The entry `writer` writes as its `seq`-th value of `key`, `len` body bytes.
 function M.make(key, writer, seq, len)
@@ -26,7 +16,7 @@ function M.make(key, writer, seq, len)
   local unit = header .. "\0\1\2\255"
   local body = unit:rep(len // #unit + 1):sub(1, len)
   local s = header .. body
-  return s .. ("%08x"):format(fnv1a(s))
+  return s .. hash(s)
 end
 
 -- true, writer, seq when `bytes` is a whole entry of `key`; else false and why.
@@ -35,8 +25,8 @@ function M.check(key, bytes)
   local k, writer, seq, len, at = bytes:match("^ENTRY (%S+) (%S+) (%d+) (%d+)\n()")
   if not k then return false, "no header" end
   if k ~= key then return false, "the entry of " .. k .. " read as " .. key end
-  if #bytes ~= at - 1 + tonumber(len) + 8 then return false, "length " .. #bytes .. " for a body of " .. len end
-  if bytes:sub(-8) ~= ("%08x"):format(fnv1a(bytes:sub(1, -9))) then return false, "checksum" end
+  if #bytes ~= at - 1 + tonumber(len) + 32 then return false, "length " .. #bytes .. " for a body of " .. len end
+  if bytes:sub(-32) ~= hash(bytes:sub(1, -33)) then return false, "checksum" end
   if bytes ~= M.make(key, writer, tonumber(seq), tonumber(len)) then return false, "body" end
   return true, writer, tonumber(seq)
 end

@@ -140,10 +140,16 @@ static int is_damage(int rc) {
   return (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
 }
 
-/* Keeps SQLite's message for rc (before anything else runs on db). */
+/* Keeps SQLite's message for rc (before anything else runs on db), with
+ * the system's reason for an I/O failure ("disk I/O error (File too
+ * large)"). */
 static int note_failure(crs_store *st, int rc) {
   const char *msg = st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc);
-  crs_say(st->why, sizeof st->why, "%s", msg ? msg : sqlite3_errstr(rc));
+  int sys = st->db ? sqlite3_system_errno(st->db) : 0;
+  if (sys && ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_CANTOPEN))
+    crs_say(st->why, sizeof st->why, "%s (%s)", msg ? msg : sqlite3_errstr(rc), strerror(sys));
+  else
+    crs_say(st->why, sizeof st->why, "%s", msg ? msg : sqlite3_errstr(rc));
   return rc;
 }
 
@@ -155,6 +161,9 @@ static void describe(crs_store *st, int rc, const char *what) {
   if ((rc & 0xff) == SQLITE_BUSY)
     crs_say(st->err + n, sizeof st->err - n, " (another writer held the lock past the timeout of %g s)",
             st->timeout_ms / 1000.0);
+  else if ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_PERM)
+    crs_say(st->err + n, sizeof st->err - n, " (a store needs its file and its directory writable: "
+            "SQLite keeps the files %s-wal and %s-shm beside it)", st->path, st->path);
 }
 
 /* Runs one statement that returns no row wanted; resets it. */
@@ -256,7 +265,7 @@ static int use_wal(crs_store *st) {
         int ok = mode && (strcmp(mode, "wal") == 0 || strcmp(mode, "memory") == 0);
         if (!ok) crs_say(st->why, sizeof st->why, "WAL mode is not available (journal mode %s)", mode ? mode : "?");
         sqlite3_finalize(s);
-        return ok ? SQLITE_OK : SQLITE_CANTOPEN;
+        return ok ? SQLITE_OK : SQLITE_ERROR;
       }
       note_failure(st, rc);
       sqlite3_finalize(s);
@@ -291,7 +300,7 @@ static int settle(crs_store *st, char *note, size_t notecap) {
     if (rc == SQLITE_OK && kind == F_FOREIGN) {
       crs_say(st->why, sizeof st->why, "it is an SQLite database of another application "
                "(cache_resource changes nothing in it): choose another path");
-      return SQLITE_CANTOPEN;
+      return SQLITE_ERROR;
     }
     if (rc != SQLITE_OK && !is_damage(rc)) return rc;
     if (rc != SQLITE_OK || kind == F_OTHER_FORMAT) {
