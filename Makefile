@@ -116,7 +116,7 @@ docs:
 #   luarocks --lua-version=5.4 install dist/cache_resource-$(VERSION)-1.src.rock
 VERSION  := 0.2.0
 ROCKREV  := 1
-ROCKS    := cache_resource cache_resource-cqueues
+ROCKS    := cache_resource cache_resource-cqueues cache_resource-sqlite
 REPO_URL := https://github.com/cache-resource/cache_resource
 
 # Writes the release rockspecs from the scm ones (the same build, the
@@ -146,7 +146,7 @@ dist:
 	@ls -l dist
 
 clean:
-	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
+	rm -rf build build53 build-asan dist docs/api src/*.o src/sqlite/*.o cache_resource.so
 
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
 bench: deps all
