@@ -149,8 +149,14 @@ clean:
 	rm -rf build build53 build-asan dist docs/api src/*.o src/sqlite/*.o cache_resource.so
 
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
-bench: deps all
+# The SQLite store's rows compare it with a bare SQLite statement
+# (bench/sqlite_bare.c, a module built for the bench only).
+bench: deps all build/bench_sqlite_bare.so
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+
+build/bench_sqlite_bare.so: bench/sqlite_bare.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_ALL) -shared -o $@ bench/sqlite_bare.c -lsqlite3
 
 # Instructions per hit under callgrind (repeatable, unlike times), beside a
 # hand-written memo called through a function and a no-op C function.

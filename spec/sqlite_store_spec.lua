@@ -264,6 +264,18 @@ describe("the SQLite store", function()
       store:close()
     end)
 
+    it("reads of more entries than it remembers between writes all count", function()
+      local store = assert(sqlite.open(root .. "/cache_data.sqlite3"))
+      local limits = { max_entries = 1500 }
+      for i = 1, 1500 do assert.is_true(store:set(NS, key(0, i), "v", nil, limits)) end
+      for i = 1, 1200 do assert.equal("v", store:get(NS, key(0, i))) end
+      assert.is_true(store:set(NS, key(0, 1501), "new", nil, limits))
+      assert.is_nil((store:get(NS, key(0, 1201)))) -- the one set longest ago and not read since
+      assert.equal("v", store:get(NS, key(0, 1)))
+      assert.equal("v", store:get(NS, key(0, 1202)))
+      store:close()
+    end)
+
     it("replacing, deleting and clearing entries keep the count right", function()
       local store = assert(sqlite.open(root .. "/cache_data.sqlite3"))
       local limits = { max_entries = 2 }

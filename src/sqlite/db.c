@@ -6,19 +6,25 @@
  * A store file is recognised by `PRAGMA application_id` = CRS_APP_ID and
  * its format by `PRAGMA user_version` = CRS_FORMAT.
  *
- *   entries(ns, key, bytes, size, expires, used)   one row an entry, UNIQUE (ns, key)
- *     size     length(bytes), so that removing a row never reads the blob
+ *   entries(ns, key, size, expires, bounded, bytes)   one row an entry, UNIQUE (ns, key)
+ *     size     length(bytes); the small columns come before the blob, so
+ *              that reading them never walks the blob's overflow pages
  *     expires  wall-clock seconds since the epoch, NULL: never
- *     used     for an entry set with limits: its last use (ns since the
- *              epoch, growing), the LRU order; NULL for an unbounded entry
- *   spaces(ns, gen, count, size)   per ns: clears so far; count and sum of
- *                                  size of its rows with `used` set
- *   meta(name, value)              'generation': clear(nil)s so far, from
- *                                  a random start
+ *     bounded  1: set with limits, so it has a row in recency
+ *   recency(entry, ns, size, used)   an entry set with limits: its rowid,
+ *                                    and its last use (ns since the epoch),
+ *                                    the LRU order. A table of its own so
+ *                                    that a read's update of `used`
+ *                                    rewrites a small row, not the entry.
+ *   spaces(ns, gen, count, size)     per ns: clears so far; the number and
+ *                                    total size of its recency rows
+ *   meta(name, value)                'generation': clear(nil)s so far, from
+ *                                    a random start
  *
  * Invariant (kept by the triggers below, whatever statement removes a
- * row): spaces.count and spaces.size are the number and total size of the
- * ns's bounded rows. generation(ns) is meta.generation + spaces.gen: both
+ * row): a bounded entry has exactly one recency row, and spaces.count and
+ * spaces.size are the number and total size of the ns's recency rows.
+ * generation(ns) is meta.generation + spaces.gen: both
  * only grow, so the sum changes at every clear of ns or of everything, and
  * the random start makes a store that was emptied after damage unlikely to
  * repeat a generation some process remembers.
@@ -37,13 +43,16 @@
  * upgrade. A transaction never spans two calls of a method.
  *
  * Least recently used: updating `used` at every read would make each read
- * a write transaction (make bench, "bare read + last-used UPDATE", puts it
- * at several times the read itself), so reads of bounded entries are
- * remembered in the store (crs_touch) and written in one batch: with this
- * process's next write (before it evicts anything, so eviction in one
- * process sees all of its reads), when CRS_TOUCHES are pending, when the
- * oldest waited CRS_TOUCH_AGE seconds, and at close. Another process's
- * reads count once it wrote them. */
+ * a write transaction of its own (make bench, "bare read + last-used
+ * UPDATE"), so reads of bounded entries are remembered in the store
+ * (crs_touch, one per entry: a hot entry read again costs nothing more)
+ * and written in one transaction: with this process's next write (before
+ * it evicts anything, so eviction in one process sees all of its reads),
+ * when CRS_TOUCHES are pending, when the oldest waited CRS_TOUCH_AGE
+ * seconds, and at close. Another process's reads count once it wrote
+ * them. Unbounded entries have no recency and cost nothing. A touch names
+ * the entry by rowid; one that outlived its entry (the rowid reused) has
+ * no effect, as `used` only grows and the new entry's is newer. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -59,37 +68,42 @@
 
 static const char *const SCHEMA =
   "CREATE TABLE entries ("
-  "  ns TEXT NOT NULL, key TEXT NOT NULL, bytes BLOB NOT NULL, size INTEGER NOT NULL,"
-  "  expires REAL, used INTEGER, UNIQUE (ns, key));"
+  "  ns TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, expires REAL,"
+  "  bounded INTEGER NOT NULL, bytes BLOB NOT NULL, UNIQUE (ns, key));"
   "CREATE INDEX entries_expiry ON entries (expires) WHERE expires IS NOT NULL;"
-  "CREATE INDEX entries_lru ON entries (ns, used) WHERE used IS NOT NULL;"
+  "CREATE TABLE recency ("
+  "  entry INTEGER PRIMARY KEY, ns TEXT NOT NULL, size INTEGER NOT NULL, used INTEGER NOT NULL);"
+  "CREATE INDEX recency_order ON recency (ns, used);"
   "CREATE TABLE spaces ("
   "  ns TEXT PRIMARY KEY, gen INTEGER NOT NULL, count INTEGER NOT NULL, size INTEGER NOT NULL"
   ") WITHOUT ROWID;"
   "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-  "CREATE TRIGGER entries_counted AFTER INSERT ON entries WHEN new.used IS NOT NULL BEGIN"
+  "CREATE TRIGGER entries_forgotten AFTER DELETE ON entries WHEN old.bounded BEGIN"
+  "  DELETE FROM recency WHERE entry = old.rowid;"
+  "END;"
+  "CREATE TRIGGER recency_counted AFTER INSERT ON recency BEGIN"
   "  INSERT INTO spaces (ns, gen, count, size) VALUES (new.ns, 0, 1, new.size)"
   "  ON CONFLICT (ns) DO UPDATE SET count = count + 1, size = size + excluded.size;"
   "END;"
-  "CREATE TRIGGER entries_uncounted AFTER DELETE ON entries WHEN old.used IS NOT NULL BEGIN"
+  "CREATE TRIGGER recency_uncounted AFTER DELETE ON recency BEGIN"
   "  UPDATE spaces SET count = count - 1, size = size - old.size WHERE ns = old.ns;"
   "END;";
 
 /* Indexed by enum crs_stmt. Every value is a bound parameter. */
 static const char *const SQL[S_COUNT] = {
-  /* S_GET: columns read in the order 1, 2, 0 (the blob last: see module.c) */
-  "SELECT bytes, expires, used IS NOT NULL FROM entries WHERE ns = ?1 AND key = ?2",
+  /* S_GET: the blob last (module.c copies it out after the others are read) */
+  "SELECT rowid, expires, bounded, bytes FROM entries WHERE ns = ?1 AND key = ?2",
   "BEGIN IMMEDIATE",
   "COMMIT",
   "ROLLBACK",
   "DELETE FROM entries WHERE rowid IN"
   " (SELECT rowid FROM entries WHERE expires <= ?1 LIMIT " CRS_PRUNE ")",
   "DELETE FROM entries WHERE ns = ?1 AND key = ?2",
-  "INSERT INTO entries (ns, key, bytes, size, expires, used) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+  "INSERT INTO entries (ns, key, size, expires, bounded, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+  "INSERT INTO recency (entry, ns, size, used) VALUES (last_insert_rowid(), ?1, ?2, ?3)",
   "SELECT count, size FROM spaces WHERE ns = ?1",
-  "DELETE FROM entries WHERE rowid ="
-  " (SELECT rowid FROM entries WHERE ns = ?1 AND used IS NOT NULL ORDER BY used LIMIT 1)",
-  "UPDATE entries SET used = max(used, ?3) WHERE ns = ?1 AND key = ?2 AND used IS NOT NULL",
+  "DELETE FROM entries WHERE rowid = (SELECT entry FROM recency WHERE ns = ?1 ORDER BY used LIMIT 1)",
+  "UPDATE recency SET used = max(used, ?2) WHERE entry = ?1",
   "DELETE FROM entries WHERE ns = ?1",
   "INSERT INTO spaces (ns, gen, count, size) VALUES (?1, 1, 0, 0)"
   " ON CONFLICT (ns) DO UPDATE SET gen = gen + 1",
@@ -334,9 +348,12 @@ static int setup(crs_store *st, char *note, size_t notecap) {
   /* mmap off: a file truncated under a mapping faults (SIGBUS) instead of
    * failing a read. synchronous=NORMAL: in WAL mode a crash of the process
    * loses nothing committed, a power loss at most the last commits; the
-   * file stays consistent either way. */
+   * file stays consistent either way. temp_store=MEMORY: the counting
+   * triggers give each write a statement journal, which holds the pages a
+   * replaced entry frees; in a temporary file that doubled the cost of
+   * replacing a large entry (make bench, "SQLite set 100 KB"). */
   int rc = exec(st, "PRAGMA mmap_size = 0; PRAGMA synchronous = NORMAL;"
-                    " PRAGMA journal_size_limit = 67108864;");
+                    " PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;");
   if (rc == SQLITE_OK || is_damage(rc)) rc = settle(st, note, notecap);
   if (rc == SQLITE_OK) rc = prepare_all(st);
   return rc;
@@ -408,25 +425,23 @@ static int ready(crs_store *st) {
 
 /* ---- touches (see the top) --------------------------------------------- */
 
-static void drop_touches(crs_store *st) {
-  size_t i;
-  for (i = 0; i < st->ntouches; i++) free(st->touches[i].id);
+static void forget_touches(crs_store *st) {
+  if (st->ntouches) memset(st->touches, 0, sizeof st->touches);
   st->ntouches = 0;
 }
 
-/* Inside a write transaction. */
+/* Inside a write transaction. The touches are gone afterwards either way. */
 static int write_touches(crs_store *st) {
   sqlite3_stmt *s = st->stmt[S_TOUCH];
   size_t i;
   int rc = SQLITE_OK;
-  for (i = 0; i < st->ntouches && rc == SQLITE_OK; i++) {
-    const crs_read *t = &st->touches[i];
-    bind_id(s, 1, t->id, t->nslen);
-    bind_id(s, 2, t->id + t->nslen, t->keylen);
-    sqlite3_bind_int64(s, 3, t->used);
+  for (i = 0; i < CRS_TOUCH_SLOTS && rc == SQLITE_OK && st->ntouches; i++) {
+    if (!st->touches[i].entry) continue;
+    sqlite3_bind_int64(s, 1, st->touches[i].entry);
+    sqlite3_bind_int64(s, 2, st->touches[i].used);
     rc = run(st, s);
   }
-  drop_touches(st);
+  forget_touches(st);
   return rc;
 }
 
@@ -443,37 +458,25 @@ static void flush_touches(crs_store *st) {
   if (rc == SQLITE_OK) rc = write_touches(st);
   if (rc == SQLITE_OK) rc = run(st, st->stmt[S_COMMIT]);
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(st->db)) run(st, st->stmt[S_ROLLBACK]);
-  drop_touches(st); /* written, or lost to an error: the order is advice */
+  forget_touches(st); /* written, or lost to an error: the order is advice */
 }
 
 void crs_flush_if_due(crs_store *st) {
-  if (st->ntouches == CRS_TOUCHES || (st->ntouches > 0 && mono_now() - st->touches_since >= CRS_TOUCH_AGE))
+  if (st->ntouches >= CRS_TOUCHES || (st->ntouches > 0 && mono_now() - st->touches_since >= CRS_TOUCH_AGE))
     flush_touches(st);
 }
 
-void crs_touch(crs_store *st, const char *ns, size_t nslen, const char *key, size_t keylen) {
+void crs_touch(crs_store *st, int64_t entry) {
   int64_t used = next_used(st);
-  crs_read *t;
-  size_t i;
-  for (i = 0; i < st->ntouches; i++) {
-    t = &st->touches[i];
-    if (t->nslen == nslen && t->keylen == keylen && memcmp(t->id, ns, nslen) == 0 &&
-        memcmp(t->id + nslen, key, keylen) == 0) {
-      t->used = used;
-      return;
-    }
+  size_t i = (size_t)(((uint64_t)entry * 0x9e3779b97f4a7c15u) >> 53) & (CRS_TOUCH_SLOTS - 1);
+  if (st->ntouches >= CRS_TOUCHES) flush_touches(st);
+  if (st->ntouches >= CRS_TOUCHES) return; /* still busy: this read goes uncounted */
+  while (st->touches[i].entry && st->touches[i].entry != entry) i = (i + 1) & (CRS_TOUCH_SLOTS - 1);
+  if (!st->touches[i].entry) {
+    st->touches[i].entry = entry;
+    if (st->ntouches++ == 0) st->touches_since = mono_now();
   }
-  if (st->ntouches == CRS_TOUCHES) flush_touches(st);
-  if (st->ntouches == CRS_TOUCHES || nslen > SIZE_MAX - keylen - 1) return; /* still busy: this read goes uncounted */
-  t = &st->touches[st->ntouches];
-  t->id = (char *)malloc(nslen + keylen + 1);
-  if (!t->id) return;
-  memcpy(t->id, ns, nslen);
-  memcpy(t->id + nslen, key, keylen);
-  t->nslen = nslen;
-  t->keylen = keylen;
-  t->used = used;
-  if (st->ntouches++ == 0) st->touches_since = mono_now();
+  st->touches[i].used = used;
 }
 
 /* ---- writes ------------------------------------------------------------ */
@@ -507,19 +510,25 @@ static int insert(crs_store *st, const crs_put *p) {
   int rc;
   bind_id(s, 1, p->ns, p->nslen);
   bind_id(s, 2, p->key, p->keylen);
-  rc = sqlite3_bind_blob64(s, 3, p->bytes, (sqlite3_uint64)p->len, SQLITE_STATIC);
+  rc = sqlite3_bind_blob64(s, 6, p->bytes, (sqlite3_uint64)p->len, SQLITE_STATIC);
   if (rc != SQLITE_OK) { /* too big for SQLite */
     note_failure(st, rc);
     sqlite3_clear_bindings(s);
     return rc;
   }
-  sqlite3_bind_int64(s, 4, (sqlite3_int64)p->len);
-  if (p->expires_set) sqlite3_bind_double(s, 5, p->expires);
-  else sqlite3_bind_null(s, 5);
-  if (p->bounded) sqlite3_bind_int64(s, 6, next_used(st));
-  else sqlite3_bind_null(s, 6);
+  sqlite3_bind_int64(s, 3, (sqlite3_int64)p->len);
+  if (p->expires_set) sqlite3_bind_double(s, 4, p->expires);
+  else sqlite3_bind_null(s, 4);
+  sqlite3_bind_int(s, 5, p->bounded);
   rc = run(st, s);
-  sqlite3_bind_null(s, 3); /* the blob is the caller's string: not kept bound */
+  sqlite3_bind_null(s, 6); /* the blob is the caller's string: not kept bound */
+  if (rc == SQLITE_OK && p->bounded) {
+    s = st->stmt[S_RANK];
+    bind_id(s, 1, p->ns, p->nslen);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)p->len);
+    sqlite3_bind_int64(s, 3, next_used(st));
+    rc = run(st, s);
+  }
   return rc;
 }
 
@@ -610,11 +619,12 @@ int crs_generation(crs_store *st, const char *ns, size_t nslen, lua_Integer *gen
 }
 
 /* Steps S_GET for (ns, key). SQLITE_ROW: *row is positioned on a live
- * entry (module.c copies the blob out, then calls crs_lookup_done), and
- * *bounded says whether it has limits. SQLITE_DONE: a miss (or expired).
+ * entry (module.c copies the blob out of column 3, then calls
+ * crs_lookup_done), and *bounded is its rowid when it was set with limits
+ * (a touch to remember), else 0. SQLITE_DONE: a miss (or expired).
  * Else a failure, in st->err. */
 int crs_lookup(crs_store *st, const char *ns, size_t nslen, const char *key, size_t keylen,
-               sqlite3_stmt **row, int *bounded) {
+               sqlite3_stmt **row, int64_t *bounded) {
   sqlite3_stmt *s;
   int rc = ready(st);
   if (rc != SQLITE_OK) return rc;
@@ -625,7 +635,7 @@ int crs_lookup(crs_store *st, const char *ns, size_t nslen, const char *key, siz
   rc = sqlite3_step(s);
   if (rc == SQLITE_ROW) {
     if (sqlite3_column_type(s, 1) == SQLITE_NULL || sqlite3_column_double(s, 1) > crs_wall_now()) {
-      *bounded = sqlite3_column_int(s, 2);
+      *bounded = sqlite3_column_int(s, 2) ? sqlite3_column_int64(s, 0) : 0;
       *row = s;
       return rc;
     }
@@ -649,7 +659,6 @@ void crs_close(crs_store *st) {
   if (!st->db) return;
   reset_all(st);
   flush_touches(st);
-  drop_touches(st);
   finalize_all(st);
   sqlite3_close_v2(st->db);
   st->db = NULL;

@@ -165,7 +165,7 @@ static int m_get(lua_State *L) {
   const char *ns = check_bytes(L, 2, &nslen);
   const char *key = check_bytes(L, 3, &keylen);
   sqlite3_stmt *row = NULL;
-  int bounded = 0;
+  int64_t bounded = 0;
   int rc = crs_lookup(st, ns, nslen, key, keylen, &row, &bounded);
   if (rc == SQLITE_DONE) {
     lua_pushnil(L);
@@ -175,12 +175,12 @@ static int m_get(lua_State *L) {
   {
     /* blob before bytes (SQLite's order), then straight into the Lua
      * string: lua_pushlstring copies before it may collect */
-    const char *p = (const char *)sqlite3_column_blob(row, 0);
-    int n = sqlite3_column_bytes(row, 0);
+    const char *p = (const char *)sqlite3_column_blob(row, 3);
+    int n = sqlite3_column_bytes(row, 3);
     lua_pushlstring(L, p ? p : "", p ? (size_t)n : 0);
   }
   crs_lookup_done(st);
-  if (bounded && st->db) crs_touch(st, ns, nslen, key, keylen);
+  if (bounded && st->db) crs_touch(st, bounded);
   return 1;
 }
 

@@ -41,23 +41,22 @@
 #define CRS_MT "cache_resource.sqlite"
 #define CRS_FILE_NAME "cache_data.sqlite3"
 #define CRS_TIMEOUT_MS 5000   /* default wait for another process's write */
-#define CRS_TOUCHES 64        /* reads of bounded entries remembered before a flush */
+#define CRS_TOUCHES 1024      /* bounded entries whose reads are remembered before a flush */
+#define CRS_TOUCH_SLOTS 2048  /* the hash table holding them: a power of 2, half full at most */
 #define CRS_TOUCH_AGE 1.0     /* seconds a remembered read waits at most for a flush */
 #define CRS_MSG 512           /* room for one error message */
 
 /* The prepared statements, made once per connection (db.c has the SQL). */
 enum crs_stmt {
-  S_GET, S_BEGIN, S_COMMIT, S_ROLLBACK, S_PRUNE, S_DELETE, S_INSERT, S_BOUNDS,
+  S_GET, S_BEGIN, S_COMMIT, S_ROLLBACK, S_PRUNE, S_DELETE, S_INSERT, S_RANK, S_BOUNDS,
   S_EVICT, S_TOUCH, S_CLEAR_NS, S_BUMP_NS, S_CLEAR_ALL, S_BUMP_ALL, S_GENERATION,
   S_COUNT
 };
 
-/* A read of an entry set with limits, not yet written to its `used`
- * column: `id` holds ns then key (malloc'd), `used` the time of the read. */
+/* A read of an entry set with limits, not yet written to its recency:
+ * the entry's rowid (0: a free slot) and the time of its last read. */
 typedef struct {
-  char *id;
-  size_t nslen, keylen;
-  int64_t used;
+  int64_t entry, used;
 } crs_read;
 
 /* The store userdata. `path` is inline (it lives as long as the userdata,
@@ -68,9 +67,9 @@ typedef struct {
   sqlite3_stmt *stmt[S_COUNT];
   int timeout_ms;
   int64_t last_used;            /* the newest `used` value given: they only grow */
-  size_t ntouches;
+  size_t ntouches;              /* slots in use in touches */
   double touches_since;         /* monotonic time of the oldest pending touch */
-  crs_read touches[CRS_TOUCHES];
+  crs_read touches[CRS_TOUCH_SLOTS]; /* open addressing by rowid, linear probing */
   char why[CRS_MSG];            /* SQLite's message for the last failure */
   char err[2 * CRS_MSG];        /* the message a failing method returns */
   char path[];
@@ -99,9 +98,9 @@ int crs_delete(crs_store *st, const char *ns, size_t nslen, const char *key, siz
 int crs_clear(crs_store *st, const char *ns, size_t nslen);
 int crs_generation(crs_store *st, const char *ns, size_t nslen, lua_Integer *gen);
 int crs_lookup(crs_store *st, const char *ns, size_t nslen, const char *key, size_t keylen,
-               sqlite3_stmt **row, int *bounded);
+               sqlite3_stmt **row, int64_t *bounded);
 void crs_lookup_done(crs_store *st);
-void crs_touch(crs_store *st, const char *ns, size_t nslen, const char *key, size_t keylen);
+void crs_touch(crs_store *st, int64_t entry);
 void crs_flush_if_due(crs_store *st);
 double crs_wall_now(void);
 
