@@ -1,6 +1,7 @@
 -- The store conformance cases (spec/store_conformance.lua) on every store
 -- there is: the SQLite store, and a store written in plain Lua, the way a
--- user writes their own. A new store is a factory and a capability table.
+-- user writes their own (the example of docs/stores.md). A new store is a
+-- factory and a capability table.
 local conformance = require "store_conformance"
 local support = require "support"
 local sqlite = require "cache_resource.sqlite"
@@ -37,41 +38,14 @@ describe("stores", function()
     end,
   })
 
-  -- A user's store: a table with the five methods over a Lua table, expiry
-  -- by os.time() (whole seconds), generations counted per ns and in all.
-  local function lua_store()
-    local entries, gens, everything = {}, {}, 0
-    local store = setmetatable({}, { __tostring = function() return "a plain Lua table" end })
-    function store:get(ns, key)
-      local e = entries[ns] and entries[ns][key]
-      if e and e.expires and os.time() > e.expires then e = nil end
-      return e and e.bytes
-    end
-    function store:set(ns, key, bytes, ttl)
-      entries[ns] = entries[ns] or {}
-      entries[ns][key] = { bytes = bytes, expires = ttl and os.time() + ttl }
-      return true
-    end
-    function store:delete(ns, key)
-      if entries[ns] then entries[ns][key] = nil end
-      return true
-    end
-    function store:clear(ns)
-      if ns then
-        entries[ns], gens[ns] = nil, (gens[ns] or 0) + 1
-      else
-        entries, everything = {}, everything + 1
-      end
-      return true
-    end
-    function store:generation(ns)
-      return everything + (gens[ns] or 0)
-    end
-    return store
-  end
+  -- A user's store: the one docs/stores.md shows, a table with the five
+  -- methods over a Lua table (expiry by os.time(), whole seconds).
+  local doc = support.read_file("docs/stores.md")
+  local code = assert(doc:match("```lua\n(local function table_store%(%).-)```"), "no table_store in docs/stores.md")
+  local table_store = assert(load(code .. "\nreturn table_store", "=docs/stores.md", "t"))()
 
-  conformance("a store in plain Lua", lua_store, {
-    description = function() return "a plain Lua table" end,
+  conformance("the plain-Lua store of docs/stores.md", table_store, {
+    description = function() return "a Lua table" end,
     failing = function()
       local down = function() return nil, "the store is down" end
       return { get = down, set = down, delete = down, clear = down, generation = down }

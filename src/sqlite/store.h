@@ -25,7 +25,7 @@
 #include "../cr_compat.h"
 
 /* UPSERT and SQLITE_DBCONFIG_RESET_DATABASE came with SQLite 3.24. */
-#if SQLITE_VERSION_NUMBER < 3024000
+#if defined(SQLITE_VERSION_NUMBER) && SQLITE_VERSION_NUMBER < 3024000
 #error "cache_resource.sqlite needs SQLite 3.24 or later"
 #endif
 #define CRS_MIN_SQLITE 3024000
