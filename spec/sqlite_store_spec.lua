@@ -587,7 +587,7 @@ describe("the SQLite store", function()
         assert.is_true(store:set(NS, key(0, i), big[i]))
       end
       collectgarbage("collect")
-      collectgarbage("incremental", 10, 400)
+      support.gc_pace(10, 400)
       local inside, during = false, 0
       local results = {}
       for round = 1, 120 do
@@ -604,7 +604,7 @@ describe("the SQLite store", function()
         results[round] = { exact = v == big[i], got = v ~= nil, err = err }
       end
       collectgarbage("collect")
-      collectgarbage("incremental", 200, 100)
+      support.gc_pace(200, 100)
       return results, during
     end
 

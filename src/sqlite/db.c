@@ -408,7 +408,11 @@ static int failed(crs_store *st, int rc, const char *what) {
   return rc;
 }
 
-/* A store whose last recovery failed has no statements: it tries again. */
+/* The start of every method. A store whose last recovery failed has no
+ * statements: it tries again. S_GET is reset first: it is the one
+ * statement a method can leave stepped (when copying its value out raised
+ * out of memory), and a finalizer run by that copy may call another
+ * method before get resets it. */
 static int ready(crs_store *st) {
   if (!st->db) {
     crs_say(st->err, sizeof st->err, "cache_resource.sqlite: the store %s is closed", st->path);
@@ -419,7 +423,7 @@ static int ready(crs_store *st) {
     recover(st);
     if (!st->stmt[S_GET]) return SQLITE_CORRUPT;
   }
-  reset_all(st);
+  sqlite3_reset(st->stmt[S_GET]);
   return SQLITE_OK;
 }
 
