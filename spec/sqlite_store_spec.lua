@@ -27,6 +27,18 @@ local function query(path, sql)
   return value
 end
 
+-- Opens the file at path expecting open's note, and checks that the store
+-- is empty and works.
+local function opens_emptied(path, note)
+  local store, got = sqlite.open(path)
+  assert.truthy(store, got)
+  assert.equal(note, got)
+  assert.is_nil((store:get(NS, key(0, 1))))
+  assert.is_true(store:set(NS, key(0, 1), "after"))
+  assert.equal("after", store:get(NS, key(0, 1)))
+  store:close()
+end
+
 local function mode_of(path)
   local ok, out = support.shell("stat -c %a " .. support.shell_quote(path))
   assert(ok, out)
@@ -178,15 +190,9 @@ describe("the SQLite store", function()
       assert.is_true(store:set(NS, key(0, 1), "old format"))
       store:close()
       query(path, "PRAGMA user_version = 99")
-      local again, note = sqlite.open(path)
-      assert.truthy(again, note)
-      assert.equal("cache_resource.sqlite: " .. path .. " was a store of format 99; it has been emptied for format 1",
-        note)
-      assert.is_nil((again:get(NS, key(0, 1))))
-      assert.is_true(again:set(NS, key(0, 1), "new format"))
-      assert.equal("new format", again:get(NS, key(0, 1)))
+      opens_emptied(path, "cache_resource.sqlite: " .. path .. " was a store of format 99; it has been emptied "
+        .. "for format 1")
       assert.equal(1, tonumber(query(path, "PRAGMA user_version")))
-      again:close()
     end)
 
     it("an SQLite database of another application is refused and left as it was", function()
@@ -465,14 +471,8 @@ describe("the SQLite store", function()
       fill(store, 20)
       store:close()
       damage(path, "garbage")
-      local again, note = sqlite.open(path)
-      assert.truthy(again, note)
-      assert.equal("cache_resource.sqlite: " .. path .. " was damaged (file is not a database); it has been emptied",
-        note)
-      assert.is_nil((again:get(NS, key(0, 1))))
-      assert.is_true(again:set(NS, key(0, 1), "after"))
-      assert.equal("after", again:get(NS, key(0, 1)))
-      again:close()
+      opens_emptied(path, "cache_resource.sqlite: " .. path .. " was damaged (file is not a database); it has been "
+        .. "emptied")
     end)
 
     it("a file overwritten under a store in use: calls return exact bytes or nil (and a message), then work", function()

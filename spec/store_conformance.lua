@@ -44,6 +44,13 @@ return function(name, factory, caps)
 
     local A, B = id(0xa), id(0xb)
 
+    -- Keys 1..3 in A and in B, each value naming its ns and key.
+    local function fill_both(s)
+      for _, ns in ipairs({ A, B }) do
+        for k = 1, 3 do assert.is_true(s:set(ns, id(k), ns .. k)) end
+      end
+    end
+
     it("get of a missing key is nil", function()
       local s = fresh()
       assert.is_nil((s:get(A, id(1))))
@@ -74,9 +81,7 @@ return function(name, factory, caps)
 
     it("delete removes only that key", function()
       local s = fresh()
-      for _, ns in ipairs({ A, B }) do
-        for k = 1, 3 do assert.is_true(s:set(ns, id(k), ns .. k)) end
-      end
+      fill_both(s)
       assert.is_true(s:delete(A, id(2)))
       assert.is_nil((s:get(A, id(2))))
       assert.equal(A .. 1, s:get(A, id(1)))
@@ -87,9 +92,7 @@ return function(name, factory, caps)
 
     it("clear(ns) removes that ns only and changes its generation, not another's", function()
       local s = fresh()
-      for _, ns in ipairs({ A, B }) do
-        for k = 1, 3 do assert.is_true(s:set(ns, id(k), ns .. k)) end
-      end
+      fill_both(s)
       local ga, gb = s:generation(A), s:generation(B)
       assert.is_true(s:clear(A))
       for k = 1, 3 do
