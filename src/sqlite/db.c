@@ -194,6 +194,10 @@ static int exec(crs_store *st, const char *sql) {
   return rc == SQLITE_OK ? rc : note_failure(st, rc);
 }
 
+/* Strings are bound without a copy (SQLITE_STATIC): they are the method's
+ * arguments, on the Lua stack for the whole call. A binding outlives the
+ * call, but every statement has all its parameters bound again before it
+ * is stepped, so an old one is never read. */
 static int bind_id(sqlite3_stmt *s, int i, const char *p, size_t n) {
   return sqlite3_bind_text64(s, i, p, (sqlite3_uint64)n, SQLITE_STATIC, SQLITE_UTF8);
 }
@@ -385,7 +389,9 @@ int crs_open(crs_store *st, char *note, size_t notecap) {
   return rc;
 }
 
-/* A damaged file: emptied and made again. Appends the outcome to st->err. */
+/* A damaged file: emptied and made again. Appends the outcome to st->err.
+ * When that fails (another process holds the lock), the store is left
+ * without statements and ready() sets it up at the next call. */
 static void recover(crs_store *st) {
   size_t n = strlen(st->err);
   int rc;
@@ -409,19 +415,22 @@ static int failed(crs_store *st, int rc, const char *what) {
 }
 
 /* The start of every method. A store whose last recovery failed has no
- * statements: it tries again. S_GET is reset first: it is the one
- * statement a method can leave stepped (when copying its value out raised
- * out of memory), and a finalizer run by that copy may call another
- * method before get resets it. */
+ * statements: it is set up again (which empties the file if it is still
+ * damaged; another process may have done so meanwhile). S_GET is reset
+ * first: it is the one statement a method can leave stepped (when copying
+ * its value out raised out of memory), and a finalizer run by that copy
+ * may call another method before get resets it. */
 static int ready(crs_store *st) {
   if (!st->db) {
     crs_say(st->err, sizeof st->err, "cache_resource.sqlite: the store %s is closed", st->path);
     return SQLITE_MISUSE;
   }
   if (!st->stmt[S_GET]) {
-    crs_say(st->err, sizeof st->err, "cache_resource.sqlite: cannot use %s", st->path);
-    recover(st);
-    if (!st->stmt[S_GET]) return SQLITE_CORRUPT;
+    int rc = setup(st, NULL, 0);
+    if (rc != SQLITE_OK) {
+      describe(st, rc, "use");
+      return rc;
+    }
   }
   sqlite3_reset(st->stmt[S_GET]);
   return SQLITE_OK;
@@ -525,7 +534,6 @@ static int insert(crs_store *st, const crs_put *p) {
   else sqlite3_bind_null(s, 4);
   sqlite3_bind_int(s, 5, p->bounded);
   rc = run(st, s);
-  sqlite3_bind_null(s, 6); /* the blob is the caller's string: not kept bound */
   if (rc == SQLITE_OK && p->bounded) {
     s = st->stmt[S_RANK];
     bind_id(s, 1, p->ns, p->nslen);
