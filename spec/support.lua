@@ -74,6 +74,17 @@ function M.registry_objects()
   return n
 end
 
+-- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
+-- no step size).
+function M.gc_pace(pause, stepmul, stepsize)
+  if _VERSION == "Lua 5.3" then
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+  else
+    collectgarbage("incremental", pause, stepmul, stepsize)
+  end
+end
+
 -- A string quoted for sh.
 function M.shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
@@ -116,6 +127,87 @@ function M.decode_chunked(raw)
     pos = after + size + 2
   end
   return table.concat(out)
+end
+
+-- What a child's script starts with: the in-tree modules, as this suite
+-- loads them (build/, or build-asan/ under `make asan`: the child inherits
+-- the preloaded sanitizer runtime with the environment).
+local function child_script(code)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(("package.cpath = %q .. package.cpath\npackage.path = %q .. package.path\n"):format(
+    package.cpath:match("^[^;]*;"), "lua/?.lua;lua/?/init.lua;spec/?.lua;"), code)
+  f:close()
+  assert(os.execute("chmod 0644 " .. path)) -- readable by a child run as another user
+  return path
+end
+
+-- Runs the Lua chunk `code` in a child process (its arg[1..] are `args`,
+-- `prefix` is shell put before the interpreter: umask, ulimit, env,
+-- setpriv...). Returns the child's stdout and stderr, and its exit status.
+function M.lua_child(code, args, prefix)
+  local script = child_script(code)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = M.shell_quote(tostring(a)) end
+  local p = assert(io.popen(("%s %s %s %s 2>&1; echo \"exit=$?\""):format(prefix or "", M.LUA, script,
+    table.concat(quoted, " "))))
+  local out = p:read("a")
+  p:close()
+  os.remove(script)
+  local status = tonumber(out:match("exit=(%d+)\n$"))
+  return out:gsub("exit=%d+\n$", ""), status
+end
+
+-- Runs `n` copies of `code` at once, copy i with arg[1] = i; returns their
+-- outputs and exit statuses when all have ended.
+function M.lua_children(code, n)
+  local script = child_script(code)
+  local outs, cmd = {}, {}
+  for i = 1, n do
+    outs[i] = os.tmpname()
+    cmd[#cmd + 1] = ("(%s %s %d >%s 2>&1; echo \"exit=$?\" >>%s) &"):format(M.LUA, script, i, outs[i], outs[i])
+  end
+  assert(os.execute(table.concat(cmd, " ") .. " wait"))
+  local results, statuses = {}, {}
+  for i = 1, n do
+    local out = M.read_file(outs[i])
+    os.remove(outs[i])
+    statuses[i] = tonumber(out:match("exit=(%d+)\n$"))
+    results[i] = out:gsub("exit=%d+\n$", "")
+  end
+  os.remove(script)
+  return results, statuses
+end
+
+-- Starts `code` in a child process in the background; returns its pid and
+-- a function that waits for it to end (after a kill, say) and cleans up.
+-- (The shell that started it waits for it, so it is reaped: nothing else
+-- may be there to reap an orphan.)
+function M.spawn_lua(code, args)
+  local script = child_script(code)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = M.shell_quote(tostring(a)) end
+  local p = assert(io.popen(("%s %s %s >/dev/null 2>&1 & echo $!; wait"):format(M.LUA, script,
+    table.concat(quoted, " "))))
+  local pid = assert(tonumber(p:read("l")))
+  return pid, function()
+    p:close()
+    os.remove(script)
+  end
+end
+
+-- Wall-clock seconds (with a fraction) and sleeping, from luasocket.
+local socket = require "socket"
+M.now = socket.gettime
+M.sleep = socket.sleep
+
+-- A new empty directory; removed with everything in it by the function
+-- returned second.
+function M.temp_dir()
+  local dir = os.tmpname() -- not mktemp -d: a child run as another user must reach it (0755)
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. M.shell_quote(dir)))
+  return dir, function() M.remove_tree(dir) end
 end
 
 function M.read_file(path)
@@ -289,10 +381,10 @@ end
 
 -- GET of a URL over loopback with HTTP/1.0 (an unframed body): status, body.
 function M.http_get(url)
-  local socket = require "cqueues.socket"
+  local csocket = require "cqueues.socket"
   local host, port, path = url:match("^http://([^/:]+):(%d+)(/.*)$")
   assert(host, "not a URL this can fetch: " .. url)
-  local conn = assert(socket.connect(host, tonumber(port)))
+  local conn = assert(csocket.connect(host, tonumber(port)))
   conn:setmode("b", "b")
   conn:settimeout(10)
   assert(conn:write("GET " .. path .. " HTTP/1.0\r\nHost: " .. host .. "\r\n\r\n"))
