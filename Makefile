@@ -11,14 +11,20 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS_ALL = $(WARN) $(OPT) -fPIC -I$(LUA_INC) $(EXTRA_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 HDRS     := $(wildcard src/*.h)
-DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
+# The Redis store's protocol module (cache_resource.redis_resp): a shared
+# object of its own, linked with hiredis, so that the core links nothing.
+REDIS_SRCS := $(wildcard src/redis/*.c)
+DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3 \
+  libhiredis-dev
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_CFLAGS = $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+  -fno-sanitize-recover=undefined
 
 .PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
   dist docs lint lint-lua release-rockspecs
 
-all: $(BUILD)/cache_resource.so
+all: $(BUILD)/cache_resource.so $(BUILD)/cache_resource/redis_resp.so
 
 # Never -llua5.4: the interpreter already holds the Lua VM. Nor -lxxhash:
 # xxHash is inlined from its header (XXH_INLINE_ALL).
@@ -28,8 +34,15 @@ $(BUILD)/cache_resource.so: $(SRCS) $(HDRS)
 
 build-asan/cache_resource.so: $(SRCS) $(HDRS)
 	@mkdir -p build-asan
-	$(CC) $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
-	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SRCS)
+
+$(BUILD)/cache_resource/redis_resp.so: $(REDIS_SRCS) src/cr_compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(REDIS_SRCS) -lhiredis
+
+build-asan/cache_resource/redis_resp.so: $(REDIS_SRCS) src/cr_compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(REDIS_SRCS) -lhiredis
 
 deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
@@ -66,7 +79,7 @@ test53:
 
 # The whole suite against the sanitized build. lua5.4 itself is not
 # instrumented, so the ASan runtime is preloaded.
-asan: deps build-asan/cache_resource.so
+asan: deps build-asan/cache_resource.so build-asan/cache_resource/redis_resp.so
 	@mkdir -p build
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CR_BUILD=build-asan \
