@@ -56,9 +56,9 @@ local MAX_REPLY = (512 + 1) * 1024 * 1024
 local READ_SIZE = 256 * 1024 -- bytes asked of the socket at a time
 local UNLINK_KEYS = 256      -- keys per UNLINK of a clear
 local CLEAR_COMMANDS = 64    -- commands per exchange of a clear
--- A call holding the connection this long past its own deadline is stuck
--- (its coroutine is never resumed): the next caller takes the connection over.
-local STUCK = 1
+-- A call still holding the connection this long after its own deadline is
+-- stuck (its coroutine is not resumed): the next caller takes it over.
+local STUCK = 0.1
 
 local Store = {}
 Store.__index = Store
@@ -241,13 +241,17 @@ end
 -- A connection carries one exchange at a time. `holder` is the call using
 -- it ({ co = its coroutine, deadline = when it gives up }); others wait on
 -- `turn` inside a cqueues coroutine, or fail at once elsewhere (only a
--- finalizer or a hook run during a call could get there).
+-- finalizer or a hook run during a call could get there). Every wait of a
+-- holder ends by its deadline, so one still holding on past it (its
+-- coroutine dead, or never resumed: its controller was dropped) is taken
+-- over: it would have failed anyway, and what it left on the wire is
+-- unknown, so its connection goes. A call thus holds the store for at most
+-- its timeout.
 local function wait_turn(self, deadline)
   while self.holder ~= nil do
     local holder = self.holder
     local now = monotime()
     if coroutine.status(holder.co) == "dead" or now > holder.deadline + STUCK then
-      -- That call can never finish: whatever it left on the wire is unknown.
       self.holder = nil
       drop(self)
       return true
@@ -343,7 +347,8 @@ end
 function Store:get(ns, key)
   local bad = bad_names(ns, key)
   if bad then return failure(self, "argument", bad) end
-  local replies, err, kind = exchange(self, { { "MGET", self.p_gen .. ns, self.k_gen, self.p_entry .. ns .. ":" .. key } })
+  local entry = self.p_entry .. ns .. ":" .. key
+  local replies, err, kind = exchange(self, { { "MGET", self.p_gen .. ns, self.k_gen, entry } })
   if not replies then return nil, err, kind end
   local m = replies[1]
   if type(m) ~= "table" or m.err or #m ~= 3 then return refused(self, "MGET", m) end
