@@ -111,7 +111,7 @@ docs:
 #   luarocks --lua-version=5.4 install dist/cache_resource-$(VERSION)-1.src.rock
 VERSION  := 0.2.0
 ROCKREV  := 1
-ROCKS    := cache_resource cache_resource-cqueues
+ROCKS    := cache_resource cache_resource-cqueues cache_resource-redis
 REPO_URL := https://github.com/cache-resource/cache_resource
 
 # Writes the release rockspecs from the scm ones (the same build, the
