@@ -133,7 +133,7 @@ describe("packaging", function()
     end
   end)
 
-  it("the Redis rockspecs build the store and its C part from src/redis/ with hiredis, need cqueues, the core", function()
+  it("the Redis rockspecs build the store and its C part (src/redis/) with hiredis, and need cqueues", function()
     local sources = lines_of("ls src/redis/*.c")
     assert.is_true(#sources >= 1)
     for _, path in ipairs(REDIS) do
