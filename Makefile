@@ -144,8 +144,11 @@ clean:
 	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
 
 # Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
+# The Redis rows (bench/bench_redis.lua) need redis-server, else say so.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+	@echo
+	QUICK=$(QUICK) $(LUA) bench/bench_redis.lua
 
 # Instructions per hit under callgrind (repeatable, unlike times), beside a
 # hand-written memo called through a function and a no-op C function.
@@ -182,7 +185,7 @@ valgrind: deps all
 	  $(BUSTED) -o plainTerminal 2>&1 | tee build/busted-valgrind.log; status=$${PIPESTATUS[0]}; \
 	  cat build/valgrind.log; exit $$status
 
-# Static analysis of src/ with zero findings: gcc -fanalyzer, clang-tidy's
+# Static analysis of src/ (src/redis/ included) with zero findings: gcc -fanalyzer, clang-tidy's
 # static analyzer (clang-analyzer-*) and cppcheck. Errors are raised through
 # cr_error, declared noreturn, so the analyzers see the real paths. cppcheck
 # checks the GCC configuration (-D__GNUC__: the noreturn attribute) and gets
@@ -192,12 +195,12 @@ LINT_PKGS  = cppcheck clang-tidy
 lint:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) $(LINT_PKGS)"
 	@echo "== $(LINT_CC) -fanalyzer =="
-	@for f in $(SRCS); do \
+	@for f in $(SRCS) $(REDIS_SRCS); do \
 	  $(LINT_CC) $(WARN) -O1 -fanalyzer -I$(LUA_INC) -c -o /dev/null $$f || exit 1; \
 	done
 	@echo "== clang-tidy (clang-analyzer-*) =="
 	@# one file per run: clang-tidy 14 carries va_list state from one file to the next
-	@for f in $(SRCS); do \
+	@for f in $(SRCS) $(REDIS_SRCS); do \
 	  clang-tidy $$f --quiet --checks='-*,clang-analyzer-*' --warnings-as-errors='*' -- -std=c99 -I$(LUA_INC) \
 	    2>&1 | grep -v '^[0-9]* warnings\? generated\.$$'; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	done

@@ -322,6 +322,18 @@ describe("the Redis store", function()
     end
   end)
 
+  it("sends a command of the caller's on its connection (store:command)", function()
+    local store = connect()
+    assert.equal("PONG", store:command("PING"))
+    assert.equal(1, store:command("SADD", store.prefix .. "mine", 42))
+    assert.same({ "42" }, store:command("SMEMBERS", store.prefix .. "mine"))
+    assert.matches("unknown command", store:command("NO-SUCH-COMMAND").err)
+    local v, err, kind = store:command("GET", {})
+    assert.is_nil(v)
+    assert.equal("argument", kind)
+    assert.matches("bad argument #2 to command", err, 1, true)
+  end)
+
   it("raises for bad connect options, naming the option", function()
     assert.error_matches(function() redis.connect { prot = 6379 } end, "unknown option 'prot'")
     assert.error_matches(function() redis.connect { port = "6379" } end, "bad option 'port'")

@@ -554,6 +554,27 @@ function Store:generation(ns)
   return c_ns + c_all
 end
 
+--- Sends one command on the store's connection, the path every method
+-- takes, and returns its reply: for diagnostics (`store:command("INFO",
+-- "memory")`) and benchmarks.
+-- @string name the command
+-- @param ... its arguments (strings or numbers)
+-- @return the reply: a string (a bulk string or a status), an integer,
+-- false (nil), a table of replies (an array) or `{ err = message }` (an
+-- error reply); or nil, a message and a kind on a failure
+function Store:command(name, ...)
+  local cmd = { name, ... }
+  for i = 1, select("#", ...) + 1 do
+    local t = type(cmd[i])
+    if t ~= "string" and t ~= "number" then
+      return failure(self, "argument", ("bad argument #%d to command (a string expected, got %s)"):format(i, t))
+    end
+  end
+  local replies, err, kind = exchange(self, { cmd })
+  if not replies then return nil, err, kind end
+  return replies[1]
+end
+
 --- Closes the connection; the next call opens a new one at once.
 function Store:close()
   drop(self)
