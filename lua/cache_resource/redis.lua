@@ -310,7 +310,76 @@ local function exchange(self, commands)
   return replies
 end
 
+-- ----------------------------------------------------------- connect
+
+local DEFAULTS = { host = "127.0.0.1", port = 6379, db = 0, prefix = "cache_resource:", timeout = 1 }
+local CHECKS = {
+  host = function(v) return type(v) == "string" and #v > 0, "a host name or address" end,
+  port = function(v) return math.type(v) == "integer" and v >= 1 and v <= 65535, "an integer from 1 to 65535" end,
+  db = function(v) return math.type(v) == "integer" and v >= 0, "an integer >= 0" end,
+  password = function(v) return type(v) == "string", "a string" end,
+  prefix = function(v) return type(v) == "string", "a string" end,
+  timeout = function(v) return type(v) == "number" and v > 0 and v < math.huge, "seconds > 0" end,
+}
+
+--- A store on a Redis server. Nothing is sent yet: the connection is made
+-- by the first call (and made again after a failure, at most once a second).
+-- @tparam[opt] table opts the options
+-- @tparam[opt="127.0.0.1"] string opts.host the server's host name or address
+-- @tparam[opt=6379] integer opts.port its TCP port
+-- @tparam[opt=0] integer opts.db the database number (SELECT)
+-- @tparam[opt] string opts.password sent with AUTH when given
+-- @tparam[opt="cache_resource:"] string opts.prefix the start of every key this store uses: apps that
+-- share a server use different prefixes
+-- @tparam[opt=1] number opts.timeout seconds a call may wait for the server at most
+-- @return the store; raises for a bad option
+function M.connect(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("cache_resource.redis.connect: options table expected, got " .. type(opts), 2)
+  end
+  for name in pairs(opts) do
+    if CHECKS[name] == nil then
+      error("cache_resource.redis.connect: unknown option '" .. tostring(name) .. "' (known: db, host, "
+        .. "password, port, prefix, timeout)", 2)
+    end
+  end
+  local o = {}
+  for name, check in pairs(CHECKS) do
+    local v = opts[name]
+    if v == nil then v = DEFAULTS[name] end
+    if v ~= nil then
+      local ok, expected = check(v)
+      if not ok then
+        error(("cache_resource.redis.connect: bad option '%s' (%s expected, got %s)"):format(name, expected,
+          type(v) == "string" and ("%q"):format(v) or tostring(v)), 2)
+      end
+    end
+    o[name] = v
+  end
+  local host = o.host:find(":", 1, true) and "[" .. o.host .. "]" or o.host
+  local p = o.prefix
+  return setmetatable({
+    host = o.host, port = o.port, db = o.db, password = o.password, prefix = p, timeout = o.timeout,
+    name = ("redis://%s:%d/%d"):format(host, o.port, o.db),
+    k_format = p .. "format", k_gen = p .. "gen", k_ns = p .. "ns",
+    p_gen = p .. "gen:", p_entry = p .. "e:", p_index = p .. "idx:",
+    conn = nil,          -- { sock, codec }, or nil when not connected
+    retry_at = 0,        -- monotonic time before which no connection is tried
+    down = nil,          -- why the last connection failed, while it has not been replaced
+    holder = nil,        -- the call using the connection (wait_turn)
+    turn = condition.new(),
+    waiting = 0,         -- calls waiting on turn
+    tags = {},           -- ns -> the tag of the counters last read
+  }, Store)
+end
+
 -- ----------------------------------------------------------- the store
+
+--- A store, from `connect`: the methods every store has, `tostring(store)`
+-- ("redis://host:port/db"), and `command` and `close`. Its fields are its
+-- own.
+-- @type Store
 
 -- A name a store is given (ns, key) as it goes into a Redis key.
 local function bad_name(what, s)
@@ -360,8 +429,9 @@ function Store:get(ns, key)
   return nil
 end
 
---- Stores `bytes` for `key` of `ns` (replacing what was there) with one
--- `SET ... PX`: Redis drops it `ttl` seconds later.
+--- Stores `bytes` for `key` of `ns`, replacing what was there: one Redis
+-- string, written with one SET that has Redis drop it `ttl` seconds later
+-- (PX), or never without a ttl.
 -- @tparam string ns the function identity
 -- @tparam string key the key digest
 -- @tparam string bytes the entry (any bytes)
@@ -583,70 +653,6 @@ end
 
 function Store:__tostring()
   return self.name
-end
-
--- ----------------------------------------------------------- connect
-
-local DEFAULTS = { host = "127.0.0.1", port = 6379, db = 0, prefix = "cache_resource:", timeout = 1 }
-local CHECKS = {
-  host = function(v) return type(v) == "string" and #v > 0, "a host name or address" end,
-  port = function(v) return math.type(v) == "integer" and v >= 1 and v <= 65535, "an integer from 1 to 65535" end,
-  db = function(v) return math.type(v) == "integer" and v >= 0, "an integer >= 0" end,
-  password = function(v) return type(v) == "string", "a string" end,
-  prefix = function(v) return type(v) == "string", "a string" end,
-  timeout = function(v) return type(v) == "number" and v > 0 and v < math.huge, "seconds > 0" end,
-}
-
---- A store on a Redis server. Nothing is sent yet: the connection is made
--- by the first call (and made again after a failure, at most once a second).
--- @tparam[opt] table opts the options
--- @tparam[opt="127.0.0.1"] string opts.host the server's host name or address
--- @tparam[opt=6379] integer opts.port its TCP port
--- @tparam[opt=0] integer opts.db the database number (SELECT)
--- @tparam[opt] string opts.password sent with AUTH when given
--- @tparam[opt="cache_resource:"] string opts.prefix the start of every key this store uses: apps that
--- share a server use different prefixes
--- @tparam[opt=1] number opts.timeout seconds a call may wait for the server at most
--- @return the store; raises for a bad option
-function M.connect(opts)
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then
-    error("cache_resource.redis.connect: options table expected, got " .. type(opts), 2)
-  end
-  for name in pairs(opts) do
-    if CHECKS[name] == nil then
-      error("cache_resource.redis.connect: unknown option '" .. tostring(name) .. "' (known: db, host, "
-        .. "password, port, prefix, timeout)", 2)
-    end
-  end
-  local o = {}
-  for name, check in pairs(CHECKS) do
-    local v = opts[name]
-    if v == nil then v = DEFAULTS[name] end
-    if v ~= nil then
-      local ok, expected = check(v)
-      if not ok then
-        error(("cache_resource.redis.connect: bad option '%s' (%s expected, got %s)"):format(name, expected,
-          type(v) == "string" and ("%q"):format(v) or tostring(v)), 2)
-      end
-    end
-    o[name] = v
-  end
-  local host = o.host:find(":", 1, true) and "[" .. o.host .. "]" or o.host
-  local p = o.prefix
-  return setmetatable({
-    host = o.host, port = o.port, db = o.db, password = o.password, prefix = p, timeout = o.timeout,
-    name = ("redis://%s:%d/%d"):format(host, o.port, o.db),
-    k_format = p .. "format", k_gen = p .. "gen", k_ns = p .. "ns",
-    p_gen = p .. "gen:", p_entry = p .. "e:", p_index = p .. "idx:",
-    conn = nil,          -- { sock, codec }, or nil when not connected
-    retry_at = 0,        -- monotonic time before which no connection is tried
-    down = nil,          -- why the last connection failed, while it has not been replaced
-    holder = nil,        -- the call using the connection (wait_turn)
-    turn = condition.new(),
-    waiting = 0,         -- calls waiting on turn
-    tags = {},           -- ns -> the tag of the counters last read
-  }, Store)
 end
 
 M.FORMAT = FORMAT
