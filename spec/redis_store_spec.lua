@@ -402,7 +402,7 @@ describe("the Redis store", function()
       local v, err = store:get(NS, KEY)
       assert.is_nil(v)
       assert.matches("^redis://127%.0%.0%.1:%d+/0: connection lost", err)
-      assert.is_true(monotime() - t0 < 0.5, "the failure took " .. (monotime() - t0) .. " s")
+      assert.is_true(monotime() - t0 < 0.5 * rs.SLOWDOWN, "the failure took " .. (monotime() - t0) .. " s")
       local attempts, fast, slowest = 0, 0, 0
       t0 = monotime()
       while monotime() - t0 < 1.5 do
@@ -420,8 +420,8 @@ describe("the Redis store", function()
         cqueues.sleep(0.01)
       end
       assert.is_true(attempts >= 1 and attempts <= 2, attempts .. " connection attempts in 1.5 s")
-      assert.is_true(fast > 50, "only " .. fast .. " calls failed fast")
-      assert.is_true(slowest < 0.25, "a call took " .. slowest .. " s while the server was down")
+      assert.is_true(fast > 50 / rs.SLOWDOWN, "only " .. fast .. " calls failed fast")
+      assert.is_true(slowest < 0.25 * rs.SLOWDOWN, "a call took " .. slowest .. " s while the server was down")
       private:start()
       t0 = monotime()
       local ok
@@ -430,7 +430,7 @@ describe("the Redis store", function()
         if not ok then cqueues.sleep(0.02) end
       until ok or monotime() - t0 > 3
       assert.is_true(ok)
-      assert.is_true(monotime() - t0 <= 1.2, "recovered after " .. (monotime() - t0) .. " s")
+      assert.is_true(monotime() - t0 <= 1 + 0.2 * rs.SLOWDOWN, "recovered after " .. (monotime() - t0) .. " s")
       assert.equal("after", store:get(NS, KEY))
     end)
 
@@ -446,11 +446,11 @@ describe("the Redis store", function()
       assert.is_nil(v)
       assert.equal("timeout", kind)
       assert.matches("no answer within 0.2 s (timeout)", err, 1, true)
-      assert.is_true(took >= 0.2 and took < 0.45, "the call took " .. took .. " s")
+      assert.is_true(took >= 0.2 and took < 0.2 + 0.25 * rs.SLOWDOWN, "the call took " .. took .. " s")
       t0 = monotime()
       err, kind = select(2, store:get(NS, KEY))
       assert.equal("down", kind, err)
-      assert.is_true(monotime() - t0 < 0.05)
+      assert.is_true(monotime() - t0 < 0.05 * rs.SLOWDOWN, "failing fast took " .. (monotime() - t0) .. " s")
       cqueues.sleep(1.1)
       assert.equal("x", store:get(NS, KEY))
     end)
@@ -480,10 +480,16 @@ describe("the Redis store", function()
       assert.is_true(ok, err)
       assert.equal("x", got)
       assert.is_true(took > 0.3, "the store call took " .. took .. " s: the server did not stall it")
+      -- Blocked, the loop would make one tick wait for the whole stall. On a
+      -- shared machine an odd tick is late for reasons of its own: the 95th
+      -- percentile is held to a few milliseconds, the worst to a tenth of the stall.
       table.sort(late)
       assert.is_true(#late >= 20, #late .. " ticks")
-      assert.is_true(late[#late] < 0.005, ("the timer was %.1f ms late at worst (median %.2f ms)"):format(
-        late[#late] * 1000, late[#late // 2] * 1000))
+      local p95, worst = late[math.ceil(#late * 0.95)], late[#late]
+      local figures = ("the timer was %.2f ms late at the 95th percentile, %.1f ms at worst"):format(p95 * 1000,
+        worst * 1000)
+      assert.is_true(p95 < 0.005 * rs.SLOWDOWN, figures)
+      assert.is_true(worst < 0.05 * rs.SLOWDOWN, figures)
     end)
   end)
 
@@ -530,8 +536,9 @@ describe("the Redis store", function()
         local function exists(name) local f = io.open(dir .. "/" .. name); if f then f:close() end; return f end
         local got
         for _ = 1, 500 do got = store:get(ns, key); if got then break end; cqueues.sleep(0.01) end
-        local f = assert(io.open(dir .. "/" .. me .. ".bin", "wb")); f:write(got or ""); f:close()
         local g = assert(store:generation(ns))
+        local f = assert(io.open(dir .. "/" .. me .. ".part", "wb")); f:write(got or ""); f:close()
+        assert(os.rename(dir .. "/" .. me .. ".part", dir .. "/" .. me .. ".bin")) -- now ready for the clear
         for _ = 1, 500 do if exists("cleared") then break end; cqueues.sleep(0.01) end
         io.write(tostring(store:get(ns, key)), " ", tostring(store:generation(ns) ~= g))
       ]]):format(BUILD, server.port, prefix, NS, KEY, dir)

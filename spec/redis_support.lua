@@ -12,6 +12,12 @@ local M = {}
 M.available = support.shell("command -v redis-server >/dev/null && command -v redis-cli >/dev/null")
 M.MISSING = "redis-server is not installed (Debian: apt-get install redis-server)"
 
+-- How much slower than a plain run this process is: the few specs that
+-- time what they check (a failure is fast, a timer is on time) allow that
+-- much more under valgrind (memcheck's preload) and ASan.
+local preload = os.getenv("LD_PRELOAD") or ""
+M.SLOWDOWN = preload:find("vgpreload", 1, true) and 20 or preload:find("asan", 1, true) and 2 or 1
+
 -- A TCP port nobody listens on now (the kernel's pick for port 0).
 function M.free_port()
   local l = socket.listen { host = "127.0.0.1", port = 0 }
