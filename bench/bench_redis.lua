@@ -5,7 +5,7 @@
 -- call, the median of interleaved rounds, and the median per-round ratio
 -- beside the target (the store adds at most 1.5x). `QUICK=1`: a short run.
 -- Without redis-server it prints a note and ends.
-package.path = "lua/?.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;spec/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local QUICK = os.getenv("QUICK") == "1"
@@ -22,47 +22,42 @@ local cqueues = require "cqueues"
 local redis = require "cache_resource.redis"
 local monotime = cqueues.monotime
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  return s[(#s + 1) // 2]
-end
+local rounds = require "rounds"
+local median = rounds.median
 
 local server, own = rs.shared()
 local store = redis.connect { port = server.port, prefix = ("cr-bench:%d:"):format(os.time()) }
 local NS, KEY = ("%032x"):format(0xbe), ("%032x"):format(1)
 local ENTRY = store.prefix .. "e:" .. NS .. ":" .. KEY
 
--- Runs body(n) for each body, round r of each before round r + 1 of any;
--- in_cq: each round runs inside a cqueues coroutine.
-local function side_by_side(bodies, n, in_cq)
-  local samples = {}
-  for i, body in ipairs(bodies) do
-    body(math.max(1, n // 10)) -- warm up
-    samples[i] = {}
-  end
-  for r = 1, ROUNDS do
-    for i, body in ipairs(bodies) do
-      local t
-      local function run()
-        local t0 = monotime()
-        body(n)
-        t = monotime() - t0
-      end
-      if in_cq then
-        local cq = cqueues.new()
-        cq:wrap(run)
-        assert(cq:loop())
-      else
-        run()
-      end
-      samples[i][r] = t * 1e6 / n
+-- Wall-clock seconds of body(n) (the calls wait for the server), inside a
+-- cqueues coroutine when in_cq.
+local function wall_time(in_cq)
+  return function(body, n)
+    local t
+    local function run()
+      local t0 = monotime()
+      body(n)
+      t = monotime() - t0
     end
+    if in_cq then
+      local cq = cqueues.new()
+      cq:wrap(run)
+      assert(cq:loop())
+    else
+      run()
+    end
+    return t
   end
+end
+
+-- The median microseconds per call of the store hit and of the bare GET,
+-- and the median per-round ratio of the two.
+local function side_by_side(bodies, n, in_cq)
+  local samples = rounds.interleaved(bodies, n, ROUNDS, wall_time(in_cq))
   local ratios = {}
   for r = 1, ROUNDS do ratios[r] = samples[1][r] / samples[2][r] end
-  return median(samples[1]), median(samples[2]), median(ratios)
+  return median(samples[1]) * 1e6, median(samples[2]) * 1e6, median(ratios)
 end
 
 local rows = {}
