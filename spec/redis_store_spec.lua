@@ -458,19 +458,17 @@ describe("the Redis store", function()
       assert.equal("x", store:get(NS, KEY))
     end)
 
-    it("does not delay another coroutine's 10 ms timer while the server stalls (DEBUG SLEEP)", function()
-      local store = redis.connect { port = private.port, timeout = 2 }
-      assert.is_true(store:set(NS, KEY, "x"))
+    -- Runs wait() in one coroutine of a controller and a 10 ms timer in
+    -- another until wait ends: how late each tick was (sorted), and the
+    -- seconds wait took.
+    local function timer_beside(wait)
       local cq = cqueues.new()
-      local late, took, got, done = {}, nil, nil, false
+      local late, took, done = {}, nil, false
       cq:wrap(function()
-        local stall = private:send("DEBUG", "SLEEP", "0.5")
-        cqueues.sleep(0.05) -- the server is asleep now
         local t0 = monotime()
-        got = store:get(NS, KEY)
+        wait()
         took = monotime() - t0
         done = true
-        stall:close()
       end)
       cq:wrap(function()
         while not done do
@@ -481,18 +479,34 @@ describe("the Redis store", function()
       end)
       local ok, err = cq:loop(5)
       assert.is_true(ok, err)
-      assert.equal("x", got)
-      assert.is_true(took > 0.3, "the store call took " .. took .. " s: the server did not stall it")
-      -- Blocked, the loop would make one tick wait for the whole stall. On a
-      -- shared machine an odd tick is late for reasons of its own: the 95th
-      -- percentile is held to a few milliseconds, the worst to a tenth of the stall.
       table.sort(late)
+      return late, took
+    end
+
+    it("does not delay another coroutine's 10 ms timer while the server stalls (DEBUG SLEEP)", function()
+      local store = redis.connect { port = private.port, timeout = 2 }
+      assert.is_true(store:set(NS, KEY, "x"))
+      -- the same timer beside a plain cqueues sleep: how late ticks are on
+      -- this machine anyway
+      local usual = timer_beside(function() cqueues.sleep(0.45) end)
+      local got
+      local late, took = timer_beside(function()
+        local stall = private:send("DEBUG", "SLEEP", "0.5")
+        cqueues.sleep(0.05) -- the server is asleep now
+        got = store:get(NS, KEY)
+        stall:close()
+      end)
+      assert.equal("x", got)
+      assert.is_true(took > 0.35, "the store call and its wait took " .. took .. " s: the server did not stall it")
+      -- A blocked loop would make one tick wait for the whole stall, and the
+      -- typical tick as late as that. Here ticks are as late as beside a
+      -- plain sleep: the median within a few ms of it, none near the stall.
       assert.is_true(#late >= 20, #late .. " ticks")
-      local p95, worst = late[math.ceil(#late * 0.95)], late[#late]
-      local figures = ("the timer was %.2f ms late at the 95th percentile, %.1f ms at worst"):format(p95 * 1000,
-        worst * 1000)
-      assert.is_true(p95 < 0.005 * rs.SLOWDOWN, figures)
-      assert.is_true(worst < 0.05 * rs.SLOWDOWN, figures)
+      local function ms(list) return list[(#list + 1) // 2] * 1000 end
+      local figures = ("ticks were %.2f ms late (median; %.2f ms beside a plain sleep), %.1f ms at worst"):format(
+        ms(late), ms(usual), late[#late] * 1000)
+      assert.is_true(ms(late) < ms(usual) + 3 * rs.SLOWDOWN, figures)
+      assert.is_true(late[#late] < 0.2, figures)
     end)
   end)
 
