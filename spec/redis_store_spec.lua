@@ -366,28 +366,52 @@ describe("the Redis store", function()
       for i = 1, 20 do assert.equal(("value %d"):format(i), got[i]) end
     end)
 
-    it("is held for at most one timeout by a call whose coroutine is never resumed", function()
-      local private = rs.start()
-      finally(function() private:stop() end)
-      local store = redis.connect { port = private.port, timeout = 0.3 }
-      assert(store:set(NS, KEY, "kept"))
-      local abandoned = cqueues.new()
-      local stall = private:send("DEBUG", "SLEEP", "0.2")
-      cqueues.sleep(0.05)
-      abandoned:wrap(function() store:get(NS, KEY) end)
-      assert(abandoned:step(0)) -- the call now waits for the stalled server; its controller is never stepped again
-      stall:close()
-      local cq = cqueues.new()
-      local early, late, err
-      cq:wrap(function()
-        early = { store:get(NS, KEY) } -- within the abandoned call's timeout: waits, then gives up
-        cqueues.sleep(0.2)
-        late, err = store:get(NS, KEY) -- past it: takes the connection over
+    describe("beside a stalled server", function()
+      local private
+      setup(function() private = rs.start() end)
+      teardown(function() private:stop() end)
+
+      it("answers busy at once to a call from outside cqueues while a coroutine's call is in flight", function()
+        local store = redis.connect { port = private.port, timeout = 1 }
+        assert(store:set(NS, KEY, "kept"))
+        local stall = private:send("DEBUG", "SLEEP", "0.2")
+        cqueues.sleep(0.05)
+        local cq = cqueues.new()
+        local got
+        cq:wrap(function() got = store:get(NS, KEY) end)
+        assert(cq:step(0)) -- that call now waits for the server
+        local t0 = monotime()
+        local v, err, kind = store:get(NS, KEY)
+        assert.is_true(monotime() - t0 < 0.05 * rs.SLOWDOWN, "busy took " .. (monotime() - t0) .. " s")
+        assert.is_nil(v)
+        assert.equal("busy", kind)
+        assert.matches("in use by another call", err, 1, true)
+        assert(cq:loop(5))
+        stall:close()
+        assert.equal("kept", got)
       end)
-      assert(cq:loop(5))
-      assert.is_nil(early[1])
-      assert.equal("busy", early[3])
-      assert.equal("kept", late, err)
+
+      it("is held for at most one timeout by a call whose coroutine is never resumed", function()
+        local store = redis.connect { port = private.port, timeout = 0.3 }
+        assert(store:set(NS, KEY, "kept"))
+        local abandoned = cqueues.new()
+        local stall = private:send("DEBUG", "SLEEP", "0.2")
+        cqueues.sleep(0.05)
+        abandoned:wrap(function() store:get(NS, KEY) end)
+        assert(abandoned:step(0)) -- the call now waits for the stalled server; its controller is never stepped again
+        stall:close()
+        local cq = cqueues.new()
+        local early, late, err
+        cq:wrap(function()
+          early = { store:get(NS, KEY) } -- within the abandoned call's timeout: waits, then gives up
+          cqueues.sleep(0.2)
+          late, err = store:get(NS, KEY) -- past it: takes the connection over
+        end)
+        assert(cq:loop(5))
+        assert.is_nil(early[1])
+        assert.equal("busy", early[3])
+        assert.equal("kept", late, err)
+      end)
     end)
   end)
 

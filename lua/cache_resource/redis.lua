@@ -223,7 +223,7 @@ local function open(self, deadline)
   end
   if format ~= FORMAT then
     if type(format) ~= "string" or not format:find("^%d+$") then
-      return fail("reply", self.k_format .. " holds something else than a layout version (another program "
+      return fail("reply", self.k_format .. " holds something other than a layout version (another program "
         .. "uses the prefix " .. self.prefix .. "; choose another prefix)")
     end
     -- Another layout version wrote here: its entries are never read (their
@@ -257,7 +257,7 @@ local function wait_turn(self, deadline)
       return true
     end
     if holder.co == coroutine.running() or not running() then
-      return nil, "another call of this store is in progress in this coroutine"
+      return nil, "the store is in use by another call (one waiting in a cqueues coroutine, or this coroutine's own)"
     end
     if now >= deadline then return nil, "timed out waiting for another call of this store" end
     self.waiting = self.waiting + 1
@@ -268,11 +268,15 @@ local function wait_turn(self, deadline)
 end
 
 -- The exchange itself, on the connection (opened first if there is none).
-local function session(self, commands, deadline)
+local function session(self, holder, commands, deadline)
   local conn = self.conn
   if conn == nil then
     local c, kind, why = open(self, deadline)
     if c == nil then return nil, kind, why end
+    if self.holder ~= holder then -- taken over while connecting: the new holder has its own
+      pcall(c.sock.close, c.sock)
+      return nil
+    end
     conn = c
     self.conn = c
   end
@@ -294,7 +298,7 @@ local function exchange(self, commands)
   end
   local holder = { co = coroutine.running(), deadline = deadline }
   self.holder = holder
-  local ok, replies, kind, why = pcall(session, self, commands, deadline)
+  local ok, replies, kind, why = pcall(session, self, holder, commands, deadline)
   if self.holder ~= holder then
     -- taken over while this call was stuck: the state is the new holder's
     return failure(self, "busy", "this call was stuck and its connection was taken over")
@@ -655,5 +659,8 @@ function Store:__tostring()
   return self.name
 end
 
+--- The layout version this module writes, which a store records under
+-- `prefix .. "format"`.
 M.FORMAT = FORMAT
+
 return M
