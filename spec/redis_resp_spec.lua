@@ -76,6 +76,17 @@ describe("cache_resource.redis_resp", function()
     assert.is_nil((codec:reply()))
   end)
 
+  it("answers nil and a message for lengths out of range and numbers that are not numbers", function()
+    for _, bytes in ipairs({ "*-5\r\n", "*2\r\n*-7\r\n:1\r\n", "$-5\r\n", "*1\r\n$-3\r\n", ":abc\r\n",
+      "$abc\r\n", "*3000000000\r\n", "$99999999999999999999\r\n" }) do
+      local codec = resp.codec(1 << 20)
+      assert(codec:feed(bytes))
+      local r, err = codec:reply()
+      assert.is_nil(r, bytes)
+      assert.is_string(err, bytes)
+    end
+  end)
+
   it("refuses to buffer more than its limit", function()
     local codec = resp.codec(100)
     assert(codec:feed(("x"):rep(60)))

@@ -63,12 +63,13 @@ typedef struct codec {
   void *(*create_array)(const redisReadTask *, int);
 } codec;
 
-/* hiredis's array, unless it could never complete within `max` bytes:
- * then NULL, which hiredis takes for out of memory (refused tells them
- * apart). */
+/* hiredis's array, unless it could never complete within `max` bytes (or
+ * has a negative length, which hiredis versions without range checks let
+ * through: their array would claim SIZE_MAX elements): then NULL, which
+ * hiredis takes for out of memory (refused tells them apart). */
 static void *create_array(const redisReadTask *task, int elements) {
   codec *c = (codec *)task->privdata;
-  if (elements > 0 && (size_t)elements > c->max / 3) {
+  if (elements < 0 || (size_t)elements > c->max / 3) {
     c->refused = 1;
     return NULL;
   }
@@ -183,7 +184,8 @@ static int codec_feed(lua_State *L) {
 }
 
 /* Pushes r as the Lua value of the grammar above; 0 when the Lua stack
- * cannot grow (nothing pushed then). hiredis nests arrays at most 7 deep. */
+ * cannot grow or the tree is inconsistent (nothing pushed then). hiredis
+ * nests arrays at most 7 deep. */
 static int push_reply(lua_State *L, const redisReply *r) {
   size_t i;
   if (!lua_checkstack(L, 3)) return 0;
@@ -201,6 +203,7 @@ static int push_reply(lua_State *L, const redisReply *r) {
     lua_setfield(L, -2, "err");
     return 1;
   case REDIS_REPLY_ARRAY:
+    if (r->elements > 0 && r->element == NULL) return 0; /* never built by hiredis; not trusted */
     lua_createtable(L, r->elements > INT_MAX ? INT_MAX : (int)r->elements, 0);
     for (i = 0; i < r->elements; i++) {
       if (!push_reply(L, r->element[i])) {
@@ -243,7 +246,7 @@ static int codec_reply(lua_State *L) {
   c->busy = 0;
   if (!ok) {
     lua_pushnil(L);
-    lua_pushliteral(L, "a reply nested too deep for the Lua stack");
+    lua_pushliteral(L, "a reply nested too deep for the Lua stack, or inconsistent");
     return 2;
   }
   return 1;
