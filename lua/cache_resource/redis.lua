@@ -25,12 +25,14 @@
 --                                  (seconds since the epoch; +inf without a ttl)
 --     P "ns"               set     every ns with an index
 --
---     tag = "CR1 " counter(P "gen:" ns) " " counter(P "gen") "\n"
---     counter(k) = the decimal value of k, "0" when k does not exist
+--     tag = "CR1 " counter(P "gen:" ns) " " counter(P "gen") "\n"     46 bytes
+--     counter(k) = the decimal value of k in 20 digits, zeros in front; 0 when k
+--                  does not exist
 --
 -- An entry is visible only while its tag names the current counters: `get`
 -- reads both counters and the entry with one MGET (one atomic command), so
--- one INCR hides every older entry from every reader at once. The index and
+-- one INCR hides every older entry from every reader at once. The tag has
+-- one size, so the reply hands it over apart from the bytes (no copy). The index and
 -- the set of namespaces only let a clear remove what it hid, so Redis does
 -- not keep it; no command scans the key space. A value without a tag of
 -- this layout (another layout version, another program) is never returned.
@@ -49,6 +51,7 @@ local M = {}
 
 local FORMAT = "1"
 local TAG = "CR" .. FORMAT .. " "
+local TAG_SIZE = #TAG + 20 + 1 + 20 + 1
 local RETRY = 1 -- seconds between connection attempts while the server is unreachable
 -- Bytes a connection buffers for one reply at most: Redis's default limit
 -- on a string (proto-max-bulk-len, 512 MB) and room for the rest of a reply.
@@ -131,11 +134,12 @@ local function flush(sock, deadline)
   return nil, "closed", "connection lost (" .. describe(why) .. ")"
 end
 
--- The next reply of the connection, read by the deadline.
-local function receive(conn, deadline)
+-- The next reply of the connection, read by the deadline (split: see
+-- codec:reply).
+local function receive(conn, deadline, split)
   local codec, sock = conn.codec, conn.sock
   while true do
-    local reply, bad = codec:reply()
+    local reply, bad = codec:reply(split)
     if reply ~= nil then return reply end
     if bad then return nil, "protocol", "protocol error: " .. bad end
     local data, why = sock:recv(-READ_SIZE, "b")
@@ -152,8 +156,9 @@ local function receive(conn, deadline)
   end
 end
 
--- Sends the commands (lists of arguments) as one pipeline and reads one
--- reply for each: the list of replies, or nil, kind, why.
+-- Sends the commands (lists of arguments; `split` set: strings of its size
+-- or more come as { head, tail }) as one pipeline and reads one reply for
+-- each: the list of replies, or nil, kind, why.
 local function transact(conn, commands, deadline)
   local codec, sock = conn.codec, conn.sock
   for i = 1, #commands do
@@ -167,7 +172,7 @@ local function transact(conn, commands, deadline)
   if not ok then return nil, kind, why end
   local replies = {}
   for i = 1, #commands do
-    local reply, rkind, rwhy = receive(conn, deadline)
+    local reply, rkind, rwhy = receive(conn, deadline, commands[i].split)
     if reply == nil then return nil, rkind, rwhy end
     replies[i] = reply
   end
@@ -397,13 +402,19 @@ local function bad_names(ns, key)
   return bad_name("ns", ns) or bad_name("key", key)
 end
 
--- The tag of entries written while the counters read c_ns, c_all (the
--- values of an MGET: a decimal string, or false for a missing key).
+-- A counter as an MGET returns it (a decimal string, false for a missing
+-- key) in the 20 digits of a tag; nil when it is not a counter.
+local function digits(c)
+  if c == false then return ("0"):rep(20) end
+  if type(c) ~= "string" or #c > 20 or c:find("[^0-9]") or #c == 0 then return nil end
+  return ("0"):rep(20 - #c) .. c
+end
+
+-- The tag of entries written while the counters read c_ns, c_all.
 local function tag_of(c_ns, c_all)
-  if c_ns == false then c_ns = "0" end
-  if c_all == false then c_all = "0" end
-  if type(c_ns) ~= "string" or type(c_all) ~= "string" then return nil end
-  return TAG .. c_ns .. " " .. c_all .. "\n"
+  local d_ns, d_all = digits(c_ns), digits(c_all)
+  if not d_ns or not d_all then return nil end
+  return TAG .. d_ns .. " " .. d_all .. "\n"
 end
 
 local function counter(c)
@@ -421,7 +432,7 @@ function Store:get(ns, key)
   local bad = bad_names(ns, key)
   if bad then return failure(self, "argument", bad) end
   local entry = self.p_entry .. ns .. ":" .. key
-  local replies, err, kind = exchange(self, { { "MGET", self.p_gen .. ns, self.k_gen, entry } })
+  local replies, err, kind = exchange(self, { { "MGET", self.p_gen .. ns, self.k_gen, entry, split = TAG_SIZE } })
   if not replies then return nil, err, kind end
   local m = replies[1]
   if type(m) ~= "table" or m.err or #m ~= 3 then return refused(self, "MGET", m) end
@@ -429,7 +440,7 @@ function Store:get(ns, key)
   if tag == nil then return refused(self, "MGET", m) end
   self.tags[ns] = tag
   local v = m[3]
-  if type(v) == "string" and v:sub(1, #tag) == tag then return v:sub(#tag + 1) end
+  if type(v) == "table" and v.head == tag and type(v.tail) == "string" then return v.tail end
   return nil
 end
 

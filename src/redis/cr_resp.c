@@ -9,7 +9,7 @@
  *   local codec = resp.codec(max)      -- one per connection
  *   sock:send(codec:command("GET", key))
  *   codec:feed(bytes_read)             -- true, or nil, message
- *   codec:reply()                      -- a reply, or nil (more bytes needed),
+ *   codec:reply([split])               -- a reply, or nil (more bytes needed),
  *                                      -- or nil, message (protocol error)
  *
  * A reply, as Lua values (the grammar of RESP2, what hiredis parses):
@@ -19,6 +19,11 @@
  *          | false                  a nil bulk string or nil array
  *          | { err = string }       an error reply ("ERR ...", "WRONGPASS ...")
  *          | { reply* }             an array, elements 1..n in order
+ *          | { head = string, tail = string }
+ *                                   with split = n > 0, a bulk string of n bytes or
+ *                                   more: its first n bytes and the rest, so that a
+ *                                   fixed-size header is read apart from the bytes
+ *                                   after it without copying them once more
  *
  * The bytes come from a server, so they are hostile: hiredis bounds every
  * length against the bytes it has; this file bounds what a codec buffers
@@ -186,11 +191,21 @@ static int codec_feed(lua_State *L) {
 /* Pushes r as the Lua value of the grammar above; 0 when the Lua stack
  * cannot grow or the tree is inconsistent (nothing pushed then). hiredis
  * nests arrays at most 7 deep. */
-static int push_reply(lua_State *L, const redisReply *r) {
+static int push_reply(lua_State *L, const redisReply *r, size_t split) {
   size_t i;
   if (!lua_checkstack(L, 3)) return 0;
   switch (r->type) {
   case REDIS_REPLY_STRING:
+    if (split > 0 && r->len >= split) {
+      lua_createtable(L, 0, 2);
+      lua_pushlstring(L, r->str, split);
+      lua_setfield(L, -2, "head");
+      lua_pushlstring(L, r->str + split, r->len - split);
+      lua_setfield(L, -2, "tail");
+      return 1;
+    }
+    lua_pushlstring(L, r->str, r->len);
+    return 1;
   case REDIS_REPLY_STATUS:
     lua_pushlstring(L, r->str, r->len);
     return 1;
@@ -206,7 +221,7 @@ static int push_reply(lua_State *L, const redisReply *r) {
     if (r->elements > 0 && r->element == NULL) return 0; /* never built by hiredis; not trusted */
     lua_createtable(L, r->elements > INT_MAX ? INT_MAX : (int)r->elements, 0);
     for (i = 0; i < r->elements; i++) {
-      if (!push_reply(L, r->element[i])) {
+      if (!push_reply(L, r->element[i], split)) {
         lua_pop(L, 1);
         return 0;
       }
@@ -219,12 +234,14 @@ static int push_reply(lua_State *L, const redisReply *r) {
   }
 }
 
-/* codec:reply() -> the next complete reply; nil when more bytes are
+/* codec:reply([split]) -> the next complete reply; nil when more bytes are
  * needed; nil, message on a protocol error (the connection is unusable). */
 static int codec_reply(lua_State *L) {
   codec *c = check_codec(L);
+  lua_Integer split = luaL_optinteger(L, 2, 0);
   void *reply = NULL;
   int ok;
+  luaL_argcheck(L, split >= 0, 2, "a length >= 0 expected");
   if (c->busy) return refuse_reentry(L);
   if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
     lua_pushnil(L);
@@ -240,7 +257,7 @@ static int codec_reply(lua_State *L) {
   }
   c->held = (redisReply *)reply;
   c->busy = 1;
-  ok = push_reply(L, c->held);
+  ok = push_reply(L, c->held, (size_t)split);
   freeReplyObject(c->held);
   c->held = NULL;
   c->busy = 0;
