@@ -289,6 +289,11 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_CODEC_MT)) {
+    lua_pushcfunction(L, cr_codec_bufs_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_STATE_MT)) {
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
@@ -325,6 +330,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   cr_manage_open(L);
   cr_sched_open(L);
   cr_key_open(L);
+  cr_data_open(L);
   lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
   lua_createtable(L, 0, 1);       /* its metatable: the module is callable */

@@ -43,6 +43,7 @@
 #include "lauxlib.h"
 #include "cr_compat.h"
 #include "cr_buffer.h"
+#include "cr_codec.h"
 
 /* Only luaopen_cache_resource is exported (it says so where it is
  * defined): every other symbol is private to the module, so calls between
@@ -70,6 +71,7 @@ CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
 #define CR_BOX_MT "cache_resource.buffers"
 #define CR_STATE_MT "cache_resource.state"
 #define CR_REPLAY_MT "cache_resource.replay"
+#define CR_CODEC_MT "cache_resource.codec"
 
 #define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
@@ -263,6 +265,9 @@ struct cr_state {
   uint64_t seed;                /* per-process, for bucket hashes and digests */
   cr_keybufs keybufs;
   cr_buffer dumpbuf;            /* string.dump output while computing identities */
+  cr_codec_bufs codec;          /* the value codec's scratch memory */
+  int mt_names_ref;             /* table: registered metatable -> its name (cache_data) */
+  int named_mts_ref;            /* table: name -> registered metatable */
   cr_cache *caches;             /* newest first */
   cr_cache *caches_tail;        /* stats() lists caches oldest first */
   cr_session **sessions;        /* hash map: session id -> session */
@@ -335,6 +340,9 @@ int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int dir
 int cr_replay_gc(lua_State *L);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_open(lua_State *L);
+
+/* cr_data.c: cache_data */
+void cr_data_open(lua_State *L);
 
 /* cr_compile.c */
 void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);

@@ -837,7 +837,10 @@ void cr_state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
   cr_keybufs_free(&S->keybufs);
+  cr_codec_bufs_free(&S->codec);
   cr_buffer_free(&S->dumpbuf);
   S->caches = S->caches_tail = NULL;
   S->sessions = NULL;
