@@ -1,4 +1,4 @@
--- Invariants checked on every fuzz input (see fuzz/fuzz_keys.c):
+-- Invariants checked on every fuzz input (see fuzz/fuzz_host.c):
 --  1. building the same argument list twice, with a different insertion
 --     order, gives the same canonical bytes (cache_resource.key_bytes) and
 --     the same digest (cache_resource.hash);
@@ -12,19 +12,10 @@
 --  5. nothing crashes, whatever the values (cycles, NUL bytes, NaN, -0.0,
 --     huge integers, metatables with __name, closures with scalar upvalues
 --     at any index, C closures, cached functions, deep nesting).
-package.path = "spec/?.lua;" .. package.path
+package.path = "spec/?.lua;fuzz/?.lua;" .. package.path
 local cr = require "cache_resource"
 local kd = require "keydecode"
-
-local Reader = {}
-Reader.__index = Reader
-local function reader(s) return setmetatable({ s = s, i = 1 }, Reader) end
-function Reader:byte()
-  local b = self.s:byte(self.i) or 0
-  self.i = self.i + 1
-  return b
-end
-function Reader:left() return #self.s - self.i + 1 end
+local reader = require("reader").new
 
 local SPECIALS = { 0 / 0, -(0 / 0), 0.0, -0.0, math.huge, -math.huge, math.maxinteger, math.mininteger,
   1.5, 2 ^ 53, -1, 0 }

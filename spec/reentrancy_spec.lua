@@ -16,16 +16,7 @@ local support = require "support"
 
 local registry_objects = support.registry_objects
 
--- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
--- no step size).
-local function gc_pace(pause, stepmul, stepsize)
-  if _VERSION == "Lua 5.3" then
-    collectgarbage("setpause", pause)
-    collectgarbage("setstepmul", stepmul)
-  else
-    collectgarbage("incremental", pause, stepmul, stepsize)
-  end
-end
+local gc_pace = support.gc_pace
 
 local ui_text = cr.replayable(function() end, "reentrancy.text")
 local function ui_arg() end -- a function argument: recorded by reference
