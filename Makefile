@@ -16,7 +16,7 @@ E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 
 .PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
-  dist docs lint lint-lua release-rockspecs
+  dist docs lint lint-lua release-rockspecs layers
 
 all: $(BUILD)/cache_resource.so
 
@@ -130,7 +130,7 @@ dist:
 clean:
 	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
 
-# Side-by-side ratios (see README "Performance"); QUICK=1 for a short run.
+# Side-by-side ratios (see docs/performance.md); QUICK=1 for a short run.
 bench: deps all
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
 
@@ -176,6 +176,13 @@ valgrind: deps all
 	  --errors-for-leak-kinds=definite,indirect --log-file=$(CURDIR)/build/valgrind.log \
 	  $(BUSTED) -o plainTerminal 2>&1 | tee build/busted-valgrind.log; status=$${PIPESTATUS[0]}; \
 	  cat build/valgrind.log; exit $$status
+
+# The C core's layers (src/layers.txt): compiles src/*.c, reads who calls
+# whom from the objects (nm), fails on a call up the layers; the spec
+# suite runs the same check (spec/layers_spec.lua).
+layers:
+	@$(MAKE) --no-print-directory apt PKGS=binutils
+	$(LUA) spec/layers.lua $(LUA_INC) $(CC)
 
 # Static analysis of src/ with zero findings: gcc -fanalyzer, clang-tidy's
 # static analyzer (clang-analyzer-*) and cppcheck. Errors are raised through

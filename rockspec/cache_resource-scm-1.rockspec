@@ -1,8 +1,9 @@
--- Every module: the C core, cache_resource.ui, and the modules built on
--- cqueues (cache_resource.server), which need lua-cqueues only when they are
--- required. cqueues is not a dependency here, so that the core installs
--- without it (and, from a source rock, without a network); the rock
--- cache_resource-cqueues adds that dependency.
+-- Every module: the C core, cache_resource.ui (with its parts,
+-- cache_resource.ui.*), and the modules built on cqueues
+-- (cache_resource.server, cache_resource.cqueues), which need lua-cqueues
+-- only when they are required. cqueues is not a dependency here, so that
+-- the core installs without it (and, from a source rock, without a
+-- network); the rock cache_resource-cqueues adds that dependency.
 rockspec_format = "3.0"
 package = "cache_resource"
 version = "scm-1"
@@ -40,6 +41,7 @@ build = {
     cache_resource = {
       sources = {
         "src/cache_resource.c",
+        "src/cr_base.c",
         "src/cr_buffer.c",
         "src/cr_call.c",
         "src/cr_codec.c",
@@ -53,12 +55,22 @@ build = {
         "src/cr_replay.c",
         "src/cr_sched.c",
         "src/cr_store.c",
+        "src/cr_ui.c",
       },
       incdirs = { "$(XXHASH_INCDIR)" },
     },
     ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
+    ["cache_resource.data"] = "lua/cache_resource/data.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
+    ["cache_resource.server_assets"] = "lua/cache_resource/server_assets.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
+    ["cache_resource.ui.elements"] = "lua/cache_resource/ui/elements.lua",
+    ["cache_resource.ui.format"] = "lua/cache_resource/ui/format.lua",
+    ["cache_resource.ui.layout"] = "lua/cache_resource/ui/layout.lua",
+    ["cache_resource.ui.model"] = "lua/cache_resource/ui/model.lua",
+    ["cache_resource.ui.page"] = "lua/cache_resource/ui/page.lua",
+    ["cache_resource.ui.session"] = "lua/cache_resource/ui/session.lua",
+    ["cache_resource.ui.widgets"] = "lua/cache_resource/ui/widgets.lua",
   },
 }
 -- `luarocks test` in a checkout: builds the module for the Lua that

@@ -111,11 +111,11 @@ describe("the API reference (LDoc)", function()
   end)
 
   it("documents every ui element, widget and block function", function()
-    local source = read("lua/cache_resource/ui.lua")
     local ui = require "cache_resource.ui"
     local names = {}
-    for _, list in ipairs({ "ELEMENTS", "WIDGETS", "ALL" }) do
-      for _, name in ipairs(name_list(source, list)) do names[#names + 1] = name end
+    for _, list in ipairs({ { "ui/elements", "ELEMENTS" }, { "ui/widgets", "WIDGETS" }, { "ui", "ALL" } }) do
+      local source = read("lua/cache_resource/" .. list[1] .. ".lua")
+      for _, name in ipairs(name_list(source, list[2])) do names[#names + 1] = name end
     end
     for name, v in pairs(ui) do
       if type(v) == "function" then names[#names + 1] = name end
@@ -125,9 +125,9 @@ describe("the API reference (LDoc)", function()
   end)
 
   it("documents the methods of ui's classes", function()
-    local source = read("lua/cache_resource/ui.lua")
     local names = { "Block:NAME" }
     for _, class in ipairs({ "Page", "Session" }) do
+      local source = read("lua/cache_resource/ui/" .. class:lower() .. ".lua")
       for _, name in ipairs(defined_functions(source, class .. ":")) do names[#names + 1] = class .. ":" .. name end
     end
     assert.is_true(#names >= 8)

@@ -1,5 +1,5 @@
--- Every ```lua block of README.md runs as written: each in a fresh Lua
--- process (the interpreter running this suite), in an empty temporary
+-- Every ```lua block of README.md and of docs/*.md runs as written: each in
+-- a fresh Lua process (the interpreter running this suite), in an empty temporary
 -- directory, with this checkout's modules on its paths, and must exit 0
 -- within TIMEOUT seconds.
 --
@@ -12,7 +12,7 @@ local TIMEOUT = 10
 local VERSION = _VERSION:match("%d+%.%d+")
 local LUA = os.getenv("CR_LUA") or ("lua" .. VERSION)
 
--- Blocks that fail today, by their first line: pending until README.md is
+-- Blocks that fail today, by their first line: pending until their page is
 -- fixed (then delete the line here).
 local KNOWN_FAILING = {
 }
@@ -39,7 +39,7 @@ local BUILD = os.getenv("CR_BUILD") or "build"
 if BUILD:sub(1, 1) ~= "/" then BUILD = ROOT .. "/" .. BUILD end
 
 -- The ```lua blocks of a Markdown text: { line =, first =, code =, fragment = }.
-local function lua_blocks(text)
+local function lua_blocks(name, text)
   local blocks, current, previous = {}, nil, ""
   local n = 0
   for line in (text .. "\n"):gmatch("(.-)\r?\n") do
@@ -58,15 +58,17 @@ local function lua_blocks(text)
     end
     if not current and line:match("%S") then previous = line end
   end
-  assert(current == nil, "README.md: the ```lua block at line " .. (current and current.line or 0) .. " is not closed")
+  assert(current == nil, name .. ": the ```lua block at line " .. (current and current.line or 0) .. " is not closed")
   return blocks
 end
 
-local function readme()
-  local f = assert(io.open("README.md", "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
+-- The pages whose blocks run: the README, then docs/*.md.
+local function pages()
+  local list = { "README.md" }
+  for path in select(2, run("ls docs/*.md")):gmatch("[^\n]+") do
+    if path:match("^docs/[^/]+%.md$") then list[#list + 1] = path end
+  end
+  return list
 end
 
 local function missing_feature(code)
@@ -90,36 +92,47 @@ local function run_block(block)
   return ok, out, code
 end
 
-describe("README.md", function()
-  local blocks = lua_blocks(readme())
+describe("the Lua examples of README.md and docs/*.md", function()
+  local by_page, all = {}, {}
+  for _, page in ipairs(pages()) do
+    by_page[#by_page + 1] = { page = page, blocks = lua_blocks(page, support.read_file(page)) }
+    for _, block in ipairs(by_page[#by_page].blocks) do all[#all + 1] = block end
+  end
 
-  it("has Lua examples, most of them whole programs (fragments are rare)", function()
-    assert.is_true(#blocks >= 1)
+  it("include the README's, most of them whole programs (fragments are rare)", function()
+    assert.is_true(#by_page[1].blocks >= 1)
+    assert.is_true(#by_page > 1, "no page in docs/")
     local fragments = 0
-    for _, block in ipairs(blocks) do
+    for _, block in ipairs(all) do
       if block.fragment then fragments = fragments + 1 end
     end
-    assert.is_true(fragments * 4 <= #blocks, fragments .. " of " .. #blocks .. " blocks are fragments")
+    assert.is_true(fragments * 4 <= #all, fragments .. " of " .. #all .. " blocks are fragments")
   end)
 
-  for _, block in ipairs(blocks) do
-    local name = "line " .. block.line .. ": " .. block.first
-    local feature = missing_feature(block.code)
-    if KNOWN_FAILING[block.first] then
-      pending(block.first .. " [README.md:" .. block.line .. ": fails today]")
-    elseif feature then
-      pending(name .. " [skipped: needs " .. feature .. ", which " .. _VERSION .. " lacks]")
-    elseif block.fragment then
-      it("fragment at " .. name .. " compiles", function()
-        local chunk, err = load(block.code, "=README.md:" .. block.line, "t")
-        assert(chunk, err)
-      end)
-    else
-      it("runs the block at " .. name, function()
-        local ok, out, code = run_block(block)
-        if code == 124 then out = out .. "\n(timed out after " .. TIMEOUT .. " s)" end
-        assert(ok, "README.md:" .. block.line .. " exited with " .. tostring(code) .. ":\n" .. out)
-      end)
-    end
+  for _, entry in ipairs(by_page) do
+    local page = entry.page
+    describe(page, function()
+      for _, block in ipairs(entry.blocks) do
+        local at = page .. ":" .. block.line
+        local name = "line " .. block.line .. ": " .. block.first
+        local feature = missing_feature(block.code)
+        if KNOWN_FAILING[block.first] then
+          pending(block.first .. " [" .. at .. ": fails today]")
+        elseif feature then
+          pending(name .. " [skipped: needs " .. feature .. ", which " .. _VERSION .. " lacks]")
+        elseif block.fragment then
+          it("fragment at " .. name .. " compiles", function()
+            local chunk, err = load(block.code, "=" .. at, "t")
+            assert(chunk, err)
+          end)
+        else
+          it("runs the block at " .. name, function()
+            local ok, out, code = run_block(block)
+            if code == 124 then out = out .. "\n(timed out after " .. TIMEOUT .. " s)" end
+            assert(ok, at .. " exited with " .. tostring(code) .. ":\n" .. out)
+          end)
+        end
+      end
+    end)
   end
 end)

@@ -74,7 +74,8 @@ function M.registry_objects()
 end
 
 -- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
--- no step size). gc_pace(0, 100, 0) runs a step at every allocation.
+-- no step size; 5.4 leaves a setting given as 0 as it was).
+-- gc_pace(1, 100, 1) runs a step at almost every allocation.
 function M.gc_pace(pause, stepmul, stepsize)
   if _VERSION == "Lua 5.3" then
     collectgarbage("setpause", pause)

@@ -29,9 +29,39 @@ static cr_state *state_of(lua_State *L) {
   return S;
 }
 
+/* Frees what the state owns, at lua_close (its __gc). Memory only: no
+ * callback runs (Streamlit does not release resources at shutdown either;
+ * they have their own __gc). The stores go first: their entries point at
+ * their caches. */
+static void state_free(lua_State *L, cr_state *S) {
+  cr_cache *c, *next;
+  cr_store_free_all(L, S);
+  for (c = S->caches; c; c = next) {
+    next = c->next;
+    cr_cache_free(L, c);
+  }
+  S->caches = S->caches_tail = NULL;
+  S->calls = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
+  cr_sched_free(L, S);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
+  cr_keybufs_free(&S->keybufs);
+  cr_codec_bufs_free(&S->codec);
+  cr_buffer_free(&S->dumpbuf);
+  S->closed = 1;
+}
+
 static int state_gc(lua_State *L) {
   cr_state *S = (cr_state *)luaL_checkudata(L, 1, CR_STATE_MT);
-  if (!S->closed) cr_state_free(L, S);
+  if (!S->closed) state_free(L, S);
   return 0;
 }
 
@@ -124,17 +154,6 @@ static int m_hash(lua_State *L) {
   return 1;
 }
 
-static void set_callback(lua_State *L, int *ref, const char *fname) {
-  luaL_argexpected(L, lua_isnoneornil(L, 1) || lua_isfunction(L, 1), 1, "function or nil");
-  (void)fname;
-  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-  if (!lua_isnoneornil(L, 1)) {
-    lua_pushvalue(L, 1);
-    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-}
-
 /***
 Replaces the monotonic clock that lifetimes are measured with (for tests).
 @function set_clock
@@ -142,8 +161,7 @@ Replaces the monotonic clock that lifetimes are measured with (for tests).
 monotonic clock
 */
 static int m_set_clock(lua_State *L) {
-  set_callback(L, &state_of(L)->clock_ref, "set_clock");
-  return 0;
+  return cr_set_hook(L, &state_of(L)->clock_ref);
 }
 
 /***
@@ -155,8 +173,7 @@ to the scheduler). A scheduler set with `set_scheduler` is used instead.
 an error
 */
 static int m_set_waiter(lua_State *L) {
-  set_callback(L, &state_of(L)->waiter_ref, "set_waiter");
-  return 0;
+  return cr_set_hook(L, &state_of(L)->waiter_ref);
 }
 
 static const char *session_id(lua_State *L, int idx, size_t *len) {
@@ -326,7 +343,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   lua_newtable(L);                /* the module */
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, module_fns, 1);
-  cr_replay_open(L);
+  cr_ui_open(L);
   cr_manage_open(L);
   cr_sched_open(L);
   cr_key_open(L);

@@ -37,17 +37,20 @@
 #ifndef CR_H
 #define CR_H
 
+/* System and Lua headers first: declared under the pragma below, the Lua
+ * API would be taken for functions of this module and called directly,
+ * which does not link. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include "lua.h"
 #include "lauxlib.h"
-#include "cr_compat.h"
-#include "cr_buffer.h"
-#include "cr_codec.h"
 
 /* Only luaopen_cache_resource is exported (it says so where it is
  * defined): every other symbol is private to the module, so calls between
- * its files are direct, not through the PLT, whatever flags build it. */
+ * its files are direct, not through the PLT, whatever flags build it.
+ * Every header of the module comes after this line. */
 #if defined(__GNUC__) && __GNUC__ >= 4
 #pragma GCC visibility push(hidden)
 #define CR_EXPORT __attribute__((visibility("default")))
@@ -55,16 +58,10 @@
 #define CR_EXPORT
 #endif
 
-#if defined(__GNUC__) || defined(__clang__) || defined(__CPPCHECK__)
-#define CR_NORETURN __attribute__((noreturn))
-#else
-#define CR_NORETURN
-#endif
-
-/* Raises an error exactly like luaL_error (position prefix, the formats of
- * lua_pushfstring), but declared noreturn, so compilers and static
- * analyzers know the paths after it do not exist (cr_store.c). */
-CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
+#include "cr_compat.h"
+#include "cr_buffer.h"
+#include "cr_base.h"
+#include "cr_codec.h"
 
 #define CR_FUNC_MT "cache_resource.function"
 #define CR_CALL_MT "cache_resource.call"
@@ -80,7 +77,6 @@ CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
 #define CR_FRONT_MAX_STRING 40 /* longer strings are not in the front index */
 #define CR_FRONT_MAX_KEY 64    /* room for the key of one such string */
 
-typedef struct cr_state cr_state;
 typedef struct cr_cache cr_cache;
 typedef struct cr_store cr_store;
 typedef struct cr_entry cr_entry;
@@ -141,6 +137,13 @@ typedef struct cr_key {
   cr_keybufs *bufs;       /* to mark free once the key is used */
 } cr_key;
 
+/* Marks the key's scratch buffers free (the scalar path used none). Inline:
+ * the hit path calls it on every call. */
+static inline void cr_key_done(cr_key *key) {
+  if (key->bufs) key->bufs->busy = 0;
+  key->bufs = NULL;
+}
+
 struct cr_entry {
   cr_entry *hnext;              /* bucket chain */
   cr_entry *newer, *older;      /* LRU list of the store */
@@ -163,6 +166,13 @@ struct cr_entry {
 #define CR_NO_HEAP ((size_t)-1)
 enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
+
+/* Pushes e's values (room for them made first). */
+static inline void cr_push_values(lua_State *L, const cr_entry *e) {
+  int i;
+  if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
+  for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
+}
 
 struct cr_store {
   cr_cache *cache;
@@ -296,18 +306,56 @@ struct cr_state {
   int closed;
 };
 
-/* cr_key.c */
-void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);
-int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
-                   unsigned char *buf);
-void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
-void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
-cr_keybufs *cr_keybufs_box(lua_State *L);
-void cr_keybufs_free(cr_keybufs *kb);
-int cr_keybufs_gc(lua_State *L);
-void cr_key_open(lua_State *L);
+/* Raises unless the module state is still open: code reachable from a
+ * finalizer running at lua_close, after the state was freed, calls it. */
+static inline void cr_check_open(lua_State *L, const cr_state *S) {
+  if (S->closed) cr_error(L, "cache_resource: the module was closed (lua_close is running)");
+}
 
-/* cr_store.c */
+/* ---- what each file defines, top layer first (src/layers.txt) ---- */
+
+/* cache_resource.c: luaopen_cache_resource, the state */
+
+/* cr_ui.c: replayable, widget_used, computing, replaying, UI hooks */
+void cr_ui_open(lua_State *L);
+
+/* cr_data.c: cache_data, registered metatables */
+void cr_data_open(lua_State *L);
+
+/* cr_manage.c: clear, stats, info, peek */
+void cr_manage_open(lua_State *L);
+
+/* cr_options.c: wrapping, options, caches */
+int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
+void cr_check_options(lua_State *L, int opts);
+void cr_table_copy(lua_State *L, int idx);
+void cr_cache_free(lua_State *L, cr_cache *c);
+
+/* cr_call.c: the call path, call records and the list of calls in flight */
+int cr_func_call(lua_State *L);
+int cr_call_gc(lua_State *L);
+int cr_call_close(lua_State *L);
+cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
+                     int is_digest);
+void cr_call_link(cr_state *S, cr_call *call);
+cr_call *cr_call_computing(const cr_state *S, const lua_State *L, const cr_call *after);
+void cr_call_finish(lua_State *L, cr_call *call);
+int cr_call_compute(lua_State *L, int base, cr_call *call);
+void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
+
+/* cr_refresh.c: stale entries and background refreshes */
+int cr_refresh_spawn(lua_State *L, int base, cr_call *call);
+int cr_refresh_running(cr_state *S, lua_State *L);
+void cr_refresh_failed(lua_State *L, cr_call *call, int err);
+void cr_refresh_fallback(lua_State *L, cr_call *call, int err, double now);
+
+/* cr_sched.c: set_scheduler, waiting and waking */
+void cr_sched_wait(lua_State *L, cr_call *owner, lua_KContext ctx, lua_KFunction k);
+void cr_sched_wake(lua_State *L, cr_call *call);
+void cr_sched_free(lua_State *L, cr_state *S);
+void cr_sched_open(lua_State *L);
+
+/* cr_store.c: stores, entries, the expiry heap, sessions, widget sets */
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
@@ -316,8 +364,6 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_unpin(cr_store *st);
 size_t cr_sweep(lua_State *L, cr_state *S, double now);
-void cr_expire_check(lua_State *L, cr_state *S);
-double cr_now(lua_State *L, cr_state *S);
 cr_session *cr_session_find(cr_state *S, const char *id, size_t len);
 cr_session *cr_session_open(lua_State *L, cr_state *S, const char *id, size_t len);
 void cr_session_end(lua_State *L, cr_state *S, cr_session *ss);
@@ -327,36 +373,16 @@ void cr_cache_clear_key(lua_State *L, cr_cache *c, const cr_key *key, uint64_t g
 void cr_detach_calls(cr_state *S, cr_store *st, int only_computing);
 int cr_widget_sets_push(lua_State *L, cr_cache *c, int create);
 void cr_widget_sets_trim(lua_State *L, cr_cache *c, const cr_call *self);
-void cr_state_free(lua_State *L, cr_state *S);
-void cr_report(lua_State *L, const char *msg);
+void cr_store_free_all(lua_State *L, cr_state *S);
 
-/* cr_key.c, widgets: argument key + the values of the widgets read */
-void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);
+/* A read or write refreshes recency, which only eviction reads: without
+ * max_entries the list stays in store order (no writes to two random
+ * neighbours on every hit of a big cache). */
+static inline void cr_store_touch(cr_store *st, cr_entry *e) {
+  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
+}
 
-/* cr_replay.c */
-cr_replay *cr_replay_new(lua_State *L);
-void cr_replay_unref(lua_State *L, cr_replay *rp);
-int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
-int cr_replay_gc(lua_State *L);
-void cr_replay_free_frame(lua_State *L, cr_call *call);
-void cr_replay_open(lua_State *L);
-
-/* cr_data.c: cache_data */
-void cr_data_open(lua_State *L);
-
-/* cr_compile.c */
-void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
-
-/* cr_call.c */
-int cr_func_call(lua_State *L);
-int cr_call_gc(lua_State *L);
-int cr_call_close(lua_State *L);
-cr_func *cr_func_of(lua_State *L, int idx);
-cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
-                     int is_digest);
-void cr_call_key(lua_State *L, cr_func *f, int fidx, int first, int nargs, cr_key *key);
-
-/* cr_front.c */
+/* cr_front.c: the front index */
 typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   cr_cache *cache;
   size_t len;
@@ -366,65 +392,33 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);
+
+/* cr_replay.c: recording frames, the record format, the replay loop */
+void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result);
+void cr_replay_free_frame(lua_State *L, cr_call *call);
+void cr_replay_unref(lua_State *L, cr_replay *rp);
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
+int cr_replay_gc(lua_State *L);
+
+/* cr_compile.c: compiled replays */
+void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
+
+/* cr_key.c: keys, identities, the serializer's buffers */
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);
+int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
+                   unsigned char *buf);
+void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);
+void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
+void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
+cr_func *cr_func_of(lua_State *L, int idx);
+cr_keybufs *cr_keybufs_box(lua_State *L);
+void cr_keybufs_free(cr_keybufs *kb);
+int cr_keybufs_gc(lua_State *L);
+void cr_key_open(lua_State *L);
 
-void cr_call_link(cr_state *S, cr_call *call);
-void cr_call_unlink(cr_call *call);
-void cr_call_finish(lua_State *L, cr_call *call);
-int cr_call_compute(lua_State *L, int base, cr_call *call);
-
-/* cr_sched.c: set_scheduler, waiting and waking */
-void cr_sched_wait(lua_State *L, cr_call *owner, lua_KContext ctx, lua_KFunction k);
-void cr_sched_wake(lua_State *L, cr_call *call);
-void cr_sched_free(lua_State *L, cr_state *S);
-void cr_sched_open(lua_State *L);
-
-/* cr_refresh.c: stale entries and background refreshes */
-int cr_refresh_spawn(lua_State *L, int base, cr_call *call);
-int cr_refresh_running(cr_state *S, lua_State *L);
-void cr_refresh_failed(lua_State *L, cr_call *call, int err);
-void cr_refresh_fallback(lua_State *L, cr_call *call, int err, double now);
-
-/* cr_manage.c: clear, stats, info, peek */
-void cr_manage_open(lua_State *L);
-
-/* cr_options.c */
-int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
-void cr_check_options(lua_State *L, int opts);
-int cr_parse_duration(const char *s, double *out);
-void cr_table_copy(lua_State *L, int idx);
-
-/* Marks the key's scratch buffers free (the scalar path used none). Inline:
- * the hit path calls it on every call. */
-static inline void cr_key_done(cr_key *key) {
-  if (key->bufs) key->bufs->busy = 0;
-  key->bufs = NULL;
-}
-
-/* A read or write refreshes recency, which only eviction reads: without
- * max_entries the list stays in store order (no writes to two random
- * neighbours on every hit of a big cache). */
-static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
-}
-
-/* Releases the expired entries if the earliest expiry has passed: one
- * comparison per call unless something has a ttl. */
-static inline void cr_expire_due(lua_State *L, cr_state *S) {
-  if (S->heap_len) cr_expire_check(L, S);
-}
-
-/* Raises unless the module state is still open: code reachable from a
- * finalizer running at lua_close, after the state was freed, calls it. */
-static inline void cr_check_open(lua_State *L, const cr_state *S) {
-  if (S->closed) cr_error(L, "cache_resource: the module was closed (lua_close is running)");
-}
-
-static inline void cr_push_values(lua_State *L, const cr_entry *e) {
-  int i;
-  if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
-  for (i = 0; i < e->nvalues; i++) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[i]);
-}
+/* cr_base.c (cr_base.h): cr_error, cr_report, cr_now, callback references.
+ * cr_buffer.c (cr_buffer.h): the byte buffer. */
 
 #if defined(__GNUC__) && __GNUC__ >= 4
 #pragma GCC visibility pop

@@ -54,6 +54,17 @@ void cr_call_link(cr_state *S, cr_call *call) {
   call_link(S, call);
 }
 
+/* The calls coroutine L computes, innermost first (calls are linked at the
+ * head): the first one after `after`, or the innermost when `after` is
+ * NULL; NULL past the outermost. A computing call stays linked until its
+ * coroutine returns from it, so a loop may run Lua code in that coroutine
+ * between two steps. */
+cr_call *cr_call_computing(const cr_state *S, const lua_State *L, const cr_call *after) {
+  cr_call *c = after ? after->next : S->calls;
+  while (c && !(c->computing && c->owner == L)) c = c->next;
+  return c;
+}
+
 /* The owner is done with its key: it leaves the list, then the coroutines
  * waiting on it are woken (Lua code: `call` may be gone afterwards). */
 static void owner_done(lua_State *L, cr_call *call) {
@@ -166,10 +177,7 @@ static void spinner_event(lua_State *L, cr_call *call, int start, int nargs) {
 }
 
 static int outermost(cr_state *S, lua_State *L) {
-  cr_call *c;
-  for (c = S->calls; c; c = c->next)
-    if (c->computing && c->owner == L) return 0;
-  return 1;
+  return cr_call_computing(S, L, NULL) == NULL;
 }
 
 static int compute(lua_State *L, int base, cr_call *call) {
@@ -683,16 +691,6 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   return slow_path(L, f, nargs, &key);
-}
-
-/* The cr_func of the cached function at idx, or NULL when it is not one. */
-cr_func *cr_func_of(lua_State *L, int idx) {
-  cr_func *f;
-  if (lua_tocfunction(L, idx) != cr_func_call) return NULL;
-  lua_getupvalue(L, idx, 1);
-  f = (cr_func *)luaL_testudata(L, -1, CR_FUNC_MT);
-  lua_pop(L, 1);
-  return f;
 }
 
 /* The key a call of f with the nargs arguments at first.. would look up,

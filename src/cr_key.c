@@ -425,6 +425,19 @@ static void ser_upvalues(ser *s, int idx) {
   }
 }
 
+/* The cr_func of the cached function at idx, or NULL when it is not one.
+ * A cached function is the only C closure whose upvalue 1 is a userdata
+ * with the cr_func metatable (cr_wrap makes them; only the debug library
+ * could make another). Known by that rather than by its C function, so
+ * keys do not depend on the call path. */
+cr_func *cr_func_of(lua_State *L, int idx) {
+  cr_func *f;
+  if (!lua_iscfunction(L, idx) || lua_getupvalue(L, idx, 1) == NULL) return NULL;
+  f = (cr_func *)luaL_testudata(L, -1, CR_FUNC_MT);
+  lua_pop(L, 1);
+  return f;
+}
+
 static void ser_function(ser *s, int idx) {
   lua_State *L = s->L;
   cr_func *cached;

@@ -36,7 +36,7 @@ static const struct { const char *unit; double seconds; } units[] = {
 
 /* "90s", "1.5h", "1d2h34m", "500ms", "2 days", "30 minutes": one or more
  * number-unit parts, spaces allowed between and inside parts. */
-int cr_parse_duration(const char *s, double *out) {
+static int parse_duration(const char *s, double *out) {
   double total = 0;
   int parts = 0;
   for (;;) {
@@ -147,7 +147,7 @@ static double duration_option(lua_State *L, const char *name, int v) {
     d = (double)lua_tonumber(L, v);
     if (!(d >= 0)) bad_option(L, name, ">= 0 seconds", v);
   } else if (lua_type(L, v) == LUA_TSTRING) {
-    if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &d))
+    if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !parse_duration(lua_tostring(L, v), &d))
       cr_error(L, "cache_resource: option '%s': cannot read the duration '%s' (write it like "
                     "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
                  name, lua_tostring(L, v));
@@ -184,17 +184,7 @@ static void parse_options(lua_State *L, int t, cr_opts *o) {
       cr_error(L, "cache_resource: option names must be strings, got a %s key", luaL_typename(L, -2));
     k = lua_tostring(L, -2);
     if (strcmp(k, "ttl") == 0) {
-      if (lua_type(L, v) == LUA_TNUMBER) {
-        o->ttl = (double)lua_tonumber(L, v);
-        if (!(o->ttl >= 0)) bad_option(L, k, ">= 0 seconds", v);
-      } else if (lua_type(L, v) == LUA_TSTRING) {
-        if (strlen(lua_tostring(L, v)) != lua_rawlen(L, v) || !cr_parse_duration(lua_tostring(L, v), &o->ttl))
-          cr_error(L, "cache_resource: option 'ttl': cannot read the duration '%s' (write it like "
-                        "\"90s\", \"1.5h\", \"1d2h34m\", \"500ms\", \"2 days\" or give seconds as a number)",
-                     lua_tostring(L, v));
-      } else {
-        bad_option(L, k, "a number of seconds or a duration string like \"1h\"", v);
-      }
+      o->ttl = duration_option(L, k, v);
     } else if (strcmp(k, "max_entries") == 0) {
       int isint;
       o->max_entries = lua_tointegerx(L, v, &isint);
@@ -358,6 +348,21 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   else S->caches = c;
   S->caches_tail = c;
   return c;
+}
+
+/* Frees c, made by cache_new: at lua_close, once its stores are gone. */
+void cr_cache_free(lua_State *L, cr_cache *c) {
+  luaL_unref(L, LUA_REGISTRYINDEX, c->validate_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->on_release_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->spinner_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
+  free(c->name);
+  free(c->where);
+  free(c);
 }
 
 /* Parameter names are read once, here: '_'-prefixed ones are not hashed. */

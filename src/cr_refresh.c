@@ -86,8 +86,8 @@ int cr_refresh_spawn(lua_State *L, int base, cr_call *call) {
 /* Is L running a background refresh? Its UI calls are then recorded only. */
 int cr_refresh_running(cr_state *S, lua_State *L) {
   cr_call *c;
-  for (c = S->calls; c; c = c->next)
-    if (c->kind == CR_REFRESH_BG && c->computing && c->owner == L) return 1;
+  for (c = cr_call_computing(S, L, NULL); c; c = cr_call_computing(S, L, c))
+    if (c->kind == CR_REFRESH_BG) return 1;
   return 0;
 }
 

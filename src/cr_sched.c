@@ -51,20 +51,11 @@ void cr_sched_wake(lua_State *L, cr_call *call) {
   }
 }
 
-static void set_ref(lua_State *L, int *ref, int idx) {
-  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-  if (idx) {
-    lua_pushvalue(L, idx);
-    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-}
-
 void cr_sched_free(lua_State *L, cr_state *S) {
-  set_ref(L, &S->wait_ref, 0);
-  set_ref(L, &S->wake_ref, 0);
-  set_ref(L, &S->spawn_ref, 0);
-  set_ref(L, &S->scheduler_ref, 0);
+  cr_ref_replace(L, &S->wait_ref, 0);
+  cr_ref_replace(L, &S->wake_ref, 0);
+  cr_ref_replace(L, &S->spawn_ref, 0);
+  cr_ref_replace(L, &S->scheduler_ref, 0);
 }
 
 /***
@@ -129,10 +120,10 @@ static int m_set_scheduler(lua_State *L) {
   }
   /* the previous scheduler is returned; pushed before its ref goes */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->scheduler_ref);
-  set_ref(L, &S->wait_ref, lua_isnil(L, 2) ? 0 : 2);
-  set_ref(L, &S->wake_ref, lua_isnil(L, 3) ? 0 : 3);
-  set_ref(L, &S->spawn_ref, lua_isnil(L, 4) ? 0 : 4);
-  set_ref(L, &S->scheduler_ref, lua_isnil(L, 1) ? 0 : 1);
+  cr_ref_replace(L, &S->wait_ref, 2); /* nil: none */
+  cr_ref_replace(L, &S->wake_ref, 3);
+  cr_ref_replace(L, &S->spawn_ref, 4);
+  cr_ref_replace(L, &S->scheduler_ref, 1);
   return 1;
 }
 

@@ -11,67 +11,13 @@
  * generation), so callbacks may clear, end sessions, call cached functions
  * or re-warm the cache without leaving us a dangling pointer or an endless
  * loop. See the reentrancy rule in cr.h. */
-#define _POSIX_C_SOURCE 200809L
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 /* inlined from the header, as in cr_key.c: the module does not link libxxhash */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 #include "cr.h"
-
-/* ---- clock ----------------------------------------------------------- */
-
-double cr_now(lua_State *L, cr_state *S) {
-  if (S->clock_ref != LUA_NOREF) {
-    int isnum;
-    double t;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->clock_ref);
-    lua_call(L, 0, 1);
-    t = (double)lua_tonumberx(L, -1, &isnum);
-    lua_pop(L, 1);
-    if (!isnum) cr_error(L, "cache_resource: the clock set with set_clock must return a number of seconds");
-    return t;
-  } else {
-    struct timespec ts;
-    /* read on every call while something has a ttl: the coarse clock
-     * (a few ms of resolution, far finer than any sensible ttl) costs a
-     * fraction of the precise one where the kernel has it */
-#ifdef CLOCK_MONOTONIC_COARSE
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-  }
-}
-
-/* ---- errors and warnings ---------------------------------------------- */
-
-void cr_error(lua_State *L, const char *fmt, ...) {
-  va_list ap;
-  luaL_where(L, 1);
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_concat(L, 2);
-  lua_error(L);
-  abort(); /* not reached: lua_error does not return, but is not declared so */
-}
-
-/* Through the global warn() when there is one, so programs (and specs)
- * can route warnings; else the C warning function. */
-void cr_report(lua_State *L, const char *msg) {
-  if (lua_getglobal(L, "warn") == LUA_TFUNCTION) {
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-    lua_warning(L, msg, 0);
-  }
-}
 
 /* ---- expiry heap ----------------------------------------------------- */
 
@@ -140,13 +86,6 @@ size_t cr_sweep(lua_State *L, cr_state *S, double now) {
     n++;
   }
   return n;
-}
-
-/* The clock may be Lua code that released entries: the heap is read again
- * after it. */
-void cr_expire_check(lua_State *L, cr_state *S) {
-  double now = cr_now(L, S);
-  if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
 }
 
 /* ---- the (cache, session) -> store map -------------------------------- */
@@ -779,8 +718,8 @@ void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
 
 /* ---- lua_close -------------------------------------------------------- */
 
-/* Frees memory only; no callbacks run (Streamlit does not release
- * resources at shutdown either; they have their own __gc). */
+/* Frees st and its entries: memory only, no callback runs (on_release
+ * does not run at lua_close). */
 static void store_free_entries(lua_State *L, cr_store *st) {
   cr_entry *e, *older;
   int i;
@@ -794,29 +733,22 @@ static void store_free_entries(lua_State *L, cr_store *st) {
   store_free(st);
 }
 
-void cr_state_free(lua_State *L, cr_state *S) {
-  cr_cache *c, *cnext;
+/* Frees every store of every cache with its entries, the sessions, the
+ * (cache, session) -> store map and the expiry heap: at lua_close, when the
+ * state goes. The front indexes are emptied first: a finalizer calling a
+ * cached function afterwards takes the path that sees `closed`. */
+void cr_store_free_all(lua_State *L, cr_state *S) {
+  cr_cache *c;
   size_t i;
-  for (c = S->caches; c; c = cnext) {
+  for (c = S->caches; c; c = c->next) {
     cr_store *st, *next;
-    cnext = c->next;
-    cr_front_reset(L, c); /* a finalizer calling a cached function now takes the path that sees `closed` */
+    cr_front_reset(L, c);
     if (c->global) store_free_entries(L, c->global);
     for (st = c->session_stores; st; st = next) {
       next = st->next_of_cache;
       store_free_entries(L, st);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, c->validate_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->on_release_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->hash_funcs_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->spinner_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
-    free(c->name);
-    free(c->where);
-    free(c);
+    c->global = c->session_stores = c->last_store = NULL;
   }
   for (i = 0; S->sessions && i <= S->session_mask; i++) {
     cr_session *ss, *snext;
@@ -828,28 +760,11 @@ void cr_state_free(lua_State *L, cr_state *S) {
   free(S->sessions);
   free(S->store_map);
   free(S->heap);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->clock_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->waiter_ref);
-  cr_sched_free(L, S);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->spinner_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->widget_source_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->replayables_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
-  cr_keybufs_free(&S->keybufs);
-  cr_codec_bufs_free(&S->codec);
-  cr_buffer_free(&S->dumpbuf);
-  S->caches = S->caches_tail = NULL;
   S->sessions = NULL;
   S->nsessions = 0;
   S->store_map = NULL;
   S->nstores = 0;
   S->current = NULL;
-  S->calls = NULL;
   S->heap = NULL;
   S->heap_len = S->heap_cap = 0;
-  S->closed = 1;
 }

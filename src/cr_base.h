@@ -1,0 +1,35 @@
+/* The floor every other file stands on: raising errors, reporting
+ * warnings, reading the clock, holding callbacks. Nothing here calls into
+ * another file of the module. */
+#ifndef CR_BASE_H
+#define CR_BASE_H
+
+#include "lua.h"
+
+#if defined(__GNUC__) || defined(__clang__) || defined(__CPPCHECK__)
+#define CR_NORETURN __attribute__((noreturn))
+#else
+#define CR_NORETURN
+#endif
+
+typedef struct cr_state cr_state;
+
+/* cr_base.c */
+
+/* Raises an error exactly like luaL_error (position prefix, the formats of
+ * lua_pushfstring), but declared noreturn, so compilers and static
+ * analyzers know the paths after it do not exist. */
+CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
+/* A warning: through the global warn() when there is one, else the C
+ * warning function. Lua code may run. */
+void cr_report(lua_State *L, const char *msg);
+/* Seconds on the module's clock: the one set with set_clock (Lua code), or
+ * the monotonic clock. */
+double cr_now(lua_State *L, cr_state *S);
+/* Replaces the registry reference *ref by one to the value at idx, or by
+ * none (LUA_NOREF) when idx is 0 or holds nil. */
+void cr_ref_replace(lua_State *L, int *ref, int idx);
+/* The setter of a hook: argument 1, a function or nil, replaces *ref. */
+int cr_set_hook(lua_State *L, int *ref);
+
+#endif
