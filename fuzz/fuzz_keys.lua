@@ -181,8 +181,10 @@ local function same(a, b, seen)
     else -- a copied table key is another table: match it by content
       local found = false
       for k2, v2 in pairs(b) do
-        -- trials: fresh memo
-        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end
+        -- a trial: what is matched so far (the enclosing tables a cycle
+        -- closes on) stands, what the trial matches is forgotten after it
+        local trial = setmetatable({}, { __index = seen })
+        if type(k2) == "table" and same(k, k2, trial) and same(v, v2, trial) then found = true; break end
       end
       if not found then return false end
     end
@@ -195,15 +197,18 @@ local recorded = {}
 local record = cr.replayable(function(...) recorded[#recorded + 1] = table.pack(...) end, "fuzz.record")
 local replay_probe = cr(function(_label, v) record(v); return true end, { name = "fuzz replay" })
 
+-- Copied by the recorder: tables without metatables (cycles and shared
+-- subtables included) of anything; what it cannot copy is kept by
+-- reference, which `same` compares by identity.
 local function plain(v, seen)
   if type(v) ~= "table" then return true end
   seen = seen or {}
-  if seen[v] or getmetatable(v) then return false end
+  if seen[v] then return true end
+  if getmetatable(v) then return false end
   seen[v] = true
   for k, x in pairs(v) do
     if not plain(k, seen) or not plain(x, seen) then return false end
   end
-  seen[v] = nil
   return true
 end
 

@@ -90,14 +90,14 @@ typedef struct cr_replay cr_replay;
  * in `active`, so the entry may be released (or the replaying coroutine
  * abandoned) mid-replay without a dangling buffer. The owner frees the
  * records when it lets go and no replay runs, else the last replay does;
- * __gc is only the fallback (an abandoned replay). Uservalues: 1 string number -> decoded string, made on
- * first replay; 2 the compiled replay (cr_compile.c). */
+ * __gc is only the fallback (an abandoned replay). Uservalues: 1 offset
+ * of a string argument -> that string decoded, made on first replay; 2 the
+ * compiled replay (cr_compile.c). */
 struct cr_replay {
   int self_ref;                 /* LUA_NOREF once no C owner holds it */
   int uses_results;             /* some record refers to an earlier call's result */
   cr_cache *cache;              /* whose records: cache_resource.replaying() names it */
   size_t nrecords;
-  size_t nstrings;              /* string arguments numbered so far */
   unsigned replays;             /* hits so far, until compiled */
   int compiled;                 /* 1: uservalue 2 is the compiled replay; -1: never */
   unsigned active;              /* replays running (or suspended) over it */
@@ -107,7 +107,7 @@ struct cr_replay {
 };
 
 /* Argument tags of the record format (cr_replay.c). */
-enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
+enum { R_REF = CR_CODEC_TAG_LIMIT, R_RESULT };
 
 /* What a computation is: a miss, or a refresh of a stale entry run by the
  * caller (foreground) or in a coroutine of the scheduler (background). */

@@ -665,14 +665,14 @@ enum cr_codec_status cr_codec_encode(lua_State *L, cr_codec_bufs *b, int first, 
   return CR_CODEC_OK;
 }
 
-enum cr_codec_status cr_codec_append_value(lua_State *L, cr_codec_bufs *b, cr_buffer *out, int idx) {
+enum cr_codec_status cr_codec_append_value(lua_State *L, cr_codec_bufs *b, cr_buffer *out, int idx,
+                                           cr_codec_error *err) {
   enc e;
-  cr_codec_error err;
   size_t mark = out->len;
   enum cr_codec_status st;
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
-  enc_begin(&e, L, b, out, CR_CODEC_PLAIN, &err);
+  enc_begin(&e, L, b, out, CR_CODEC_PLAIN, err);
   e.root = 1;
   st = scan(&e, idx, 1, 0);
   if (st == CR_CODEC_OK) st = put(&e, idx);

@@ -85,8 +85,9 @@ enum cr_codec_status cr_codec_encode(lua_State *L, cr_codec_bufs *bufs, int firs
 /* One value at idx, appended to out with no header, its back-references
  * numbered on their own (a recorded UI argument). Plain mode: a table with
  * a metatable, like a function, makes it uncopyable. Returns CR_CODEC_OK
- * or the reason (out is then as it was). */
-enum cr_codec_status cr_codec_append_value(lua_State *L, cr_codec_bufs *bufs, cr_buffer *out, int idx);
+ * or the reason, with *err filled (out is then as it was). */
+enum cr_codec_status cr_codec_append_value(lua_State *L, cr_codec_bufs *bufs, cr_buffer *out, int idx,
+                                           cr_codec_error *err);
 
 /* Decoding. The bytes must stay where they are while it runs: a Lua string
  * anchored on the stack, or a buffer its owner keeps (a running replay).

@@ -21,7 +21,9 @@
  * bits, strings with every byte outside printable ASCII as a three-digit
  * decimal escape; NaN and the
  * infinities go through R, so even a NaN's sign survives. Tables are
- * constructors, so each replay passes a fresh table, as the C loop does. */
+ * constructors (the array part positional), so each replay passes a fresh
+ * table, as the C loop does; an argument whose copy shares a table with
+ * itself (a cycle, a subtable reached twice) is not taken. */
 #include <stdio.h>
 #include <string.h>
 #include <math.h>
@@ -33,34 +35,32 @@
 #define COMPILE_MAX_ARGS 64
 #define COMPILE_MAX_DEPTH 16
 
-/* Pass 1: checks a value fits the limits and marks the records whose
- * results are referred to. Returns 0 when it does not fit. */
+/* Pass 1: checks an argument fits the limits and marks the records whose
+ * results are referred to. Returns 0 when it does not fit: a copy that
+ * shares tables or strings (numbered in the codec) needs the C loop. */
 static int scan_value(const cr_buffer *b, size_t *pos, int depth, unsigned char *used, size_t nrecords) {
-  int tag = b->data[(*pos)++];
-  switch (tag) {
-    case R_INT: case R_FLOAT: *pos += 8; return 1;
-    case R_STR: {
-      size_t len;
-      cr_buffer_get_varint(b, pos);
-      len = (size_t)cr_buffer_get_varint(b, pos);
-      *pos += len;
-      return 1;
+  cr_codec_item it;
+  uint64_t i;
+  int tag = b->data[*pos];
+  if (tag == R_REF || tag == R_RESULT) {
+    uint64_t k;
+    (*pos)++;
+    k = cr_buffer_get_varint(b, pos);
+    if (tag == R_RESULT) {
+      if (k >= nrecords) return 0;
+      used[k] = 1;
     }
-    case R_TABLE:
+    return 1;
+  }
+  if (!cr_codec_read_item(b->data, b->len, pos, &it)) return 0;
+  switch (it.tag) {
+    case CR_C_NIL: case CR_C_FALSE: case CR_C_TRUE: case CR_C_INT: case CR_C_FLOAT: case CR_C_STR: return 1;
+    case CR_C_TABLE:
       if (depth >= COMPILE_MAX_DEPTH) return 0;
-      while (b->data[*pos] != R_END)
-        if (!scan_value(b, pos, depth + 1, used, nrecords) || !scan_value(b, pos, depth + 1, used, nrecords))
-          return 0;
-      (*pos)++;
+      for (i = 0; i < it.u + 2 * it.nhash; i++)
+        if (!scan_value(b, pos, depth + 1, used, nrecords)) return 0;
       return 1;
-    case R_REF: cr_buffer_get_varint(b, pos); return 1;
-    case R_RESULT: {
-      uint64_t i = cr_buffer_get_varint(b, pos);
-      if (i >= nrecords) return 0;
-      used[i] = 1;
-      return 1;
-    }
-    default: return 1; /* nil, booleans */
+    default: return 0;
   }
 }
 
@@ -80,26 +80,35 @@ static void put(lua_State *L, cr_buffer *out, const char *s) {
   cr_buffer_put(L, out, s, strlen(s));
 }
 
-/* Pass 2: writes one value as a Lua expression. `R` indexes the table of
- * values passed by reference; *nextra counts the ones added after refs. */
+/* Pass 2: writes one argument (scanned already) as a Lua expression. `R`
+ * indexes the table of values passed by reference; *nextra counts the ones
+ * added after refs. */
 static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t *pos, int R, size_t *nextra) {
   const cr_buffer *b = &rp->buf;
+  cr_codec_item it;
   char num[64];
-  int tag = b->data[(*pos)++];
-  switch (tag) {
-    case R_NIL: put(L, out, "nil"); break;
-    case R_FALSE: put(L, out, "false"); break;
-    case R_TRUE: put(L, out, "true"); break;
-    case R_INT:
-      snprintf(num, sizeof num, "0x%016llx", (unsigned long long)cr_buffer_get_u64(b, pos));
+  uint64_t i;
+  int tag = b->data[*pos];
+  if (tag == R_REF || tag == R_RESULT) {
+    (*pos)++;
+    snprintf(num, sizeof num, "%s[%llu]", tag == R_REF ? "R" : "T", (unsigned long long)cr_buffer_get_varint(b, pos) + 1);
+    put(L, out, num);
+    return;
+  }
+  cr_codec_read_item(b->data, b->len, pos, &it);
+  switch (it.tag) {
+    case CR_C_NIL: put(L, out, "nil"); break;
+    case CR_C_FALSE: put(L, out, "false"); break;
+    case CR_C_TRUE: put(L, out, "true"); break;
+    case CR_C_INT: /* zigzag back to the integer's bits */
+      snprintf(num, sizeof num, "0x%016llx", (unsigned long long)((it.u >> 1) ^ (0 - (it.u & 1))));
       put(L, out, num);
       break;
-    case R_FLOAT: {
-      uint64_t bits = cr_buffer_get_u64(b, pos);
+    case CR_C_FLOAT: {
       double d;
-      memcpy(&d, &bits, sizeof d);
+      memcpy(&d, &it.u, sizeof d);
       if (isfinite(d)) {
-        format_float(num, sizeof num, bits);
+        format_float(num, sizeof num, it.u);
       } else { /* no literal keeps every bit of these */
         lua_pushnumber(L, (lua_Number)d);
         lua_rawseti(L, R, (lua_Integer)(rp->nrefs + ++*nextra));
@@ -108,13 +117,10 @@ static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t
       put(L, out, num);
       break;
     }
-    case R_STR: {
-      size_t len, i;
-      cr_buffer_get_varint(b, pos);
-      len = (size_t)cr_buffer_get_varint(b, pos);
+    case CR_C_STR:
       cr_buffer_byte(L, out, '"');
-      for (i = 0; i < len; i++) {
-        unsigned char c = b->data[*pos + i];
+      for (i = 0; i < it.u; i++) {
+        unsigned char c = b->data[it.off + i];
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
           cr_buffer_byte(L, out, c);
         } else {
@@ -123,30 +129,22 @@ static void emit_value(lua_State *L, cr_buffer *out, const cr_replay *rp, size_t
         }
       }
       cr_buffer_byte(L, out, '"');
-      *pos += len;
       break;
-    }
-    case R_TABLE:
+    default: /* a table: the array part in order, then the pairs */
       cr_buffer_byte(L, out, '{');
-      while (b->data[*pos] != R_END) {
+      for (i = 0; i < it.u; i++) {
+        emit_value(L, out, rp, pos, R, nextra);
+        cr_buffer_byte(L, out, ',');
+      }
+      for (i = 0; i < it.nhash; i++) {
         cr_buffer_byte(L, out, '[');
         emit_value(L, out, rp, pos, R, nextra);
         put(L, out, "]=");
         emit_value(L, out, rp, pos, R, nextra);
         cr_buffer_byte(L, out, ',');
       }
-      (*pos)++;
       cr_buffer_byte(L, out, '}');
       break;
-    case R_REF:
-      snprintf(num, sizeof num, "R[%llu]", (unsigned long long)cr_buffer_get_varint(b, pos) + 1);
-      put(L, out, num);
-      break;
-    case R_RESULT:
-      snprintf(num, sizeof num, "T[%llu]", (unsigned long long)cr_buffer_get_varint(b, pos) + 1);
-      put(L, out, num);
-      break;
-    default: break;
   }
 }
 

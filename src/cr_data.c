@@ -80,7 +80,7 @@ static int t_encode(lua_State *L) {
     luaL_checkany(L, 2);
     cr_buffer_init(&out);
     b = cr_codec_bufs_take(L, &S->codec);
-    st = cr_codec_append_value(L, b, &out, 2);
+    st = cr_codec_append_value(L, b, &out, 2, &err);
     cr_codec_bufs_release(b);
     if (st != CR_CODEC_OK) {
       cr_buffer_free(&out);
