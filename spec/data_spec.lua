@@ -261,7 +261,7 @@ describe("cache_data", function()
           err_of(cache_data.register_metatable, "", B), 1, true)
         assert.matches("a non-empty string name expected, got table",
           err_of(cache_data.register_metatable, B, B), 1, true)
-        assert.matches("a metatable expected, got nil", err_of(cache_data.register_metatable, "spec.C"), 1, true)
+        assert.matches("a metatable expected, got no value", err_of(cache_data.register_metatable, "spec.C"), 1, true)
       end)
     end)
 

@@ -26,6 +26,7 @@ function M.reset()
   cr.set_scheduler(nil)
   cr.set_session(nil)
   cr.clear()
+  cr.data.clear()
 end
 
 -- A controllable clock for TTL specs.

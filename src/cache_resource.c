@@ -65,22 +65,6 @@ static int state_gc(lua_State *L) {
   return 0;
 }
 
-static int is_plain_table(lua_State *L, int idx) {
-  if (!lua_istable(L, idx)) return 0;
-  if (lua_getmetatable(L, idx)) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  return 1;
-}
-
-/* cache_resource(opts)(fn): upvalue 2 holds the checked options. */
-static int decorate(lua_State *L) {
-  lua_settop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2));
-  return cr_wrap(L, state_of(L), 1, 2);
-}
-
 /***
 Wraps a function: `cache_resource(fn [, opts])` or `cache_resource(opts)(fn)`.
 The first call with some arguments runs `fn`; later calls with equal
@@ -102,20 +86,7 @@ local get_conf = cache_resource { ttl = 60 } (read_conf)
 */
 /* cache_resource(fn [, opts]) and cache_resource(opts): arg 1 is the module. */
 static int module_call(lua_State *L) {
-  cr_state *S = state_of(L);
-  int n = lua_gettop(L);
-  if (n == 2 && is_plain_table(L, 2)) {
-    cr_check_options(L, 2); /* mistakes surface where the options are written */
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, decorate, 2);
-    return 1;
-  }
-  if (n >= 3 && !lua_isnil(L, 3) && !is_plain_table(L, 3))
-    cr_error(L, "bad argument #2 to 'cache_resource' (options table expected, got %s)",
-                      luaL_typename(L, 3));
-  if (n < 2) lua_settop(L, 2);
-  return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);
+  return cr_decorator_call(L, 0);
 }
 
 /***

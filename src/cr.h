@@ -159,15 +159,18 @@ struct cr_entry {
   size_t keylen;
   int is_digest;
   unsigned char front;          /* how the front index knows it (cr_front.c) */
-  int nvalues;
+  int nvalues;                  /* refs below; cache_data: 1 (the bytes) or 2 (and metatables) */
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
-  int refs[];                   /* registry refs of the values, then key bytes */
+  size_t bytes;                 /* cache_data: the length of the encoded values, else 0 */
+  int refs[];                   /* registry refs of the values, then key bytes; cache_data: the
+                                   encoded values (a string), then their metatable list if any */
 };
 #define CR_NO_HEAP ((size_t)-1)
 enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
 
-/* Pushes e's values (room for them made first). */
+/* Pushes e's stored values (room for them made first): a cache_resource
+ * entry's values, a cache_data entry's bytes (cr_entry_push decodes). */
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   int i;
   if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
@@ -183,6 +186,7 @@ struct cr_store {
   cr_entry **buckets;
   size_t mask;                  /* bucket count - 1 */
   size_t count;
+  size_t bytes;                 /* cache_data: the sum of its entries' bytes */
   cr_entry *newest, *oldest;
   uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
@@ -200,6 +204,7 @@ struct cr_session {
 struct cr_cache {
   cr_cache *next;
   cr_state *S;
+  int data;                     /* a cache_data cache: its entries hold encoded copies */
   unsigned char id[16];         /* digest of the identity */
   char *name;                   /* display name */
   char *where;                  /* short_src:first-last */
@@ -209,6 +214,7 @@ struct cr_cache {
   double failure_ttl;           /* seconds a failure result is kept; 0 never */
   int refresh_background;       /* refresh_mode = "background" */
   lua_Integer max_entries;      /* 0 = unbounded */
+  lua_Integer max_size;         /* cache_data: bytes, 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
   int widget_sets_ref;          /* table: argument key -> widget ids read; [0] of
@@ -224,6 +230,8 @@ struct cr_cache {
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
   size_t replay_bytes;
+  size_t bytes;                 /* cache_data: encoded bytes in memory, every store */
+  lua_Integer store_hits, store_writes, store_errors, persist_skipped; /* cache_data, persisted */
   cr_store *global;             /* scope "global" */
   cr_store *session_stores;     /* scope "session" */
   cr_store *last_store;         /* the session store found last: one compare on a hit */
@@ -306,6 +314,11 @@ struct cr_state {
   int closed;
 };
 
+/* How a cache's errors start. */
+static inline const char *cr_kind(const cr_cache *c) {
+  return c->data ? "cache_data" : "cache_resource";
+}
+
 /* Raises unless the module state is still open: code reachable from a
  * finalizer running at lua_close, after the state was freed, calls it. */
 static inline void cr_check_open(lua_State *L, const cr_state *S) {
@@ -316,18 +329,18 @@ static inline void cr_check_open(lua_State *L, const cr_state *S) {
 
 /* cache_resource.c: luaopen_cache_resource, the state */
 
-/* cr_ui.c: replayable, widget_used, computing, replaying, UI hooks */
-void cr_ui_open(lua_State *L);
-
 /* cr_data.c: cache_data, registered metatables */
 void cr_data_open(lua_State *L);
+
+/* cr_ui.c: replayable, widget_used, computing, replaying, UI hooks */
+void cr_ui_open(lua_State *L);
 
 /* cr_manage.c: clear, stats, info, peek */
 void cr_manage_open(lua_State *L);
 
 /* cr_options.c: wrapping, options, caches */
-int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
-void cr_check_options(lua_State *L, int opts);
+int cr_decorator_call(lua_State *L, int data);
+int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data);
 void cr_table_copy(lua_State *L, int idx);
 void cr_cache_free(lua_State *L, cr_cache *c);
 
@@ -359,8 +372,9 @@ void cr_sched_open(lua_State *L);
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
-void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
-                     int failure, double now, int argkey, int ids);
+void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, size_t bytes,
+                     cr_replay **rpp, int failure, double now, int argkey, int ids);
+int cr_entry_push(lua_State *L, cr_entry *e);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_unpin(cr_store *st);
 size_t cr_sweep(lua_State *L, cr_state *S, double now);
@@ -376,10 +390,11 @@ void cr_widget_sets_trim(lua_State *L, cr_cache *c, const cr_call *self);
 void cr_store_free_all(lua_State *L, cr_state *S);
 
 /* A read or write refreshes recency, which only eviction reads: without
- * max_entries the list stays in store order (no writes to two random
- * neighbours on every hit of a big cache). */
+ * max_entries or max_size the list stays in store order (no writes to two
+ * random neighbours on every hit of a big cache). Both are >= 0, so their
+ * bits or'ed are > 0 when either bounds the store. */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
+  if (st->newest != e && (st->cache->max_entries | st->cache->max_size) > 0) cr_store_relink(st, e);
 }
 
 /* cr_front.c: the front index */
@@ -397,7 +412,8 @@ void cr_front_reset(lua_State *L, cr_cache *c);
 void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
-int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
+int cr_replay_hold(lua_State *L, cr_replay *rp);
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct, int held);
 int cr_replay_gc(lua_State *L);
 
 /* cr_compile.c: compiled replays */
@@ -409,7 +425,8 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
                    unsigned char *buf);
 void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
-void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
+void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, int data,
+                     unsigned char out[16]);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
 cr_func *cr_func_of(lua_State *L, int idx);
 cr_keybufs *cr_keybufs_box(lua_State *L);

@@ -326,6 +326,19 @@ static enum cr_codec_status fail(enc *e, enum cr_codec_status status, int idx, i
   return status;
 }
 
+const char *cr_codec_fix(enum cr_codec_status status) {
+  switch (status) {
+    case CR_CODEC_UNCOPYABLE:
+      return " (only nil, booleans, numbers, strings and tables can be copied; use cache_resource for objects such "
+             "as connections)";
+    case CR_CODEC_TOO_DEEP: return " (a copy holds at most 100 levels of nested tables)";
+    case CR_CODEC_UNREGISTERED:
+      return " (a copy kept outside the process finds its metatable by name: register it with "
+             "cache_data.register_metatable(name, mt))";
+    default: return "";
+  }
+}
+
 /* ---- encoding: pass 1, what is reached and whether it can be copied ---- */
 
 static enum cr_codec_status scan(enc *e, int idx, int level, int key);

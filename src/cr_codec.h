@@ -82,6 +82,10 @@ typedef struct cr_codec_error {
 enum cr_codec_status cr_codec_encode(lua_State *L, cr_codec_bufs *bufs, int first, int n, enum cr_codec_mode mode,
                                      int names, const char *label, cr_codec_error *err);
 
+/* The fix a message about a value that cannot be copied ends with, with a
+ * leading space ("" when there is none to give). */
+const char *cr_codec_fix(enum cr_codec_status status);
+
 /* One value at idx, appended to out with no header, its back-references
  * numbered on their own (a recorded UI argument). Plain mode: a table with
  * a metatable, like a function, makes it uncopyable. Returns CR_CODEC_OK

@@ -1,12 +1,24 @@
-/* cache_data: cached functions whose every caller gets its own copy of
- * the values, and the registry of metatables that copies which leave the
- * process refer to by name. */
+/* cache_data: the decorator whose cached functions give every caller its
+ * own copy of the values (the call path encodes a miss's values with the
+ * value codec and decodes every hit: cr_call.c, cr_store.c), its clear(),
+ * and the registry of metatables that copies leaving the process refer to
+ * by name. */
 #include <string.h>
 #include "cr.h"
 
 /***
-Cached data: every caller gets its own copy.
-@module cache_resource
+Streamlit's `st.cache_data` for Lua: cached functions that hand every caller
+its own copy of the values, so no caller's change reaches the cache.
+
+    local cache_data = require "cache_resource.data"   -- also require("cache_resource").data
+    local load_rows = cache_data(function(path) return read_csv(path) end, { ttl = "1h" })
+    local rows = load_rows("sales.csv")                 -- a miss: the function's own table
+    rows[1].amount = 0                                  -- the cache is not affected
+    assert(load_rows("sales.csv")[1].amount ~= 0)       -- a hit: a fresh copy
+
+A `cache_data` function is managed like any cached function:
+`cache_resource.clear(f [, ...])`, `stats`, `info` and `peek` take it.
+@module cache_resource.data
 */
 
 static cr_state *state_of(lua_State *L) {
@@ -15,15 +27,66 @@ static cr_state *state_of(lua_State *L) {
   return S;
 }
 
+/* cache_data(fn [, opts]) and cache_data(opts): arg 1 is the object. */
+/***
+Wraps a function: `cache_data(fn [, opts])` or `cache_data(opts)(fn)`. The
+first call with some arguments runs `fn` and returns its own values, after
+encoding a copy of them into the entry; every later call with equal
+arguments (keyed as `cache_resource` keys them) returns a fresh copy. A copy
+is exact: integer and float subtypes, float bits, strings byte for byte,
+`nil`s and the number of values; tables are copied from their raw contents
+(no metamethod runs), a table reached twice (in one value or in two) is one
+table in the copy, cycles close on the copy, and a copied table gets the
+same metatable. Only `nil`, booleans, numbers, strings and tables of those
+(nested up to 100 levels) can be copied: any other result raises an error
+naming the path of the first bad value (`result[2].conn is a userdata
+'FILE*'`), nothing is stored, and `stats().failures` counts it. UI calls
+made through a `cache_resource.replayable` are recorded and replayed on
+every hit. The same `fn` wrapped by `cache_resource` and by `cache_data` has
+two caches.
+@function cache_data
+@tparam function|table fn the function to cache: a Lua or C function, or a
+table with a `__call` metamethod
+@tparam[opt] table opts `ttl`, `max_entries`, `hash_funcs`, `show_spinner`,
+`show_time`, `experimental_allow_widgets`, `scope`, `name`, `refresh_mode`,
+`max_stale` and `failure_ttl` as for `cache_resource`, plus `max_size`
+(bytes, or a size such as `"500KB"`, `"1.5 MB"`, `"2gb"`: least recently used
+entries are evicted once their encoded sizes add up past it, and an entry
+larger than it alone is returned without being stored) and `persist`
+(`false`; entries kept in stores are not available yet). `validate` and
+`on_release` are refused: copies need no releasing
+@treturn function the cached function, or (given only `opts`) a function
+that wraps its argument with those options
+@usage local rows = cache_data(function(sql) return db:query(sql) end, { ttl = "10m", max_size = "50MB" })
+local parse = cache_data { max_entries = 100 } (parse_file)
+*/
+static int d_call(lua_State *L) {
+  return cr_decorator_call(L, 1);
+}
+
+/***
+Releases every entry of every `cache_data` function and session (the twin
+of `cache_resource.clear()`, which clears only `cache_resource` functions).
+`cache_resource.clear(f [, ...])` clears one `cache_data` function or entry.
+@function clear
+*/
+static int d_clear(lua_State *L) {
+  cr_state *S = state_of(L);
+  uint64_t gen0 = S->next_gen; /* the entries present now */
+  cr_cache *c;
+  for (c = S->caches; c; c = c->next)
+    if (c->data) cr_cache_clear(L, c, 1, gen0);
+  return 0;
+}
+
 /***
 Registers a metatable under a name, so that copies of tables with it that
-are kept outside the process (`persist`) find it again by that name. One name
-per metatable and one metatable per name; registering the same pair again
-does nothing.
-@function data.register_metatable
+are kept outside the process find it again by that name. One name per
+metatable and one metatable per name; registering the same pair again does
+nothing.
+@function register_metatable
 @tparam string name a name unique in the program, such as `"myapp.Point"`
 @tparam table mt the metatable
-@within cache_data
 */
 static int d_register_metatable(lua_State *L) {
   cr_state *S = state_of(L);
@@ -132,11 +195,11 @@ static int t_decode(lua_State *L) {
   return n;
 }
 
-/* Pushes the cache_data object (a callable table) and sets it as field
- * `data` of the module table below it; the state userdata is below that. */
+/* Makes the cache_data object (a callable table) field `data` of the
+ * module table at the top; the state userdata is below it. */
 void cr_data_open(lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"register_metatable", d_register_metatable}, {NULL, NULL}
+    {"clear", d_clear}, {"register_metatable", d_register_metatable}, {NULL, NULL}
   };
   cr_state *S = (cr_state *)lua_touserdata(L, -2);
   lua_newtable(L);
@@ -155,5 +218,10 @@ void cr_data_open(lua_State *L) {
   lua_pushcclosure(L, t_decode, 1);
   lua_setfield(L, -2, "decode");
   lua_setfield(L, -2, "_internal");
+  lua_createtable(L, 0, 1); /* its metatable: the object is callable */
+  lua_pushvalue(L, -4);
+  lua_pushcclosure(L, d_call, 1);
+  lua_setfield(L, -2, "__call");
+  lua_setmetatable(L, -2);
   lua_setfield(L, -2, "data");
 }

@@ -271,16 +271,31 @@ static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
   return (int)ctx;
 }
 
+/* Keeps rp's records alive whatever happens to its owner (the entry may
+ * be released while a cache_data hit decodes its values, which allocates):
+ * pushes its anchor and counts a replay. Allocates nothing. Returns the
+ * anchor's index, for cr_replay_run. */
+int cr_replay_hold(lua_State *L, cr_replay *rp) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+  rp->active++;
+  return lua_gettop(L);
+}
+
 /* Replays rp's records in order, then returns the nvalues values on top of
  * the stack. `direct`: nothing would record these calls (no
  * computation of this coroutine encloses the hit), so call the UI functions
- * themselves rather than their replayables (one C layer less). */
-int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct) {
+ * themselves rather than their replayables (one C layer less). `held`: the
+ * index cr_replay_hold returned (below the values), or 0. */
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct, int held) {
   int slots;
   luaL_checkstack(L, NSLOTS + LUA_MINSTACK, "cache_resource: replaying");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+  if (held) {
+    lua_pushvalue(L, held);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+    rp->active++; /* before compiling: it allocates, and finalizers may release the entry */
+  }
   slots = lua_gettop(L);
-  rp->active++; /* before compiling: it allocates, and finalizers may release the entry */
   if (rp->compiled == 0 && S->compile_after && ++rp->replays >= S->compile_after)
     cr_replay_compile(L, S, rp, slots);
   if (rp->compiled == 1) lua_getiuservalue(L, slots, 2); /* called with the table below */
