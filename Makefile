@@ -49,9 +49,19 @@ apt:
 demo: deps all
 	$(LUA) examples/demo.lua
 
-# The demo app as a web page on 127.0.0.1:8501 (CR_PORT, CR_HOST, CR_IDLE).
+# The demo app (or APP=path/to/app.lua) as a web page on 127.0.0.1:8501
+# (CR_HOST, CR_PORT, CR_IDLE, CR_MAX_SESSIONS), served by the command the rock
+# installs, cache-resource run, with this checkout's modules on the paths
+# (as the installed command has its tree's).
+APP      ?= examples/app.lua
+CR_HOST  ?= 127.0.0.1
+CR_PORT  ?= 8501
+CR_IDLE  ?= 900
+CR_MAX_SESSIONS ?= 1000
 serve: deps all
-	$(LUA) examples/serve.lua $(APP)
+	$(LUA) -e 'package.path = "lua/?.lua;" .. package.path; package.cpath = "$(BUILD)/?.so;" .. package.cpath' \
+	  bin/cache-resource run $(APP) --host $(CR_HOST) --port $(CR_PORT) --idle $(CR_IDLE) \
+	  --max-sessions $(CR_MAX_SESSIONS)
 
 # Headless Chromium against `make serve`; saves docs/screenshot.png.
 e2e: e2e-deps all
@@ -77,7 +87,7 @@ install: deps
 	  CFLAGS="-O2 -fPIC $(WARN)"
 
 # luacheck (.luacheckrc); fails on any warning.
-LINT_DIRS = lua/ spec/ examples/ bench/ fuzz/
+LINT_DIRS = lua/ spec/ examples/ bench/ fuzz/ bin/cache-resource
 lint-lua:
 	@$(MAKE) --no-print-directory apt PKGS=lua-check
 	luacheck $(LINT_DIRS)

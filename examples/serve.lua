@@ -1,20 +1,12 @@
--- make serve: the demo app (or another script) as a web page.
---   lua5.4 examples/serve.lua [script.lua]
--- Environment: CR_HOST (default 127.0.0.1), CR_PORT (8501), CR_IDLE (seconds,
--- 900), CR_MAX_SESSIONS (1000). Ctrl-C stops it and ends every session.
-package.path = "lua/?.lua;examples/?.lua;" .. package.path
+-- The demo app as a web page from this checkout, without installing it:
+--   lua5.4 examples/serve.lua [APP.lua] [--port N ...]
+-- is `cache-resource run APP.lua [--port N ...]` (the command the rock
+-- installs; see cache-resource --help) with this checkout's lua/ and build/
+-- on the module paths. APP.lua defaults to the demo, examples/app.lua.
+package.path = "lua/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
-local server = require "cache_resource.server"
-local script = arg[1] or "examples/app.lua"
-local dir = script:match("^(.*)/[^/]*$")
-if dir then package.path = dir .. "/?.lua;" .. package.path end
-
-server.serve {
-  script = script,
-  host = os.getenv("CR_HOST") or "127.0.0.1",
-  port = tonumber(os.getenv("CR_PORT") or "8501"),
-  idle = tonumber(os.getenv("CR_IDLE") or "900"),
-  max_sessions = tonumber(os.getenv("CR_MAX_SESSIONS") or "1000"),
-  title = "cache_resource demo",
-}
+local argv = { "run" }
+if arg[1] == nil or arg[1]:sub(1, 1) == "-" then argv[2] = "examples/app.lua" end
+for _, a in ipairs(arg) do argv[#argv + 1] = a end
+os.exit(require("cache_resource.cli").main(argv))

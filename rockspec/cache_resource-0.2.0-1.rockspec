@@ -1,9 +1,11 @@
 -- Every module: the C core, cache_resource.ui (with its parts,
--- cache_resource.ui.*), and the modules built on cqueues
--- (cache_resource.server, cache_resource.cqueues), which need lua-cqueues
--- only when they are required. cqueues is not a dependency here, so that
--- the core installs without it (and, from a source rock, without a
--- network); the rock cache_resource-cqueues adds that dependency.
+-- cache_resource.ui.*), cache_resource.metrics, and the modules built on
+-- cqueues (cache_resource.server, cache_resource.cqueues) with the command
+-- cache-resource, which need lua-cqueues only when they run (without it the
+-- server says how to install it). cqueues is not a dependency here, so that
+-- the core installs without it (and, from a source rock, without a network)
+-- and uses a cqueues from the system (Debian's lua-cqueues), which LuaRocks
+-- does not see; the rock cache_resource-cqueues adds that dependency.
 rockspec_format = "3.0"
 package = "cache_resource"
 version = "0.2.0-1"
@@ -60,10 +62,13 @@ build = {
       },
       incdirs = { "$(XXHASH_INCDIR)" },
     },
+    ["cache_resource.cli"] = "lua/cache_resource/cli.lua",
     ["cache_resource.cqueues"] = "lua/cache_resource/cqueues.lua",
     ["cache_resource.data"] = "lua/cache_resource/data.lua",
+    ["cache_resource.metrics"] = "lua/cache_resource/metrics.lua",
     ["cache_resource.server"] = "lua/cache_resource/server.lua",
     ["cache_resource.server_assets"] = "lua/cache_resource/server_assets.lua",
+    ["cache_resource.server_http"] = "lua/cache_resource/server_http.lua",
     ["cache_resource.ui"] = "lua/cache_resource/ui.lua",
     ["cache_resource.ui.elements"] = "lua/cache_resource/ui/elements.lua",
     ["cache_resource.ui.format"] = "lua/cache_resource/ui/format.lua",
@@ -72,6 +77,14 @@ build = {
     ["cache_resource.ui.page"] = "lua/cache_resource/ui/page.lua",
     ["cache_resource.ui.session"] = "lua/cache_resource/ui/session.lua",
     ["cache_resource.ui.widgets"] = "lua/cache_resource/ui/widgets.lua",
+  },
+  -- The command `cache-resource run app.lua`. LuaRocks installs a wrapper
+  -- that runs it with the Lua the rock was built for, with the tree's
+  -- modules on its paths.
+  install = {
+    bin = {
+      ["cache-resource"] = "bin/cache-resource",
+    },
   },
 }
 -- `luarocks test` in a checkout: builds the module for the Lua that

@@ -13,9 +13,12 @@ description = {
   summary = "cache_resource and cqueues: for cache_resource.server and cache_resource.cqueues",
   detailed = [[
     Installs cache_resource together with cqueues, which its web server
-    (cache_resource.server, which serves an app script as a page) and its
-    cqueues scheduler (cache_resource.cqueues: waiting on condition
-    variables, background refreshes in the running controller) need.
+    (cache_resource.server, which serves an app script as a page, its HTTP
+    layer cache_resource.server_http, and the command cache-resource run) and its cqueues scheduler
+    (cache_resource.cqueues: waiting on condition variables, background
+    refreshes in the running controller) need. LuaRocks does not see a
+    cqueues that the system installed (Debian's lua-cqueues): there, install
+    cache_resource, which uses it, and this rock with --deps-mode=none.
   ]],
   homepage = "https://github.com/cache-resource/cache_resource",
   issues_url = "https://github.com/cache-resource/cache_resource/issues",

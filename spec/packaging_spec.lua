@@ -121,6 +121,23 @@ describe("packaging", function()
     end
   end)
 
+  it("the core rockspecs install every script in bin/ as a command, cache-resource among them", function()
+    local scripts = lines_of("ls bin")
+    assert.truthy(read("bin/cache-resource"))
+    for _, path in ipairs(CORE) do
+      local bin = rockspec(path).build.install.bin
+      local count = 0
+      for _ in pairs(bin) do count = count + 1 end
+      assert.equal(#scripts, count, path)
+      for _, script in ipairs(scripts) do
+        assert.equal("bin/" .. script, bin[script], path .. " does not install bin/" .. script)
+        -- LuaRocks runs a script that loads as Lua with the rock's own Lua
+        -- and the tree's modules on its paths, whatever its first line says
+        assert.truthy(loadfile("bin/" .. script), script .. " is not a Lua script")
+      end
+    end
+  end)
+
   it("the core needs no library but the xxHash header; the cqueues rock adds cqueues", function()
     for _, path in ipairs(CORE) do
       local r = rockspec(path)

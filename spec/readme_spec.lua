@@ -9,8 +9,6 @@
 local support = require "support"
 
 local TIMEOUT = 10
-local VERSION = _VERSION:match("%d+%.%d+")
-local LUA = os.getenv("CR_LUA") or ("lua" .. VERSION)
 
 -- Blocks that fail today, by their first line: pending until their page is
 -- fixed (then delete the line here).
@@ -26,17 +24,9 @@ local NEEDS_54 = {
 
 local shell_quote = support.shell_quote
 
--- Under `make asan` only the Lua process that runs a block and loads the
--- sanitized module gets the preloaded runtime back (support.shell drops it).
-local PRELOAD = os.getenv("LD_PRELOAD")
-
 local function run(command)
   return support.shell(command .. " 2>&1")
 end
-
-local ROOT = (select(2, run("pwd")):gsub("\n$", ""))
-local BUILD = os.getenv("CR_BUILD") or "build"
-if BUILD:sub(1, 1) ~= "/" then BUILD = ROOT .. "/" .. BUILD end
 
 -- The ```lua blocks of a Markdown text: { line =, first =, code =, fragment = }.
 local function lua_blocks(name, text)
@@ -83,11 +73,8 @@ local function run_block(block)
   local f = assert(io.open(dir .. "/block.lua", "wb"))
   f:write(block.code)
   f:close()
-  local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
-    ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;", BUILD .. "/?.so;")
-  local lua = PRELOAD and ("env LD_PRELOAD=" .. shell_quote(PRELOAD) .. " " .. LUA) or LUA
-  local ok, out, _, code = run(string.format("cd %s && timeout %d %s -e %s block.lua", shell_quote(dir), TIMEOUT,
-    lua, shell_quote(setup)))
+  local ok, out, _, code = run(string.format("cd %s && timeout %d %s", shell_quote(dir), TIMEOUT,
+    support.lua_command("block.lua")))
   run("rm -rf " .. shell_quote(dir))
   return ok, out, code
 end

@@ -61,20 +61,6 @@ local function with_server(opts, client)
   assert(cq:empty(), "the server's loop did not end after stop()")
 end
 
-local function decode_chunked(raw)
-  local out, pos = {}, 1
-  while true do
-    local size, after = raw:match("^(%x+)\r\n()", pos)
-    assert(size, "bad chunk framing at byte " .. pos)
-    size = tonumber(size, 16)
-    if size == 0 then break end
-    out[#out + 1] = raw:sub(after, after + size - 1)
-    assert(raw:sub(after + size, after + size + 1) == "\r\n", "chunk not closed by CRLF")
-    pos = after + size + 2
-  end
-  return table.concat(out)
-end
-
 local function connect(port)
   local conn = assert(socket.connect("127.0.0.1", port))
   conn:setmode("b", "b")
@@ -92,7 +78,7 @@ local function read_response(conn)
     headers[k:lower()] = v
   end
   local body
-  if headers["transfer-encoding"] == "chunked" then body = decode_chunked(conn:read("*a") or "")
+  if headers["transfer-encoding"] == "chunked" then body = support.decode_chunked(conn:read("*a") or "")
   else body = conn:read(tonumber(headers["content-length"]) or 0) or "" end
   conn:close()
   return status, headers, body
@@ -186,11 +172,13 @@ describe("the web server", function()
       assert.truthy(has(seen_before_start, "Working hard"))
       assert.truthy(has(seen_before_start, "Replayed header")) -- the page so far comes with it
       assert.is_nil(seen_before_start:find("the end", 1, true))
-      -- the snapshot with the spinner is dropped and the final page has none
-      local stage = body:match('<div class="cr%-stage" id="cr%-s(%d+)" inert>[^\n]*\n'
-        .. '<div class="cr%-page">.-cr%-spinner')
-      assert.truthy(stage)
-      assert.truthy(has(body, "#cr-s" .. stage .. "{display:none}"))
+      -- the snapshot with the spinner arrives whole, then the final page, which has none
+      local snapshot_at = body:find('<div class="cr%-stage" inert>\n<div class="cr%-page">.-cr%-spinner'
+        .. '.-</div><i class="cr%-done"></i>')
+      local final_at = body:find('<form class="cr-stage cr-final"', 1, true)
+      assert.truthy(snapshot_at)
+      assert.truthy(final_at and final_at > snapshot_at)
+      assert.truthy(body:find('</form><i class="cr-done"></i>', final_at, true))
       local page = final_page(body)
       assert.is_nil(page:find("cr-spinner", 1, true))
       assert.truthy(has(page, "the end"))
@@ -211,7 +199,7 @@ describe("the web server", function()
         assert.is_nil(head:find("\r\r", 1, true))
         if path == "/" then
           assert.truthy(has(head, "Transfer-Encoding: chunked"))
-          assert.truthy(has(decode_chunked(body), "<!doctype html>"))
+          assert.truthy(has(support.decode_chunked(body), "<!doctype html>"))
           assert.equal("0\r\n\r\n", body:sub(-5))
         else
           assert.equal(tonumber(head:match("Content%-Length: (%d+)")), #body)
@@ -377,6 +365,74 @@ describe("the web server", function()
     srv:stop()
   end)
 
+  it("GET /metrics: every cached function's stats() and the server's sessions and requests by status", function()
+    with_server({}, function(port, srv)
+      local _, headers = get(port, "/")
+      local cookie = headers["set-cookie"]:match("^(cr_session=%x+)")
+      get(port, "/", cookie)
+      get(port, "/")
+      assert.equal(404, (get(port, "/nope")))
+      assert.equal(405, (post(port, "/metrics", "")))
+      local status, mheaders, body = get(port, "/metrics")
+      assert.equal(200, status)
+      assert.equal("text/plain; version=0.0.4; charset=utf-8", mheaders["content-type"])
+      local m = support.parse_metrics(body)
+      for _, name in ipairs({ "server-load", "server-per-user" }) do
+        local row = support.stat(name)
+        for _, field in ipairs({ "hits", "misses", "failures", "evictions", "expirations" }) do
+          assert.equal(row[field], m.samples['cache_resource_' .. field .. '_total{function="' .. name
+            .. '",kind="resource"}'], name .. " " .. field)
+        end
+        assert.equal(row.entries, m.samples['cache_resource_entries{function="' .. name .. '",kind="resource"}'])
+      end
+      assert.equal(srv.count, m.samples["cache_resource_sessions"])
+      assert.equal(2, srv.count)
+      -- the requests answered before this one
+      assert.equal(3, m.samples['cache_resource_requests_total{status="200"}'])
+      assert.equal(1, m.samples['cache_resource_requests_total{status="404"}'])
+      assert.equal(1, m.samples['cache_resource_requests_total{status="405"}'])
+      assert.equal(srv.requests[200], 4)
+      local _, _, health = get(port, "/healthz")
+      assert.equal("ok\n", health)
+    end)
+  end)
+
+  it("refuses an app file that is missing or does not compile when it is created, naming it", function()
+    assert.has_error(function() server.new({ script = "/nonexistent/app.lua" }) end,
+      "cache_resource.server: the app does not load: cannot open /nonexistent/app.lua: No such file or directory")
+    local path = write_script("ui.title(\n")
+    local ok, err = pcall(server.new, { script = path })
+    os.remove(path)
+    assert.is_false(ok)
+    assert.truthy(has(err, "the app does not load: " .. path .. ":2: "), err)
+  end)
+
+  it("serve() with a missing app raises before it listens: nothing is logged as serving", function()
+    local logged = {}
+    local ok, err = pcall(server.serve, { script = "/nonexistent/missing.lua", port = 0,
+      log = function(line) logged[#logged + 1] = line end })
+    assert.is_false(ok)
+    assert.truthy(has(err, "cannot open /nonexistent/missing.lua"), err)
+    assert.same({}, logged)
+  end)
+
+  it("serve() calls ready once it listens; an error there stops the server and is raised", function()
+    local path = write_script()
+    local seen
+    local ok, err = pcall(server.serve, { script = path, port = 0, log = function() end, warnings = false,
+      ready = function(srv)
+        seen = srv
+        error("ready failed", 0)
+      end })
+    os.remove(path)
+    assert.is_false(ok)
+    assert.equal("ready failed", err)
+    assert.equal("http://127.0.0.1:" .. seen.bound_port .. "/", seen.url)
+    assert.is_true(seen.stopped)
+    local connected = pcall(function() assert(socket.connect("127.0.0.1", seen.bound_port):connect(1)) end)
+    assert.is_false(connected)
+  end)
+
   it("checks its options", function()
     assert.has_error(function() server.new({}) end, "cache_resource.server.new needs { script = path or function }")
     assert.has_error(function() server.new({ script = "x", prot = 1 }) end,
@@ -384,6 +440,10 @@ describe("the web server", function()
     assert.has_error(function() server.new({ script = "x", max_sessions = "9" }) end,
       "cache_resource.server: option 'max_sessions' must be a number, got a string")
     assert.has_error(function() server.new({ script = "x", max_sessions = 0 }) end)
+    assert.has_error(function() server.new({ script = "x", warnings = "no" }) end,
+      "cache_resource.server: option 'warnings' must be a boolean, got a string")
+    assert.has_error(function() server.new({ script = "x", ready = true }) end,
+      "cache_resource.server: option 'ready' must be a function, got a boolean")
   end)
 
   it("serves a script given as a function", function()

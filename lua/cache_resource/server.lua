@@ -19,21 +19,28 @@
 --
 -- Requests: `GET /` (the page), `POST /set` (a widget change: the form
 -- fields id and value, or the whole form of the page without JavaScript),
--- `GET /stats` (`cache_resource.stats()` as JSON) and `GET /healthz`.
-local cqueues = require "cqueues"
+-- `GET /stats` (`cache_resource.stats()` as JSON), `GET /metrics` (the same
+-- and the server's counts, for Prometheus: cache_resource.metrics) and
+-- `GET /healthz`.
+--
+-- lua-cqueues is not a dependency of the cache_resource rock: without it,
+-- requiring this module raises an error that says how to install it.
+local found_cqueues, cqueues = pcall(require, "cqueues")
+if not found_cqueues then
+  error("cache_resource.server needs lua-cqueues, which is not installed: apt-get install lua-cqueues "
+    .. "(Debian, Ubuntu), or luarocks install cqueues\n" .. tostring(cqueues), 0)
+end
 local socket = require "cqueues.socket"
 local condition = require "cqueues.condition"
 local errno = require "cqueues.errno"
 local cr = require "cache_resource"
 local ui = require "cache_resource.ui"
+local metrics = require "cache_resource.metrics"
 local assets = require "cache_resource.server_assets"
+local http = require "cache_resource.server_http"
 local esc = require("cache_resource.ui.format").esc
 
 local M = {}
-
-local STATUS = { [200] = "OK", [204] = "No Content", [303] = "See Other", [400] = "Bad Request",
-  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout", [410] = "Gone",
-  [413] = "Payload Too Large", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error" }
 
 local function url_decode(s)
   s = s:gsub("+", " ")
@@ -96,7 +103,8 @@ local Server = {}
 Server.__index = Server
 
 local OPTIONS = { script = "string|function", host = "string", port = "number", idle = "number",
-  max_sessions = "number", max_body = "number", title = "string", log = "function" }
+  max_sessions = "number", max_body = "number", timeout = "number", title = "string", log = "function",
+  warnings = "boolean", ready = "function" }
 
 --- A new server, not yet listening (see `Server:start`, or `serve`).
 -- @tparam table opts the options; only `script` is required:
@@ -108,8 +116,17 @@ local OPTIONS = { script = "string|function", host = "string", port = "number", 
 -- * `idle` (seconds, default 900): sessions idle longer end
 -- * `max_sessions` (default 1000): the most sessions alive at once
 -- * `max_body` (bytes, default 65536): the largest request body taken
+-- * `timeout` (seconds, default 10): how long a client may take to send its
+--   request, or to take the next bytes of the page; past it the
+--   connection is closed. While the script runs, a client that reads
+--   slowly is sent the page as it stands, not every snapshot of it.
 -- * `title` (string, default `"cache_resource app"`): the page title
 -- * `log` (function): called with each log line (default: to stderr)
+-- * `warnings` (boolean, default true) and `ready` (function): for `serve`
+--
+-- A script given as a path must load (it is loaded again for every run, so
+-- edits show on the next page view): a missing file or a syntax error is
+-- raised here, naming the file and the reason.
 -- @treturn Server the server
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.script) ~= "string" and type(opts.script) ~= "function") then
@@ -124,6 +141,10 @@ function M.new(opts)
   end
   local max_sessions = opts.max_sessions or 1000
   if max_sessions < 1 then error("cache_resource.server: option 'max_sessions' must be at least 1", 2) end
+  if type(opts.script) == "string" then
+    local chunk, why = loadfile(opts.script)
+    if not chunk then error("cache_resource.server: the app does not load: " .. why, 2) end
+  end
   return setmetatable({
     script = opts.script,
     host = opts.host or "127.0.0.1",
@@ -131,9 +152,11 @@ function M.new(opts)
     idle = opts.idle or 900,
     max_sessions = max_sessions,
     max_body = opts.max_body or 65536,
+    timeout = opts.timeout or 10,
     title = opts.title or "cache_resource app",
     log = opts.log or function(msg) io.stderr:write(msg, "\n") end,
     sessions = {},            -- cookie id -> { id, ui, seen, busy, older, newer }
+    requests = {},            -- status code -> requests answered with it (GET /metrics)
     count = 0,                -- live sessions
     oldest = nil, newest = nil, -- the sessions by last use, a doubly linked list
     ended_over_cap = 0,       -- sessions ended by max_sessions since the last log line
@@ -160,6 +183,9 @@ end
 
 --- The port it listens on, once `start` has run (useful with `port = 0`).
 -- @tfield integer bound_port
+
+--- Its address, once `start` has run: `"http://127.0.0.1:8501/"`.
+-- @tfield string url
 
 --- Marks a session as just used (it becomes the last to be ended by the cap).
 -- @tparam table s a session of this server
@@ -276,26 +302,32 @@ form="cr-form">Apply</button></noscript></header>
   return table.concat(out)
 end
 
-local function drop(n)
-  if n < 1 then return "" end
-  return string.format("<style>#cr-s%d{display:none}</style><script>cr.drop(%d)</script>\n", n, n)
-end
+-- The parts of the page stream after the head: snapshots of the page while
+-- the script runs, then the final page. Each part is a `.cr-stage` followed
+-- by a `.cr-done` marker once it has arrived whole; the styles show only
+-- the latest whole part, and `cr.drop()` removes the parts before it. A
+-- part does not name the one it replaces, so a snapshot that never went
+-- out (the writer dropped it for a newer one) leaves nothing behind.
+local DONE = '<i class="cr-done"></i><script>cr.drop()</script>\n'
 
 -- A snapshot of the page while the script runs: inert, replaced by the next.
-local function stage_html(n, page, spinner)
-  return string.format('<div class="cr-stage" id="cr-s%d" inert>\n%s\n</div>\n%s', n,
-    page:render("html", { spinner = spinner }), drop(n - 1))
+local function stage_html(page, spinner)
+  return string.format('<div class="cr-stage" inert>\n%s\n</div>%s', page:render("html", { spinner = spinner }),
+    DONE)
 end
 
-local function final_html(page, last_stage)
-  return string.format('<form class="cr-stage cr-final" id="cr-form" method="post" action="/set">\n%s\n</form>\n%s'
+local function final_html(page)
+  return string.format('<form class="cr-stage cr-final" id="cr-form" method="post" action="/set">\n%s\n</form>%s'
     .. "<style>#cr-status{visibility:hidden}</style>\n<script>%s</script>\n</body></html>\n",
-    page:render("html"), drop(last_stage), assets.page_js)
+    page:render("html"), DONE, assets.page_js)
 end
 
 --- The body of `GET /`: a function that streams the page as the script runs.
--- It calls `send(text, now)` for each part; `now` is true when called from
--- inside the C core's spinner hook, where nothing may yield.
+-- It calls `send(text, now, snapshot)` for each part; `now` is true when
+-- called from inside the C core's spinner hook, where nothing may yield;
+-- `snapshot` is true for a part that replaces the earlier snapshots (a
+-- snapshot of the page while the script runs, and the final page), so a
+-- snapshot that has not been sent yet need not be.
 -- @tparam table s a session of this server
 -- @tparam {string,...} notices texts shown above the page
 -- @treturn function `function(send)`, which runs the script
@@ -306,13 +338,11 @@ function Server:page_stream(s, notices)
     -- (pcall rather than a `<close>` variable: this also runs on Lua 5.3)
     local ok, err = pcall(function()
       send(self:head_html(notices))
-      local stage = 0
       s.ui.listener = function(event, page, spinner)
-        stage = stage + 1
-        send(stage_html(stage, page, event == "spinner_start" and spinner or nil), true)
+        send(stage_html(page, event == "spinner_start" and spinner or nil), true, true)
       end
       local page = self:run(s)
-      send(final_html(page, stage))
+      send(final_html(page), false, true)
     end)
     s.busy = s.busy - 1
     s.ui.listener = nil
@@ -391,85 +421,14 @@ function Server:handle(req)
   elseif req.path == "/stats" then
     if req.method ~= "GET" then return 405, "use GET for /stats\n" end
     return 200, ui.to_json(cr.stats()) .. "\n", { ["Content-Type"] = "application/json" }
+  elseif req.path == "/metrics" then
+    if req.method ~= "GET" then return 405, "use GET for /metrics\n" end
+    return 200, metrics.render(cr.stats(), { sessions = self.count, requests = self.requests }),
+      { ["Content-Type"] = metrics.CONTENT_TYPE }
   elseif req.path == "/healthz" then
     return 200, "ok\n"
   end
   return 404, "not found\n"
-end
-
--- ----------------------------------------------------------------- HTTP
-
--- Reads one request; returns it, or nil, status, message.
-local function read_request(conn, max_body)
-  local line = conn:read("*L")
-  if not line then return nil, 400, "no request line" end
-  if line:sub(-1) ~= "\n" then return nil, 431, "request line too long" end
-  local method, target, minor = line:match("^(%u+) (%S+) HTTP/1%.([01])\r?\n$")
-  if not method then return nil, 400, "malformed request line" end
-  local headers = {}
-  for _ = 1, 100 do
-    local h = conn:read("*L")
-    if not h then return nil, 400, "headers cut short" end
-    if h:sub(-1) ~= "\n" then return nil, 431, "header line too long" end
-    if h == "\r\n" or h == "\n" then
-      local body = ""
-      local len = headers["content-length"]
-      if len then
-        len = tonumber(len:match("^%s*(%d+)%s*$"))
-        if not len then return nil, 400, "bad Content-Length" end
-        if len > max_body then return nil, 413, "body larger than " .. max_body .. " bytes" end
-        body = len > 0 and conn:read(len) or ""
-        if not body or #body ~= len then return nil, 400, "body cut short" end
-      end
-      return { method = method, path = target:match("^[^?]*"), version = "1." .. minor, headers = headers, body = body }
-    end
-    local k, v = h:match("^([%w%-]+):%s*(.-)%s*\r?\n$")
-    if not k then return nil, 400, "malformed header" end
-    headers[k:lower()] = v
-  end
-  return nil, 431, "too many headers"
-end
-
-local function head_lines(code, headers)
-  local lines = { string.format("HTTP/1.1 %d %s", code, STATUS[code] or "Status") }
-  local names = {}
-  for k in pairs(headers) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do lines[#lines + 1] = k .. ": " .. headers[k] end
-  return lines
-end
-
--- A writer for a streamed body. put(data, now): chunked framing for HTTP/1.1;
--- `now`: the caller may not yield (the C core's spinner hook), so the
--- socket takes what it can at once and the rest waits for the next put.
-local function stream_writer(conn, chunked)
-  local w = { pending = "", dead = false }
-  function w.put(data, now)
-    if w.dead or (data == "" and w.pending == "") then return end
-    if chunked and data ~= "" then data = string.format("%x\r\n", #data) .. data .. "\r\n" end
-    local all = w.pending .. data
-    w.pending = ""
-    if now then
-      local n, err = conn:send(all, 1, #all, "bn")
-      n = n or 0
-      if n < #all then w.pending = all:sub(n + 1) end
-      if err and err ~= errno.EAGAIN then w.dead = true return end
-      if not conn:flush(0) then conn:clearerr("w") end
-    else
-      local ok = conn:write(all)
-      if ok then ok = conn:flush() end
-      if not ok then w.dead = true end
-    end
-  end
-  function w.finish()
-    if chunked then
-      chunked = false -- the last chunk is written as it is
-      w.put("0\r\n\r\n")
-    elseif w.pending ~= "" then
-      w.put("")
-    end
-  end
-  return w
 end
 
 --- Reads one request from a connection, answers it and closes the
@@ -477,9 +436,9 @@ end
 -- @param conn a `cqueues.socket`
 function Server:serve_connection(conn)
   conn:setmode("b", "b") -- text mode would turn every \n we write into \r\n
-  conn:settimeout(10)
+  conn:settimeout(self.timeout)
   conn:setmaxline(8192)
-  local req, code, msg = read_request(conn, self.max_body)
+  local req, code, msg = http.read_request(conn, self.max_body)
   local body, headers
   if req then
     local ok, c, b, h = pcall(self.handle, self, req)
@@ -496,8 +455,8 @@ function Server:serve_connection(conn)
   if type(body) == "function" then
     local chunked = req.version == "1.1"
     if chunked then headers["Transfer-Encoding"] = "chunked" end
-    local w = stream_writer(conn, chunked)
-    conn:write(table.concat(head_lines(code, headers), "\r\n"), "\r\n\r\n")
+    local w = http.stream_writer(conn, chunked, self.timeout)
+    conn:write(table.concat(http.head_lines(code, headers), "\r\n"), "\r\n\r\n")
     local ok, err = pcall(body, w.put)
     if not ok then
       self.log("cache_resource.server: " .. tostring(err))
@@ -506,9 +465,10 @@ function Server:serve_connection(conn)
     w.finish()
   else
     headers["Content-Length"] = tostring(#body)
-    conn:write(table.concat(head_lines(code, headers), "\r\n"), "\r\n\r\n", body)
+    conn:write(table.concat(http.head_lines(code, headers), "\r\n"), "\r\n\r\n", body)
     conn:flush()
   end
+  self.requests[code] = (self.requests[code] or 0) + 1
   self.log(string.format("%s %s -> %d", req and req.method or "-", req and req.path or "-", code))
   conn:close()
 end
@@ -525,16 +485,24 @@ function Server:start(cq)
     type(err) == "number" and errno.strerror(err) or tostring(err)), 2) end
   local _, host, port = self.listener:localname()
   self.bound_port = port
-  self.log(string.format("cache_resource: serving %s on http://%s:%d/",
-    type(self.script) == "string" and self.script or "the app function", host, port))
+  self.url = string.format(host:find(":", 1, true) and "http://[%s]:%d/" or "http://%s:%d/", host, port)
+  self.log(string.format("cache_resource: serving %s on %s",
+    type(self.script) == "string" and self.script or "the app function", self.url))
   local readable = { pollfd = self.listener:pollfd(), events = "r" }
+  self.listener:onerror(function(_, _, why) return why end) -- accept returns its errno rather than raise
   cq:wrap(function()
+    -- When accepting fails (out of file descriptors: EMFILE, ENFILE), the
+    -- connection stays queued and the listener readable: polling it again
+    -- at once would spin. So the loop waits, longer after each failure up
+    -- to a second, and logs once per episode.
+    local backoff, failing = 0, nil -- seconds to wait before trying again; the errno being waited out
     while not self.stopped do
-      cqueues.poll(readable, self.wake)
+      if backoff > 0 then cqueues.poll(self.wake, backoff) else cqueues.poll(readable, self.wake) end
       if self.stopped then break end
-      local got, conn = pcall(self.listener.accept, self.listener, 0)
-      if not got then self.log("cache_resource.server: accept failed: " .. tostring(conn))
-      elseif conn then
+      local conn, why = self.listener:accept(0)
+      if conn then
+        if failing then self.log("cache_resource.server: accepting connections again") end
+        backoff, failing = 0, nil
         cq:wrap(function()
           local served, failure = pcall(self.serve_connection, self, conn)
           if not served then
@@ -542,6 +510,14 @@ function Server:start(cq)
             pcall(conn.close, conn)
           end
         end)
+      elseif why ~= nil and why ~= errno.EAGAIN and why ~= errno.ETIMEDOUT then
+        if failing ~= why then
+          self.log("cache_resource.server: accept failed: "
+            .. (type(why) == "number" and errno.strerror(why) or tostring(why))
+            .. "; trying again, less often, until it succeeds")
+          failing = why
+        end
+        backoff = math.min(1, math.max(0.05, backoff * 2))
       end
     end
     self.listener:close()
@@ -575,28 +551,59 @@ end
 --- Module functions.
 -- @section end
 
+-- Turns the warnings of warn() on or off for the whole process. Lua 5.4
+-- starts with them off; Lua 5.3 has no warn(), and the C module writes its
+-- warnings to stderr unless a global warn() takes them, so there "off"
+-- installs one that drops them (and "on" removes it again).
+local drop_warning = function() end
+local function set_warnings(on)
+  local warn = rawget(_G, "warn")
+  if warn ~= nil and warn ~= drop_warning then
+    warn(on and "@on" or "@off")
+  else
+    rawset(_G, "warn", (not on) and drop_warning or nil)
+  end
+end
+
 --- Serves until `Server:stop` or SIGINT/SIGTERM, in a new cqueues
--- controller, with `cache_resource.cqueues` as the scheduler.
--- @tparam table opts the options of `new`
+-- controller, with `cache_resource.cqueues` as the scheduler. Warnings
+-- (`warn()`: a failing background refresh or `on_release`, a store that
+-- fails) are turned on, one line each on stderr naming the cached
+-- function, unless `warnings = false`.
+-- @tparam table opts the options of `new`, and:
+--
+-- * `warnings` (boolean, default true): whether warnings are shown
+-- * `ready` (function): called with the server once it listens (its `url`
+--   and `bound_port` are set), before the first request is served
 -- @treturn Server the server, stopped
 function M.serve(opts)
   local signal = require "cqueues.signal"
   local cq = cqueues.new()
+  local srv = M.new(opts)
+  set_warnings(opts.warnings ~= false)
   -- A scheduler for cached functions that wait or refresh in the background
   -- goes here, before the first request: require "cache_resource.cqueues".
   require("cache_resource.cqueues").install()
-  local srv = M.new(opts):start(cq)
+  srv:start(cq)
   signal.block(signal.SIGINT, signal.SIGTERM)
   local signals = signal.listen(signal.SIGINT, signal.SIGTERM)
-  cq:wrap(function()
-    cqueues.poll(signals, srv.wake)
-    if not srv.stopped then
-      srv.log("cache_resource: stopping (signal " .. tostring(signals:wait(0)) .. ")")
-      srv:stop()
-    end
-  end)
+  -- an error in ready stops the server before it has served anything
+  local ready, failure = true, nil
+  if opts.ready then ready, failure = pcall(opts.ready, srv) end
+  if ready then
+    cq:wrap(function()
+      cqueues.poll(signals, srv.wake)
+      if not srv.stopped then
+        srv.log("cache_resource: stopping (signal " .. tostring(signals:wait(0)) .. ")")
+        srv:stop()
+      end
+    end)
+  else
+    srv:stop()
+  end
   local ok, err = cq:loop()
   signal.unblock(signal.SIGINT, signal.SIGTERM)
+  if not ready then error(failure, 0) end
   if not ok then error(err, 0) end
   return srv
 end

@@ -6,7 +6,12 @@ local M = {}
 M.css = [[
 :root { --cr-primary: #ff4b4b; --cr-text: #31333f; --cr-muted: rgba(49, 51, 63, .6); --cr-line: rgba(49, 51, 63, .2);
   --cr-soft: #f0f2f6;
-  font-family: "Source Sans Pro", "Source Sans 3", system-ui, -apple-system, "Segoe UI", sans-serif; }
+  --cr-track: #d5dae5;
+  /* Streamlit's Source Sans when installed; else each system's own UI sans (macOS, Windows,
+     Android) or a Helvetica or Arial (Linux fontconfig maps them to Liberation Sans): system-ui
+     is left out, as on Linux it is often a much heavier face. */
+  font-family: "Source Sans Pro", "Source Sans 3", -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto,
+    "Helvetica Neue", Helvetica, Arial, sans-serif; font-weight: 400; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--cr-text); background: #fff; font-size: 16px; line-height: 1.6; }
 .cr-bar { position: fixed; top: 0; left: 0; right: 0; height: 3rem; z-index: 10; display: flex; align-items: center;
@@ -28,6 +33,7 @@ body { margin: 0; color: var(--cr-text); background: #fff; font-size: 16px; line
 .cr-sidebar { flex: 0 0 21rem; width: 21rem; background: var(--cr-soft); padding: 5rem 1.5rem 2rem; }
 .cr-main { flex: 1 1 auto; min-width: 0; max-width: 48rem; margin: 0 auto; padding: 5rem 1rem 6rem; }
 body.cr-rerunning .cr-final { opacity: .45; transition: opacity .3s .3s; }
+.cr-stage:not(:has(+ .cr-done)), .cr-stage:has(~ .cr-stage + .cr-done), .cr-done { display: none; }
 h1.cr-title { font-size: 2.75rem; font-weight: 700; line-height: 1.2; margin: 1rem 0 1rem; }
 h2.cr-header { font-size: 2rem; font-weight: 600; line-height: 1.2; margin: 1.5rem 0 .75rem; }
 h3.cr-subheader { font-size: 1.5rem; font-weight: 600; line-height: 1.2; margin: 1.25rem 0 .5rem; }
@@ -35,11 +41,15 @@ h3.cr-subheader { font-size: 1.5rem; font-weight: 600; line-height: 1.2; margin:
 .cr-sidebar h3.cr-subheader { font-size: 1.25rem; }
 p.cr-write, .cr-markdown p { margin: 0 0 1rem; }
 p.cr-caption { font-size: .875rem; color: var(--cr-muted); margin: 0 0 1rem; }
-pre { font-family: "Source Code Pro", ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .875rem; }
+pre, code { font-family: "Source Code Pro", ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono",
+  monospace; }
+pre { font-size: .875rem; }
 pre.cr-text { white-space: pre-wrap; margin: 0 0 1rem; font-size: .9rem; }
 pre.cr-code, pre.cr-json { background: var(--cr-soft); border-radius: .5rem; padding: 1rem; margin: 0 0 1rem;
   white-space: pre-wrap; word-break: break-word; }
 code { background: var(--cr-soft); border-radius: .25rem; padding: .1rem .25rem; font-size: .875em; }
+pre code { background: none; border-radius: 0; padding: 0; font-size: inherit; } /* inline code's padding
+  would push a block's first line right */
 hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem 0; }
 .cr-alert { display: flex; gap: .75rem; padding: 1rem; border-radius: .5rem; margin: 0 0 1rem; }
 .cr-alert-body { white-space: pre-wrap; word-break: break-word; min-width: 0; }
@@ -70,7 +80,18 @@ hr.cr-divider { border: 0; border-bottom: 1px solid var(--cr-line); margin: 2rem
   .cr-sidebar .cr-widget select { background: #fff; }
 .cr-slider-head { display: flex; justify-content: space-between; align-items: baseline; }
 .cr-slider output { color: var(--cr-primary); font-size: .875rem; font-weight: 600; }
-.cr-slider input[type=range] { width: 100%; accent-color: var(--cr-primary); margin: .25rem 0 0; }
+/* The track is the input itself: filled up to --cr-fill (set on the input, and kept by the page's
+   script while the thumb moves), light grey after it, as Streamlit draws it. */
+.cr-slider input[type=range] { -webkit-appearance: none; appearance: none; display: block; width: 100%; height: 4px;
+  margin: .9rem 0 .6rem; border-radius: 2px; cursor: pointer; outline: none;
+  background: linear-gradient(to right, var(--cr-primary) var(--cr-fill, 0%), var(--cr-track) var(--cr-fill, 0%)); }
+.cr-slider input[type=range]::-webkit-slider-thumb { -webkit-appearance: none; appearance: none; width: .85rem;
+  height: .85rem; border: 0; border-radius: 50%; background: var(--cr-primary); }
+.cr-slider input[type=range]::-moz-range-thumb { width: .85rem; height: .85rem; border: 0; border-radius: 50%;
+  background: var(--cr-primary); }
+.cr-slider input[type=range]:focus-visible::-webkit-slider-thumb { box-shadow: 0 0 0 .2rem rgba(255, 75, 75, .5); }
+.cr-slider input[type=range]:focus-visible::-moz-range-thumb { box-shadow: 0 0 0 .2rem rgba(255, 75, 75, .5); }
+.cr-slider input[type=range]:disabled { opacity: .5; cursor: not-allowed; }
 .cr-slider-ends { display: flex; justify-content: space-between; font-size: .75rem; color: var(--cr-muted); }
 .cr-check { display: flex; align-items: center; gap: .5rem; cursor: pointer; font-size: .95rem; }
 .cr-check input { width: 1rem; height: 1rem; accent-color: var(--cr-primary); margin: 0; }
@@ -88,12 +109,13 @@ fieldset.cr-radio legend { padding: 0; }
 .cr-horizontal .cr-choices { flex-direction: row; gap: 1rem; }
 .cr-choice { display: flex; align-items: center; gap: .5rem; cursor: pointer; }
 .cr-choice input { accent-color: var(--cr-primary); margin: 0; }
-.cr-button { font: inherit; font-size: .95rem; padding: .35rem .85rem; border-radius: .5rem; cursor: pointer;
+/* button.: the widget's wrapper has the class cr-button too (cr-KIND) */
+button.cr-button { font: inherit; font-size: .95rem; padding: .35rem .85rem; border-radius: .5rem; cursor: pointer;
   border: 1px solid var(--cr-line); background: #fff; color: inherit; }
-.cr-button:hover { border-color: var(--cr-primary); color: var(--cr-primary); }
-.cr-button-primary { background: var(--cr-primary); border-color: var(--cr-primary); color: #fff; }
-.cr-button-primary:hover { color: #fff; filter: brightness(.95); }
-.cr-button-tertiary { border-color: transparent; background: none; } .cr-wide { width: 100%; }
+button.cr-button:hover { border-color: var(--cr-primary); color: var(--cr-primary); }
+button.cr-button-primary { background: var(--cr-primary); border-color: var(--cr-primary); color: #fff; }
+button.cr-button-primary:hover { color: #fff; filter: brightness(.95); }
+button.cr-button-tertiary { border-color: transparent; background: none; } button.cr-wide { width: 100%; }
 .cr-dropzone { display: flex; flex-direction: column; gap: .25rem; padding: 1rem; border-radius: .5rem;
   background: var(--cr-soft); }
 .cr-dropzone small { color: var(--cr-muted); }
@@ -111,7 +133,14 @@ fieldset.cr-radio legend { padding: 0; }
 
 -- In the head: what the streamed parts need while the script still runs.
 M.head_js = [[
-window.cr = { drop: function (n) { var e = document.getElementById('cr-s' + n); if (e) e.remove(); } };
+window.cr = { drop: function () { // removes the parts before the latest whole one
+  var parts = document.querySelectorAll('.cr-stage');
+  for (var i = 0; i < parts.length - 1; i++) {
+    var done = parts[i].nextElementSibling;
+    if (done && done.classList.contains('cr-done')) done.remove();
+    parts[i].remove();
+  }
+} };
 setInterval(function () {
   document.querySelectorAll('.cr-spinner[data-show-time]').forEach(function (el) {
     if (!el.dataset.t0) el.dataset.t0 = String(Date.now());
@@ -153,6 +182,8 @@ M.page_js = [[
       if (kind === 'slider') el.addEventListener('input', function () {
         var out = el.parentNode.querySelector('output');
         if (out) out.textContent = el.value;
+        var span = Number(el.max) - Number(el.min);
+        el.style.setProperty('--cr-fill', (span > 0 ? (Number(el.value) - Number(el.min)) / span * 100 : 0) + '%');
       });
       el.addEventListener('change', function () { post(el.name, el.value); });
     }

@@ -4,10 +4,13 @@
 -- it computes, with its running time, and gone after), that a second load
 -- replays the same elements without the cached function running (the
 -- server's /stats), that columns sit side by side, that widgets in the
--- sidebar change the page, that an ended session is reported, and that the
--- page works without JavaScript (an Apply button posts the form). Saves
--- screenshots of the loading state and of the final page.
+-- sidebar change the page, that buttons, code blocks and the slider's track
+-- look right, that an ended session is reported, and that the page works
+-- without JavaScript (an Apply button posts the form). Saves screenshots of
+-- the loading state and of the final page.
 --   lua5.4 spec/e2e/browser.lua APP_URL DRIVER_URL FINAL.png LOADING.png
+package.path = "lua/?.lua;" .. package.path -- this checkout's cache_resource.ui, for rendering samples
+package.cpath = "build/?.so;" .. package.cpath
 local http = require "socket.http"
 local socket = require "socket"
 local ltn12 = require "ltn12"
@@ -211,7 +214,37 @@ local ok, err = pcall(function()
   check(has(page_texts(), "cr-subheader", "Top 8 words"), "the left column now shows the top 8 words")
   check(screenshot(shot_final), "saved a screenshot of the final page to " .. shot_final)
 
-  -- 5. an ended session is reported, and a new one starts
+  -- 5. the look: a button, a code block and the slider's track, in the page's own styles
+  local track = js([[return getComputedStyle(
+    document.querySelector('form.cr-final .cr-sidebar input[type=range]')).backgroundImage]])
+  local colors = {}
+  for r, g, b in tostring(track):gmatch("rgba?%((%d+), (%d+), (%d+)") do
+    colors[#colors + 1] = 0.2126 * tonumber(r) + 0.7152 * tonumber(g) + 0.0722 * tonumber(b)
+  end
+  check(#colors >= 2 and colors[#colors] > 190 and colors[1] < colors[#colors] - 60,
+    "the slider's track is filled up to the value and light after it (" .. tostring(track) .. ")")
+  local ui = require "cache_resource.ui"
+  local sample = ui.session()
+  local html = sample:run(function()
+    ui.button("A button")
+    ui.code("first = 1\nsecond = 2", "lua")
+  end):render("html"):match('<main class="cr%-main">\n(.-)\n</main>')
+  sample:close()
+  js([[var box = document.createElement('div'); box.id = 'cr-e2e-sample'; box.innerHTML = arguments[0];
+    document.querySelector('form.cr-final .cr-main').appendChild(box);]], html)
+  local button = js([[var w = document.querySelector('#cr-e2e-sample .cr-widget.cr-button');
+    var b = w.querySelector('button'); var ws = getComputedStyle(w), bs = getComputedStyle(b);
+    return [ws.borderTopStyle, ws.paddingLeft, ws.backgroundColor, bs.borderTopStyle];]])
+  check(button[1] == "none" and button[2] == "0px" and button[3] == "rgba(0, 0, 0, 0)" and button[4] == "solid",
+    "a button has its own border and no box around it (wrapper: " .. table.concat(button, ", ") .. ")")
+  local starts = js([[var t = document.querySelector('#cr-e2e-sample pre.cr-code code').firstChild;
+    function left(i) { var r = document.createRange(); r.setStart(t, i); r.setEnd(t, i + 1);
+      return r.getBoundingClientRect().left; }
+    return [left(0), left(t.data.indexOf('\n') + 1)];]])
+  check(math.abs(starts[1] - starts[2]) < 0.5,
+    string.format("a code block's first line starts where its second does (x %.1f and %.1f)", starts[1], starts[2]))
+
+  -- 6. an ended session is reported, and a new one starts
   wd("DELETE", S .. "/cookie")
   wd("POST", S .. "/cookie", { cookie = { name = "cr_session", value = string.rep("0", 32), path = "/" } })
   mark()
@@ -221,7 +254,7 @@ local ok, err = pcall(function()
   check(notice and notice:find("session has ended", 1, true),
     "it tells the user the session ended (" .. tostring(notice) .. ")")
 
-  -- 6. without JavaScript: no live parts, but the page is a form with an Apply button
+  -- 7. without JavaScript: no live parts, but the page is a form with an Apply button
   local plain = "/session/" .. browser(PROFILE .. "/nojs", false, "normal")
   local plain_ok, plain_err = pcall(function()
     -- a click on Apply navigates to a streamed page: finding an element

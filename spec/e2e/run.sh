@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make e2e: starts the app server and chromedriver on loopback, runs the
-# browser checks, stops both.
+# make e2e: installs the rock into a tree of its own (build/e2e-tree, with
+# luarocks make), starts the installed command `cache-resource run` on the
+# demo app and chromedriver on loopback, runs the browser checks, stops both.
 set -u
 cd "$(dirname "$0")/../.."
 APP_PORT=${CR_E2E_PORT:-8599}
@@ -8,7 +9,15 @@ DRIVER_PORT=${CR_E2E_DRIVER_PORT:-9515}
 mkdir -p build docs
 rm -f build/e2e.sqlite3
 rm -rf build/e2e-profile && mkdir -p build/e2e-profile/js build/e2e-profile/nojs
-CR_DEMO_DB=build/e2e.sqlite3 CR_PORT=$APP_PORT lua5.4 examples/serve.lua examples/app.lua >build/e2e-server.log 2>&1 &
+TREE=$PWD/build/e2e-tree
+rm -rf "$TREE"
+if ! luarocks --lua-version=5.4 make --tree="$TREE" rockspec/cache_resource-scm-1.rockspec >build/e2e-install.log 2>&1
+then
+  tail -20 build/e2e-install.log; echo "e2e: luarocks make failed"; exit 1
+fi
+rm -f cache_resource.so src/*.o # what luarocks make leaves in the checkout
+CR_DEMO_DB=build/e2e.sqlite3 "$TREE/bin/cache-resource" run examples/app.lua --port "$APP_PORT" \
+  >build/e2e-server.log 2>&1 &
 server=$!
 chromedriver --port="$DRIVER_PORT" >build/e2e-driver.log 2>&1 &
 driver=$!

@@ -104,11 +104,14 @@ local function widget_html(el, ctx, out)
       k == "toggle" and '<span class="cr-switch"></span>' or "", esc(el.label),
       el.help and string.format(' <span class="cr-help" title="%s">?</span>', esc(el.help)) or "")
   elseif k == "slider" then
+    -- --cr-fill: how much of the track is filled, for the styles that draw it
+    local span = el.max_value - el.min_value
+    local fill = span > 0 and (el.value - el.min_value) / span * 100 or 0
     out[#out + 1] = string.format('%s<div class="cr-slider-head">%s<output class="cr-value" for="%s">%s</output></div>'
-      .. '<input type="range" id="%s" name="%s" data-widget="slider"%s%s%s%s%s>'
+      .. '<input type="range" id="%s" name="%s" data-widget="slider"%s%s%s%s style="--cr-fill: %.4g%%"%s>'
       .. '<div class="cr-slider-ends"><span>%s</span><span>%s</span></div></div>',
       open, label_html(el, dom), dom, esc(fmt_number(el.value)), dom, name, attr("min", el.min_value),
-      attr("max", el.max_value), attr("step", el.step), attr("value", el.value), dis,
+      attr("max", el.max_value), attr("step", el.step), attr("value", el.value), fill, dis,
       esc(fmt_number(el.min_value)), esc(fmt_number(el.max_value)))
   elseif k == "number_input" then
     out[#out + 1] = string.format(
