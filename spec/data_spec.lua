@@ -45,6 +45,16 @@ describe("cache_data", function()
         err_of(cache_data, 42))
     end)
 
+    it("starts the errors of its calls with cache_data:", function()
+      local f = cache_data(function(x) return x end, { name = "keyed" })
+      assert.matches("^cache_data: cannot hash argument 'x' %(a userdata 'FILE%*'%) of keyed", err_of(f, io.stdout))
+      local s = cache_data(function() return 1 end, { scope = "session", name = "per session" })
+      assert.matches("^cache_data: per session has scope 'session' but no session is set", err_of(s))
+      local r
+      r = cache_data(function() return r() end, { name = "recursive" })
+      assert.matches("cache_data: recursive call of recursive", err_of(r), 1, true)
+    end)
+
     it("is managed by cache_resource.clear, stats, info and peek", function()
       local f = cache_data(function(x) return { x } end, { name = "managed" })
       f(1)
@@ -302,6 +312,20 @@ describe("cache_data", function()
         assert.equal(0, s.entries)
         assert.equal(0, s.replay_bytes)
       end)
+    end)
+
+    it("serves the stale copy when recomputing gives a result that cannot be copied", function()
+      local clock = support.fake_clock(0)
+      local result = { ok = true }
+      local f = cache_data(function() return result end, { ttl = 10, max_stale = 60, name = "stale if uncopyable" })
+      f()
+      clock.now = 15
+      result = { conn = io.stdout }
+      local got
+      local seen = support.capture_warnings(function() got = f() end)
+      assert.same({ ok = true }, got)
+      assert.matches("cannot copy the result of stale if uncopyable: result[1].conn is a userdata 'FILE*'", seen[1],
+        1, true)
     end)
 
     it("returns failure results unchanged, keeping them only with failure_ttl", function()
