@@ -18,6 +18,13 @@ M.REPLAY_MODES = {
   { name = "replayed by compiled functions", compile_after = 1 },
 }
 
+-- cache_data hits copy two ways: decoded by C, or (once an entry is hot)
+-- by a compiled Lua function. Copy specs run under both.
+M.COPY_MODES = {
+  { name = "copied by the C decoder", compile_after = 0 },
+  { name = "copied by compiled functions", compile_after = 1 },
+}
+
 -- Puts the module back the way a spec expects to find it.
 function M.reset()
   cr.set_replay_compile(8)

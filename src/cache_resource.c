@@ -202,10 +202,12 @@ static int m_session(lua_State *L) {
 /***
 Sets when recorded UI calls are compiled: from its n-th replay on, an
 entry's recorded calls are replayed by a Lua function made for them instead
-of being decoded one by one.
+of being decoded one by one. The same holds for the copies `cache_data`
+hits return: after its n-th hit, an entry's copies are made by a Lua
+function made for them.
 @function set_replay_compile
-@tparam integer|boolean n replays before compiling (default 8); `0` or
-`false`: never compile
+@tparam integer|boolean n replays (and cache_data hits) before compiling
+(default 8); `0` or `false`: never compile
 */
 static int m_set_replay_compile(lua_State *L) {
   cr_state *S = state_of(L);
