@@ -322,7 +322,8 @@ do
     { "cache_data hit", function(n) for _ = 1, n do get_rows("rows") end end },
   }
   if has_cjson then
-    table.insert(big, 2, { "lua-cjson decode of the same data", function(n) for _ = 1, n do cjson.decode(json) end end })
+    table.insert(big, 2,
+      { "lua-cjson decode of the same data", function(n) for _ = 1, n do cjson.decode(json) end end })
   end
   local r = group("cache_data 1000x5", big, QUICK and 20 or N // 1000)
   local hit = r["cache_data hit"]

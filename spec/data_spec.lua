@@ -305,7 +305,8 @@ describe("cache_data", function()
         local shown = {}
         local show = cr.replayable(function(s) shown[#shown + 1] = s end, "show")
         local runs = 0
-        local f = cache_data(function() runs = runs + 1; show("ran"); return print end, { name = "uncopyable " .. mode.name })
+        local f = cache_data(function() runs = runs + 1; show("ran"); return print end,
+          { name = "uncopyable " .. mode.name })
         err_of(f)
         err_of(f)
         assert.equal(2, runs)
@@ -341,7 +342,8 @@ describe("cache_data", function()
       f()
       assert.equal(2, runs)
       support.fake_clock(0)
-      local g = cache_data(function() runs = runs + 1; return nil, err end, { failure_ttl = 60, name = "fails kept " .. mode.name })
+      local g = cache_data(function() runs = runs + 1; return nil, err end,
+        { failure_ttl = 60, name = "fails kept " .. mode.name })
       assert.equal(err, select(2, g()))
       local _, copy = g()
       assert.equal(3, runs)
