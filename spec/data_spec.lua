@@ -4,12 +4,7 @@ local cache_data = require "cache_resource.data"
 local support = require "support"
 
 local function bits(x) return string.pack("<d", x) end
-
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local err_of = support.error_of
 
 describe("cache_data", function()
   before_each(support.reset)

@@ -36,6 +36,13 @@ function M.reset()
   cr.data.clear()
 end
 
+-- The error fn(...) raises, as a string (and that it raises at all).
+function M.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return tostring(err)
+end
+
 -- A controllable clock for TTL specs.
 function M.fake_clock(start)
   local clock = { now = start or 1000 }

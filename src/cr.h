@@ -345,7 +345,7 @@ void cr_ui_open(lua_State *L);
 void cr_manage_open(lua_State *L);
 
 /* cr_options.c: wrapping, options, caches */
-int cr_decorator_call(lua_State *L, int data);
+void cr_decorator_callable(lua_State *L, int state, int data);
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data);
 void cr_table_copy(lua_State *L, int idx);
 void cr_cache_free(lua_State *L, cr_cache *c);
