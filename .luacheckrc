@@ -23,5 +23,6 @@ files["spec/support.lua"] = { globals = { "warn" } }
 
 -- The libFuzzer host calls fuzz_one, a global, for every input.
 files["fuzz/fuzz_keys.lua"] = { globals = { "fuzz_one" } }
+files["fuzz/fuzz_codec.lua"] = { globals = { "fuzz_one" } }
 
 exclude_files = { "build/", "build53/", "build-asan/", "dist/", "docs/" }

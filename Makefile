@@ -187,20 +187,28 @@ bench-callgrind: deps all
 	@dpkg -s valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory apt PKGS=valgrind
 	bash bench/callgrind.sh
 
-# libFuzzer on keys and the replay recorder (clang-14 + libclang-rt-14-dev).
-# FUZZ_TIME seconds (default 60); FUZZ_RUNS=N for a run of N executions.
+# libFuzzer (clang-14 + libclang-rt-14-dev), one run per script of the
+# host: fuzz/fuzz_keys.lua (keys, the replay recorder) and
+# fuzz/fuzz_codec.lua (the value codec). FUZZ_TIME seconds in all (default
+# 60), shared evenly; FUZZ_RUNS=N for runs of N executions each.
 FUZZ_TIME ?= 60
-FUZZ_FLAGS = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
-build/fuzz_keys: fuzz/fuzz_keys.c $(SRCS) $(HDRS)
+FUZZ_SCRIPTS = keys codec
+FUZZ_FLAGS = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$$(( $(FUZZ_TIME) / 2 )))
+build/fuzz_host: fuzz/fuzz_host.c $(SRCS) $(HDRS)
 	@mkdir -p build
 	clang-14 -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -I$(LUA_INC) -o $@ fuzz/fuzz_keys.c $(SRCS) -l$(LUA) -lm
+	  -I$(LUA_INC) -o $@ fuzz/fuzz_host.c $(SRCS) -l$(LUA) -lm
 
-fuzz: fuzz-deps build/fuzz_keys
-	@mkdir -p build/fuzz-corpus
-	ASAN_OPTIONS=detect_leaks=1 ./build/fuzz_keys $(FUZZ_FLAGS) -max_len=512 -print_final_stats=1 \
-	  build/fuzz-corpus fuzz/seeds 2>&1 | tee build/fuzz.log | grep -E 'Done|stat::number_of_executed_units|ERROR|invariant' ; \
-	  exit $${PIPESTATUS[0]}
+fuzz: fuzz-deps build/fuzz_host
+	@rm -f build/fuzz.log
+	@for s in $(FUZZ_SCRIPTS); do \
+	  mkdir -p build/fuzz-corpus/$$s; \
+	  echo "== fuzz/fuzz_$$s.lua =="; len=512; [ $$s = codec ] && len=1024; \
+	  CR_FUZZ_SCRIPT=fuzz/fuzz_$$s.lua ASAN_OPTIONS=detect_leaks=1 ./build/fuzz_host $(FUZZ_FLAGS) -max_len=$$len \
+	    -print_final_stats=1 build/fuzz-corpus/$$s fuzz/seeds/$$s 2>&1 | tee -a build/fuzz.log \
+	    | grep -E 'Done|stat::number_of_executed_units|ERROR|invariant'; \
+	  status=$${PIPESTATUS[0]}; [ $$status -eq 0 ] || exit $$status; \
+	done
 
 fuzz-deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) clang-14 libclang-rt-14-dev"

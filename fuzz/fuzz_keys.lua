@@ -1,4 +1,4 @@
--- Invariants checked on every fuzz input (see fuzz/fuzz_keys.c):
+-- Invariants checked on every fuzz input (see fuzz/fuzz_host.c):
 --  1. building the same argument list twice, with a different insertion
 --     order, gives the same canonical bytes (cache_resource.key_bytes) and
 --     the same digest (cache_resource.hash);
@@ -12,19 +12,10 @@
 --  5. nothing crashes, whatever the values (cycles, NUL bytes, NaN, -0.0,
 --     huge integers, metatables with __name, closures with scalar upvalues
 --     at any index, C closures, cached functions, deep nesting).
-package.path = "spec/?.lua;" .. package.path
+package.path = "spec/?.lua;fuzz/?.lua;" .. package.path
 local cr = require "cache_resource"
 local kd = require "keydecode"
-
-local Reader = {}
-Reader.__index = Reader
-local function reader(s) return setmetatable({ s = s, i = 1 }, Reader) end
-function Reader:byte()
-  local b = self.s:byte(self.i) or 0
-  self.i = self.i + 1
-  return b
-end
-function Reader:left() return #self.s - self.i + 1 end
+local reader = require("reader").new
 
 local SPECIALS = { 0 / 0, -(0 / 0), 0.0, -0.0, math.huge, -math.huge, math.maxinteger, math.mininteger,
   1.5, 2 ^ 53, -1, 0 }
@@ -190,8 +181,10 @@ local function same(a, b, seen)
     else -- a copied table key is another table: match it by content
       local found = false
       for k2, v2 in pairs(b) do
-        -- trials: fresh memo
-        if type(k2) == "table" and same(k, k2, {}) and same(v, v2, {}) then found = true; break end
+        -- a trial: what is matched so far (the enclosing tables a cycle
+        -- closes on) stands, what the trial matches is forgotten after it
+        local trial = setmetatable({}, { __index = seen })
+        if type(k2) == "table" and same(k, k2, trial) and same(v, v2, trial) then found = true; break end
       end
       if not found then return false end
     end
@@ -204,15 +197,18 @@ local recorded = {}
 local record = cr.replayable(function(...) recorded[#recorded + 1] = table.pack(...) end, "fuzz.record")
 local replay_probe = cr(function(_label, v) record(v); return true end, { name = "fuzz replay" })
 
+-- Copied by the recorder: tables without metatables (cycles and shared
+-- subtables included) of anything; what it cannot copy is kept by
+-- reference, which `same` compares by identity.
 local function plain(v, seen)
   if type(v) ~= "table" then return true end
   seen = seen or {}
-  if seen[v] or getmetatable(v) then return false end
+  if seen[v] then return true end
+  if getmetatable(v) then return false end
   seen[v] = true
   for k, x in pairs(v) do
     if not plain(k, seen) or not plain(x, seen) then return false end
   end
-  seen[v] = nil
   return true
 end
 

@@ -196,12 +196,49 @@ describe("calls", function()
     assert.same({ true, 2, n = 2 }, results[1])
   end)
 
-  it("errors from validate or the waiter propagate", function()
-    local f = cr(function() return 1 end, { validate = function() error("validate broke", 0) end })
-    f()
+  it("counts a validate that raises as falsy: the entry is recomputed and the error reported with warn()",
+    function()
+      local runs, released = 0, 0
+      local f = cr(function() runs = runs + 1; return { run = runs } end, {
+        name = "pinged",
+        validate = function(conn) if conn.run == 1 then error("connection closed", 0) end return true end,
+        on_release = function() released = released + 1 end,
+      })
+      f()
+      local seen = support.capture_warnings(function() assert.equal(2, f().run) end)
+      assert.equal(1, #seen)
+      assert.matches("validate of pinged raised an error (connection closed); the entry is dropped and recomputed",
+        seen[1], 1, true)
+      assert.equal(2, f().run) -- the new entry validates
+      assert.equal(2, runs)
+      assert.equal(0, released) -- dropped as on a falsy validate: without on_release
+    end)
+
+  it("counts a validate that raises after yielding as falsy too", function()
+    local runs = 0
+    local f = cr(function() runs = runs + 1; return runs end, {
+      validate = function(v) coroutine.yield(); if v == 1 then error({ "not a string" }) end return true end,
+    })
+    local function drive_one()
+      local co = coroutine.create(f)
+      local ok, v = coroutine.resume(co)
+      while coroutine.status(co) == "suspended" do ok, v = coroutine.resume(co) end
+      return ok, v
+    end
+    assert.same({ true, 1 }, { drive_one() }) -- a miss: no validate
+    local seen = support.capture_warnings(function() assert.same({ true, 2 }, { drive_one() }) end)
+    assert.matches("(a table error value)", seen[1], 1, true)
+  end)
+
+  it("errors from the waiter propagate", function()
+    local f = cr(function() coroutine.yield(); return 1 end)
+    cr.set_waiter(function() error("waiter broke", 0) end)
+    local owner = coroutine.create(f)
+    coroutine.resume(owner)
     local ok, err = pcall(f)
     assert.is_false(ok)
-    assert.equal("validate broke", err)
+    assert.equal("waiter broke", err)
+    coroutine.resume(owner)
   end)
 
   it("uses a monotonic clock unless set_clock replaces it", function()
@@ -219,10 +256,20 @@ describe("calls", function()
     assert.has_error(function() cr.set_waiter("x") end)
   end)
 
-  it("reports a clock that returns no number", function()
-    cr.set_clock(function() return "noon" end)
+  it("reports a clock reading that is not a finite number, naming set_clock", function()
+    local reading
+    cr.set_clock(function() return reading end)
     local f = cr(function() return 1 end, { ttl = 5 })
-    assert.has_error(function() f() end, "cache_resource: the clock set with set_clock must return a number of seconds")
+    local cases = { { 0 / 0, "nan" }, { math.huge, "inf" }, { -math.huge, "-inf" }, { "noon", "a string" },
+      { "12", "a string" }, { true, "a boolean" }, { nil, "a nil" } }
+    for _, case in ipairs(cases) do
+      reading = case[1]
+      assert.has_error(function() f() end,
+        "cache_resource: the clock set with set_clock must return a finite number of seconds, got " .. case[2])
+    end
+    reading = 10
+    assert.equal(1, f())
+    assert.equal(5, (cr.peek(f)))
   end)
 end)
 

@@ -25,15 +25,18 @@ local function name_list(source, name)
   return out
 end
 
--- The Lua names of every luaL_Reg array in src/*.c.
+-- The Lua names of every luaL_Reg array in src/*.c, by the module the
+-- file documents (its `@module`).
 local function registered_c_names()
   local ok, files = run("ls src/*.c")
   assert(ok, files)
   local out = {}
   for path in files:gmatch("[^\n]+") do
     local source = read(path)
+    local module = source:match("@module ([%w_.]+)") or "cache_resource"
     for body in source:gmatch("luaL_Reg%s+[%w_]+%[%]%s*=%s*(%b{})") do
-      for name in body:gmatch('{%s*"([%w_]+)"%s*,') do out[#out + 1] = name end
+      out[module] = out[module] or {}
+      for name in body:gmatch('{%s*"([%w_]+)"%s*,') do table.insert(out[module], name) end
     end
   end
   return out
@@ -75,9 +78,8 @@ describe("the API reference (LDoc)", function()
     ok, log = run("ldoc -d " .. dir .. " .")
     assert(ok, "ldoc failed:\n" .. log)
     pages = {}
-    for _, module in ipairs({ "cache_resource", "cache_resource.ui", "cache_resource.server",
-      "cache_resource.cqueues", "cache_resource.sqlite",
-      "cache_resource.redis" }) do
+    for _, module in ipairs({ "cache_resource", "cache_resource.data", "cache_resource.ui", "cache_resource.server",
+      "cache_resource.cqueues", "cache_resource.sqlite", "cache_resource.redis" }) do
       pages[module] = read(dir .. "/modules/" .. module .. ".html")
     end
   end)
@@ -105,10 +107,11 @@ describe("the API reference (LDoc)", function()
   end)
 
   it("documents every function the C module registers (luaL_Reg)", function()
-    local names = registered_c_names()
-    assert.is_true(#names >= 20, "found only " .. #names .. " registered functions")
-    documents("cache_resource", names, "these luaL_Reg names")
+    local by_module = registered_c_names()
+    assert.is_true(#by_module.cache_resource >= 20, "found only " .. #by_module.cache_resource .. " functions")
+    for module, names in pairs(by_module) do documents(module, names, "these luaL_Reg names") end
     assert.truthy(summary_of(pages.cache_resource, "cache_resource"), "the callable module itself")
+    assert.truthy(summary_of(pages["cache_resource.data"], "cache_data"), "the callable cache_data")
   end)
 
   it("documents every ui element, widget and block function", function()

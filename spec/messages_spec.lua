@@ -3,11 +3,7 @@
 local cr = require "cache_resource"
 local support = require "support"
 
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local error_of = support.error_of
 
 describe("option messages name what was given", function()
   before_each(support.reset)
@@ -90,7 +86,7 @@ describe("running out of memory", function()
     p:close()
     os.remove(script)
     assert.matches("cache_resource: out of memory while building a key for big_key", out, 1, true)
-    assert.matches("cache_resource: out of memory (growing a buffer of", out, 1, true)
+    assert.matches("cache_resource: out of memory (recording a UI call", out, 1, true)
     assert.not_matches("invalid option", out, 1, true)
     assert.matches("still working\t32", out, 1, true)
   end)

@@ -5,7 +5,9 @@
 -- x action (clear one function / all, end the current / another session,
 --   call the same key / another key / another cached function, change the
 --   clock / the waiter, raise a string / table / nil, collectgarbage())
--- x scope (global / session) x once / always.
+-- x scope (global / session) x once / always, for cache_resource and for
+-- cache_data (which has no on_release or validate; its hits decode copies,
+-- and every value it returns must be a fresh table).
 -- Each case runs the same script of operations (misses, hits, evictions,
 -- a keyed clear, expiry, a full clear, peek, two coroutines on one key) and
 -- checks that every operation returns, that what it returns is right (or is
@@ -52,8 +54,8 @@ local ACTIONS = {
 
 local CALLBACKS = {
   { name = "clock", errors = "raw" },
-  { name = "on_release", errors = "never" },
-  { name = "validate", errors = "raw" },
+  { name = "on_release", errors = "never", resource_only = true },
+  { name = "validate", errors = "never", resource_only = true }, -- a raise counts as falsy and warns
   { name = "hash_funcs", errors = "wrapped" },
   { name = "widget source", errors = "raw" },
   { name = "spinner hook", errors = "never" },
@@ -82,11 +84,12 @@ end
 
 -- The cached functions of a case. f's body records UI calls (one copied
 -- argument, one by reference), may read a widget, may yield.
-local function make_functions(ctx, cb, scope)
+local function make_functions(ctx, cb, scope, kind)
+  local decorator = kind == "data" and cr.data or cr
   local opts = {
-    name = "reentrancy f " .. cb.name .. " " .. scope,
+    name = "reentrancy " .. kind .. " f " .. cb.name .. " " .. scope,
     scope = scope, max_entries = 2, ttl = 100,
-    on_release = function() end,
+    on_release = kind == "resource" and function() end or nil,
   }
   if cb.name == "on_release" then opts.on_release = function() fire(ctx) end
   elseif cb.name == "validate" then opts.validate = function() fire(ctx); return true end
@@ -95,7 +98,7 @@ local function make_functions(ctx, cb, scope)
   elseif cb.name == "widget source" then opts.experimental_allow_widgets = true
   end
   local runs = {}
-  ctx.f = cr(function(a)
+  ctx.f = decorator(function(a)
     local k = type(a) == "table" and a.id or a
     ui_text(k, ui_arg)
     if opts.experimental_allow_widgets then
@@ -105,8 +108,8 @@ local function make_functions(ctx, cb, scope)
     if ctx.yield_on[k] and coroutine.isyieldable() then coroutine.yield() end
     return { k = k }, "second"
   end, opts)
-  ctx.g = cr(function(k) return { k = k, g = true } end,
-    { name = "reentrancy g " .. cb.name .. " " .. scope, scope = scope, ttl = 50 })
+  ctx.g = decorator(function(k) return { k = k, g = true } end,
+    { name = "reentrancy " .. kind .. " g " .. cb.name .. " " .. scope, scope = scope, ttl = 50 })
   ctx.arg = cb.name == "hash_funcs" and function(k) return { id = k } end or function(k) return k end
 end
 
@@ -196,8 +199,14 @@ local function expected_error(ctx, cb, scope, err, raised_during)
     and err:find(shown, 1, true) ~= nil
 end
 
-local function check_values(k, v, second)
-  return type(v) == "table" and v.k == k and second == "second"
+-- cache_data: no table is returned twice (ctx.returned holds them weakly).
+local function check_values(ctx, k, v, second)
+  if type(v) ~= "table" or v.k ~= k or second ~= "second" then return false end
+  if ctx.returned then
+    if ctx.returned[v] then return false end
+    ctx.returned[v] = true
+  end
+  return true
 end
 
 -- Runs op(); returns a failure description, or nil.
@@ -230,7 +239,9 @@ local function script(ctx, cb, scope)
   local function call(k)
     return function()
       local v, second = f(arg(k))
-      return function() if not check_values(k, v, second) then return "f(" .. k .. ") returned wrong values" end end
+      return function()
+        if not check_values(ctx, k, v, second) then return "f(" .. k .. ") returned wrong values" end
+      end
     end
   end
   local function two_coroutines(k)
@@ -256,7 +267,7 @@ local function script(ctx, cb, scope)
         for i = 1, 2 do
           local r = res[i]
           if r[1] then
-            if not check_values(k, r[2], r[3]) then return "coroutine " .. i .. " got wrong values" end
+            if not check_values(ctx, k, r[2], r[3]) then return "coroutine " .. i .. " got wrong values" end
           elseif not expected_error(ctx, cb, scope, r[2], raised_during) then
             return "coroutine " .. i .. " raised " .. tostring(r[2])
           end
@@ -277,7 +288,7 @@ local function script(ctx, cb, scope)
     { "peek(f, 2)", 2, function()
       local r = table.pack(cr.peek(f, arg(2)))
       return function()
-        if r.n > 0 and not check_values(2, r[2], r[3]) then return "peek returned wrong values" end
+        if r.n > 0 and not check_values(ctx, 2, r[2], r[3]) then return "peek returned wrong values" end
       end
     end },
     { "two coroutines on f(5)", 5, two_coroutines(5) },
@@ -299,20 +310,30 @@ describe("reentrancy matrix", function()
     support.reset()
   end)
 
+  local rows = {} -- kind x callback (cache_data has no on_release or validate)
+  for _, kind in ipairs({ "resource", "data" }) do
+    for _, cb in ipairs(CALLBACKS) do
+      if kind == "resource" or not cb.resource_only then rows[#rows + 1] = { kind = kind, cb = cb } end
+    end
+  end
   local case_index = 0
-  for _, cb in ipairs(CALLBACKS) do
+  for _, row in ipairs(rows) do
+    local kind, cb = row.kind, row.cb
     for _, action in ipairs(ACTIONS) do
       for _, scope in ipairs({ "global", "session" }) do
         for _, mode in ipairs({ "once", "always" }) do
           case_index = case_index + 1
           local index = case_index
-          it(("%s: %s (%s scope, %s)"):format(cb.name, action.name, scope, mode), function()
+          it(("cache_%s, %s: %s (%s scope, %s)"):format(kind, cb.name, action.name, scope, mode), function()
             local ctx = {
               action = action, mode = mode, now = 1000, fired = 0, raised = 0, finalized = 0,
               errobj = setmetatable({}, { __tostring = function() return "a table error" end }),
               yield_on = {}, case_index = index, op_index = 0,
+              returned = kind == "data" and setmetatable({}, { __mode = "k" }) or nil,
             }
-            make_functions(ctx, cb, scope)
+            make_functions(ctx, cb, scope, kind)
+            -- cache_data: hits copy by C first, then by the compiled copy
+            if kind == "data" then cr.set_replay_compile(2) end
             rawset(_G, "warn", function() end) -- on_release and spinner errors are reported here
             collectgarbage(); collectgarbage()
             local refs0, objects0 = cr.live_refs(), registry_objects()
@@ -339,7 +360,7 @@ describe("reentrancy matrix", function()
               local k = 1000 + extra
               local problem = run_op(ctx, cb, scope, "extra miss", k, function()
                 local v, second = ctx.f(ctx.arg(k))
-                return function() if not check_values(k, v, second) then return "wrong values" end end
+                return function() if not check_values(ctx, k, v, second) then return "wrong values" end end
               end)
               if problem then failures[#failures + 1] = "extra miss: " .. problem end
             end
@@ -357,6 +378,7 @@ describe("reentrancy matrix", function()
             cr.end_session("other")
             cr.set_session(nil)
             cr.clear()
+            cr.data.clear()
             collectgarbage(); collectgarbage()
             assert.equal(0, cr.stats(ctx.f).entries)
             assert.equal(refs0, cr.live_refs())

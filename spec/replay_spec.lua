@@ -109,6 +109,23 @@ for _, mode in ipairs(support.REPLAY_MODES) do
       assert.are_not.equal(got[2][tbl], got[3][tbl])
     end)
 
+    it("copies a table argument with its cycles and shared subtables, fresh for every replay", function()
+      local got = {}
+      local show = cr.replayable(function(t) got[#got + 1] = t end, "show")
+      local t = { name = "loop", a = {} }
+      t.self, t.b = t, t.a
+      local f = cr(function() show(t); return true end)
+      f(); f(); f()
+      assert.equal(3, #got)
+      for i = 2, 3 do
+        assert.are_not.equal(t, got[i])
+        assert.equal(got[i], got[i].self)
+        assert.equal(got[i].a, got[i].b)
+        assert.equal("loop", got[i].name)
+      end
+      assert.are_not.equal(got[2], got[3])
+    end)
+
     it("keeps non-copyable arguments by reference, alive across a full collect", function()
       local got = {}
       local show = cr.replayable(function(v) got[#got + 1] = v end)

@@ -40,8 +40,25 @@ describe("set_scheduler", function()
     assert.matches("field 'wait' is missing", err_of { wake = f, spawn = f })
     assert.matches("field 'wait' must be a function, got number", err_of { wait = 1, wake = f })
     assert.matches("field 'spawn' must be a function, got string", err_of { spawn = "go" })
-    assert.matches("unknown field 'wiat'", err_of { wiat = f, wake = f })
+    assert.matches("field 'wait' is missing", err_of { wiat = f, wake = f })
+    assert.matches("field 'spawn' must be a function, got table", err_of { spawn = {} })
     assert.is_nil(cr.scheduler())  -- nothing was installed by the failed calls
+  end)
+
+  it("takes a scheduler object as it is: its other fields are its own, methods through __index count", function()
+    local s = tiny.new()
+    local Scheduler = { __index = s.functions() }
+    local object = setmetatable({ name = "loop", queue = {}, [1] = "slot", run = function() end }, Scheduler)
+    assert.is_nil(cr.set_scheduler(object))
+    assert.equal(object, cr.scheduler())
+    local runs = { n = 0 }
+    local f = slow_builder(2, runs)
+    s.go(f, "k"); s.go(f, "k")
+    assert.equal(0, s.run())
+    assert.equal(1, runs.n)
+    assert.equal(1, s.waits)
+    local callable = setmetatable({}, { __call = function(_, fn) return s.spawn(fn) end })
+    assert.equal(object, cr.set_scheduler({ spawn = callable, extra = true }))
   end)
 
   it("reads the functions when set: later edits of the table change nothing", function()

@@ -18,6 +18,13 @@ M.REPLAY_MODES = {
   { name = "replayed by compiled functions", compile_after = 1 },
 }
 
+-- cache_data hits copy two ways: decoded by C, or (once an entry is hot)
+-- by a compiled Lua function. Copy specs run under both.
+M.COPY_MODES = {
+  { name = "copied by the C decoder", compile_after = 0 },
+  { name = "copied by compiled functions", compile_after = 1 },
+}
+
 -- Puts the module back the way a spec expects to find it.
 function M.reset()
   cr.set_replay_compile(8)
@@ -26,6 +33,14 @@ function M.reset()
   cr.set_scheduler(nil)
   cr.set_session(nil)
   cr.clear()
+  cr.data.clear()
+end
+
+-- The error fn(...) raises, as a string (and that it raises at all).
+function M.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return tostring(err)
 end
 
 -- A controllable clock for TTL specs.
@@ -75,7 +90,8 @@ function M.registry_objects()
 end
 
 -- The collector's pace: Lua 5.4 sets it in one call, 5.3 in two (and has
--- no step size).
+-- no step size; 5.4 leaves a setting given as 0 as it was).
+-- gc_pace(1, 100, 1) runs a step at almost every allocation.
 function M.gc_pace(pause, stepmul, stepsize)
   if _VERSION == "Lua 5.3" then
     collectgarbage("setpause", pause)

@@ -51,7 +51,10 @@ static void state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
   cr_keybufs_free(&S->keybufs);
+  cr_codec_bufs_free(&S->codec);
   cr_buffer_free(&S->dumpbuf);
   S->closed = 1;
 }
@@ -60,22 +63,6 @@ static int state_gc(lua_State *L) {
   cr_state *S = (cr_state *)luaL_checkudata(L, 1, CR_STATE_MT);
   if (!S->closed) state_free(L, S);
   return 0;
-}
-
-static int is_plain_table(lua_State *L, int idx) {
-  if (!lua_istable(L, idx)) return 0;
-  if (lua_getmetatable(L, idx)) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  return 1;
-}
-
-/* cache_resource(opts)(fn): upvalue 2 holds the checked options. */
-static int decorate(lua_State *L) {
-  lua_settop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2));
-  return cr_wrap(L, state_of(L), 1, 2);
 }
 
 /***
@@ -97,24 +84,6 @@ that wraps its argument with those options
 @usage local get_model = cache_resource(load_model, { max_entries = 4 })
 local get_conf = cache_resource { ttl = 60 } (read_conf)
 */
-/* cache_resource(fn [, opts]) and cache_resource(opts): arg 1 is the module. */
-static int module_call(lua_State *L) {
-  cr_state *S = state_of(L);
-  int n = lua_gettop(L);
-  if (n == 2 && is_plain_table(L, 2)) {
-    cr_check_options(L, 2); /* mistakes surface where the options are written */
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, decorate, 2);
-    return 1;
-  }
-  if (n >= 3 && !lua_isnil(L, 3) && !is_plain_table(L, 3))
-    cr_error(L, "bad argument #2 to 'cache_resource' (options table expected, got %s)",
-                      luaL_typename(L, 3));
-  if (n < 2) lua_settop(L, 2);
-  return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0);
-}
-
 /***
 Releases every entry whose lifetime is over. Expired entries are also
 released as cached functions are called; this does it now.
@@ -228,10 +197,12 @@ static int m_session(lua_State *L) {
 /***
 Sets when recorded UI calls are compiled: from its n-th replay on, an
 entry's recorded calls are replayed by a Lua function made for them instead
-of being decoded one by one.
+of being decoded one by one. The same holds for the copies `cache_data`
+hits return: after its n-th hit, an entry's copies are made by a Lua
+function made for them.
 @function set_replay_compile
-@tparam integer|boolean n replays before compiling (default 8); `0` or
-`false`: never compile
+@tparam integer|boolean n replays (and cache_data hits) before compiling
+(default 8); `0` or `false`: never compile
 */
 static int m_set_replay_compile(lua_State *L) {
   cr_state *S = state_of(L);
@@ -303,6 +274,11 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, CR_CODEC_MT)) {
+    lua_pushcfunction(L, cr_codec_bufs_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, CR_STATE_MT)) {
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
@@ -339,13 +315,10 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   cr_manage_open(L);
   cr_sched_open(L);
   cr_key_open(L);
+  cr_data_open(L);
   lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
-  lua_createtable(L, 0, 1);       /* its metatable: the module is callable */
-  lua_pushvalue(L, -3);
-  lua_pushcclosure(L, module_call, 1);
-  lua_setfield(L, -2, "__call");
-  lua_setmetatable(L, -2);
+  cr_decorator_callable(L, -2, 0); /* the module is callable: cache_resource(fn [, opts]) */
   lua_remove(L, -2);
   return 1;
 }

@@ -61,12 +61,14 @@
 #include "cr_compat.h"
 #include "cr_buffer.h"
 #include "cr_base.h"
+#include "cr_codec.h"
 
 #define CR_FUNC_MT "cache_resource.function"
 #define CR_CALL_MT "cache_resource.call"
 #define CR_BOX_MT "cache_resource.buffers"
 #define CR_STATE_MT "cache_resource.state"
 #define CR_REPLAY_MT "cache_resource.replay"
+#define CR_CODEC_MT "cache_resource.codec"
 
 #define CR_MAX_DEPTH 100       /* table nesting accepted in a key */
 #define CR_KEY_INLINE_MAX 256  /* longer keys are kept as a seeded 128-bit digest */
@@ -88,14 +90,14 @@ typedef struct cr_replay cr_replay;
  * in `active`, so the entry may be released (or the replaying coroutine
  * abandoned) mid-replay without a dangling buffer. The owner frees the
  * records when it lets go and no replay runs, else the last replay does;
- * __gc is only the fallback (an abandoned replay). Uservalues: 1 string number -> decoded string, made on
- * first replay; 2 the compiled replay (cr_compile.c). */
+ * __gc is only the fallback (an abandoned replay). Uservalues: 1 offset
+ * of a string argument -> that string decoded, made on first replay; 2 the
+ * compiled replay (cr_compile.c). */
 struct cr_replay {
   int self_ref;                 /* LUA_NOREF once no C owner holds it */
   int uses_results;             /* some record refers to an earlier call's result */
   cr_cache *cache;              /* whose records: cache_resource.replaying() names it */
   size_t nrecords;
-  size_t nstrings;              /* string arguments numbered so far */
   unsigned replays;             /* hits so far, until compiled */
   int compiled;                 /* 1: uservalue 2 is the compiled replay; -1: never */
   unsigned active;              /* replays running (or suspended) over it */
@@ -105,7 +107,7 @@ struct cr_replay {
 };
 
 /* Argument tags of the record format (cr_replay.c). */
-enum { R_NIL = 1, R_FALSE, R_TRUE, R_INT, R_FLOAT, R_STR, R_TABLE, R_END, R_REF, R_RESULT };
+enum { R_REF = CR_CODEC_TAG_LIMIT, R_RESULT };
 
 /* What a computation is: a miss, or a refresh of a stale entry run by the
  * caller (foreground) or in a coroutine of the scheduler (background). */
@@ -157,15 +159,22 @@ struct cr_entry {
   size_t keylen;
   int is_digest;
   unsigned char front;          /* how the front index knows it (cr_front.c) */
-  int nvalues;
+  unsigned decodes;             /* cache_data: hits decoded by C so far; CR_NEVER_COMPILE */
+  int nvalues;                  /* refs below; cache_data: 3 (CR_DATA_*) */
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
+  size_t bytes;                 /* cache_data: the length of the encoded values, else 0 */
   int refs[];                   /* registry refs of the values, then key bytes */
 };
+/* A cache_data entry's refs: its encoded values (a string), their metatable
+ * list (or nil), the compiled copy of them (or nil until hot). */
+enum { CR_DATA_BYTES, CR_DATA_METAS, CR_DATA_COMPILED, CR_DATA_NREFS };
+#define CR_NEVER_COMPILE ((unsigned)-1)
 #define CR_NO_HEAP ((size_t)-1)
 enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
 
-/* Pushes e's values (room for them made first). */
+/* Pushes e's stored values (room for them made first): a cache_resource
+ * entry's values, a cache_data entry's bytes (cr_entry_push decodes). */
 static inline void cr_push_values(lua_State *L, const cr_entry *e) {
   int i;
   if (e->nvalues >= LUA_MINSTACK - 2) luaL_checkstack(L, e->nvalues + 2, "cache_resource: too many values");
@@ -181,6 +190,7 @@ struct cr_store {
   cr_entry **buckets;
   size_t mask;                  /* bucket count - 1 */
   size_t count;
+  size_t bytes;                 /* cache_data: the sum of its entries' bytes */
   cr_entry *newest, *oldest;
   uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
@@ -198,6 +208,7 @@ struct cr_session {
 struct cr_cache {
   cr_cache *next;
   cr_state *S;
+  int data;                     /* a cache_data cache: its entries hold encoded copies */
   unsigned char id[16];         /* digest of the identity */
   char *name;                   /* display name */
   char *where;                  /* short_src:first-last */
@@ -207,6 +218,7 @@ struct cr_cache {
   double failure_ttl;           /* seconds a failure result is kept; 0 never */
   int refresh_background;       /* refresh_mode = "background" */
   lua_Integer max_entries;      /* 0 = unbounded */
+  lua_Integer max_size;         /* cache_data: bytes, 0 = unbounded */
   int validate_ref, on_release_ref, hash_funcs_ref, spinner_ref;
   int anchor_ref;               /* a callable table: its address is its identity */
   int widget_sets_ref;          /* table: argument key -> widget ids read; [0] of
@@ -222,6 +234,8 @@ struct cr_cache {
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
   size_t replay_bytes;
+  size_t bytes;                 /* cache_data: encoded bytes in memory, every store */
+  lua_Integer store_hits, store_writes, store_errors, persist_skipped; /* cache_data, persisted */
   cr_store *global;             /* scope "global" */
   cr_store *session_stores;     /* scope "session" */
   cr_store *last_store;         /* the session store found last: one compare on a hit */
@@ -273,6 +287,9 @@ struct cr_state {
   uint64_t seed;                /* per-process, for bucket hashes and digests */
   cr_keybufs keybufs;
   cr_buffer dumpbuf;            /* string.dump output while computing identities */
+  cr_codec_bufs codec;          /* the value codec's scratch memory */
+  int mt_names_ref;             /* table: registered metatable -> its name (cache_data) */
+  int named_mts_ref;            /* table: name -> registered metatable */
   cr_cache *caches;             /* newest first */
   cr_cache *caches_tail;        /* stats() lists caches oldest first */
   cr_session **sessions;        /* hash map: session id -> session */
@@ -296,10 +313,17 @@ struct cr_state {
   int identities_ref;           /* table: identity digest -> light userdata cache */
   int fnids_ref;                /* weak table: Lua function -> static identity */
   uint64_t next_gen;
+  uint64_t released;            /* entries released so far: a step that may run Lua
+                                   code compares it to know an entry is still there */
   lua_Integer live_refs;        /* registry refs held for values: leak checks */
   unsigned compile_after;       /* the replay that compiles a buffer; 0 never */
   int closed;
 };
+
+/* How a cache's errors start. */
+static inline const char *cr_kind(const cr_cache *c) {
+  return c->data ? "cache_data" : "cache_resource";
+}
 
 /* Raises unless the module state is still open: code reachable from a
  * finalizer running at lua_close, after the state was freed, calls it. */
@@ -311,6 +335,9 @@ static inline void cr_check_open(lua_State *L, const cr_state *S) {
 
 /* cache_resource.c: luaopen_cache_resource, the state */
 
+/* cr_data.c: cache_data, registered metatables */
+void cr_data_open(lua_State *L);
+
 /* cr_ui.c: replayable, widget_used, computing, replaying, UI hooks */
 void cr_ui_open(lua_State *L);
 
@@ -318,8 +345,8 @@ void cr_ui_open(lua_State *L);
 void cr_manage_open(lua_State *L);
 
 /* cr_options.c: wrapping, options, caches */
-int cr_wrap(lua_State *L, cr_state *S, int fn, int opts);
-void cr_check_options(lua_State *L, int opts);
+void cr_decorator_callable(lua_State *L, int state, int data);
+int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data);
 void cr_table_copy(lua_State *L, int idx);
 void cr_cache_free(lua_State *L, cr_cache *c);
 
@@ -351,8 +378,9 @@ void cr_sched_open(lua_State *L);
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
 void cr_store_relink(cr_store *st, cr_entry *e);
-void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
-                     int failure, double now, int argkey, int ids);
+void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, size_t bytes,
+                     cr_replay **rpp, int failure, double now, int argkey, int ids);
+int cr_entry_push(lua_State *L, cr_entry *e);
 void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why);
 void cr_store_unpin(cr_store *st);
 size_t cr_sweep(lua_State *L, cr_state *S, double now);
@@ -368,10 +396,11 @@ void cr_widget_sets_trim(lua_State *L, cr_cache *c, const cr_call *self);
 void cr_store_free_all(lua_State *L, cr_state *S);
 
 /* A read or write refreshes recency, which only eviction reads: without
- * max_entries the list stays in store order (no writes to two random
- * neighbours on every hit of a big cache). */
+ * max_entries or max_size the list stays in store order (no writes to two
+ * random neighbours on every hit of a big cache). Both are >= 0, so their
+ * bits or'ed are > 0 when either bounds the store. */
 static inline void cr_store_touch(cr_store *st, cr_entry *e) {
-  if (st->newest != e && st->cache->max_entries > 0) cr_store_relink(st, e);
+  if (st->newest != e && (st->cache->max_entries | st->cache->max_size) > 0) cr_store_relink(st, e);
 }
 
 /* cr_front.c: the front index */
@@ -389,11 +418,13 @@ void cr_front_reset(lua_State *L, cr_cache *c);
 void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result);
 void cr_replay_free_frame(lua_State *L, cr_call *call);
 void cr_replay_unref(lua_State *L, cr_replay *rp);
-int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct);
+int cr_replay_hold(lua_State *L, cr_replay *rp);
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct, int held);
 int cr_replay_gc(lua_State *L);
 
-/* cr_compile.c: compiled replays */
+/* cr_compile.c: compiled replays and compiled copies */
 void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
+int cr_data_compile(lua_State *L, int src);
 
 /* cr_key.c: keys, identities, the serializer's buffers */
 void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);
@@ -401,7 +432,8 @@ int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int n
                    unsigned char *buf);
 void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);
 void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned char out[16]);
-void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]);
+void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, int data,
+                     unsigned char out[16]);
 int cr_key_push_single(lua_State *L, const unsigned char *key, size_t len);
 cr_func *cr_func_of(lua_State *L, int idx);
 cr_keybufs *cr_keybufs_box(lua_State *L);

@@ -1,6 +1,7 @@
 /* Errors, warnings, the clock and callback references: what every layer
  * above needs, calling nothing of the module. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
@@ -29,15 +30,31 @@ void cr_report(lua_State *L, const char *msg) {
   }
 }
 
+const char *cr_error_text(lua_State *L, int err) {
+  err = lua_absindex(L, err);
+  if (lua_type(L, err) == LUA_TSTRING || lua_type(L, err) == LUA_TNUMBER) {
+    lua_pushvalue(L, err);
+    return lua_tostring(L, -1);
+  }
+  if (lua_isboolean(L, err)) return lua_pushstring(L, lua_toboolean(L, err) ? "true" : "false");
+  return lua_pushfstring(L, "(a %s error value)", luaL_typename(L, err));
+}
+
 double cr_now(lua_State *L, cr_state *S) {
   if (S->clock_ref != LUA_NOREF) {
-    int isnum;
     double t;
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->clock_ref);
     lua_call(L, 0, 1);
-    t = (double)lua_tonumberx(L, -1, &isnum);
+    /* an expiry computed from NaN or an infinity cannot be compared:
+     * expired entries would stay and the expiry heap lose its order */
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      cr_error(L, "cache_resource: the clock set with set_clock must return a finite number of seconds, got a %s",
+               luaL_typename(L, -1));
+    t = (double)lua_tonumber(L, -1);
+    if (!isfinite(t))
+      cr_error(L, "cache_resource: the clock set with set_clock must return a finite number of seconds, got %s",
+               t != t ? "nan" : t > 0 ? "inf" : "-inf");
     lua_pop(L, 1);
-    if (!isnum) cr_error(L, "cache_resource: the clock set with set_clock must return a number of seconds");
     return t;
   } else {
     struct timespec ts;

@@ -23,6 +23,10 @@ CR_NORETURN void cr_error(lua_State *L, const char *fmt, ...);
 /* A warning: through the global warn() when there is one, else the C
  * warning function. Lua code may run. */
 void cr_report(lua_State *L, const char *msg);
+/* Pushes a readable form of the error value at err (a raised error object,
+ * the second value of a failure result) and returns it. No metamethod
+ * runs: this is for reports. */
+const char *cr_error_text(lua_State *L, int err);
 /* Seconds on the module's clock: the one set with set_clock (Lua code), or
  * the monotonic clock. */
 double cr_now(lua_State *L, cr_state *S);

@@ -134,7 +134,23 @@ static int outermost(cr_state *S, lua_State *L);
  * UI calls (if any), then return them. */
 static int replay_and_return(lua_State *L, cr_state *S, cr_replay *rp, int nvalues) {
   if (rp == NULL) return nvalues;
-  return cr_replay_run(L, S, rp, nvalues, outermost(S, L));
+  return cr_replay_run(L, S, rp, nvalues, outermost(S, L), 0);
+}
+
+/* Pushes the values of a hit of e, replays its UI calls, returns the
+ * values. A cache_data hit decodes a fresh copy first, which allocates (a
+ * finalizer may release e): its recorded calls are held before that, and e
+ * is not used after. */
+static int push_and_replay(lua_State *L, cr_state *S, cr_entry *e) {
+  cr_replay *rp = e->replay;
+  int held = 0, n;
+  if (!e->store->cache->data) {
+    cr_push_values(L, e);
+    return replay_and_return(L, S, rp, e->nvalues);
+  }
+  if (rp) held = cr_replay_hold(L, rp);
+  n = cr_entry_push(L, e);
+  return rp ? cr_replay_run(L, S, rp, n, outermost(S, L), held) : n;
 }
 
 /* A hit on the slow path. The call record is done with: a replay keeps its
@@ -149,9 +165,8 @@ static int hit(lua_State *L, cr_call *call, cr_entry *e, int stale) {
   if (stale) call->cache->stale_hits++;
   else call->cache->hits++;
   luaL_checkstack(L, e->nvalues + 1, "cache_resource: too many values to return");
-  cr_push_values(L, e);
-  call->nvalues = e->nvalues;
-  return finish_hit(L, call, e->replay);
+  call_unlink(call); /* the call record is done with */
+  return push_and_replay(L, call->S, e);
 }
 
 /* The spinner: a transient UI element, started only by the
@@ -233,8 +248,9 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       call->nvalues = n;
       call->gen = e->gen;
       call->validating_stale = e->stale_at <= now;
-      lua_callk(L, n, 1, CTX(base, PHASE_VALIDATE), resume);
-      return resume(L, LUA_OK, CTX(base, PHASE_VALIDATE));
+      /* protected: a validate that raises counts as falsy (a closed
+       * connection's ping raises in most drivers) */
+      return resume(L, lua_pcallk(L, n, 1, 0, CTX(base, PHASE_VALIDATE), resume), CTX(base, PHASE_VALIDATE));
     }
     if (e && e->stale_at > now) return hit(L, call, e, 0);
     other = find_owner(S, call);
@@ -244,9 +260,9 @@ static int lookup(lua_State *L, int base, cr_call *call) {
         cr_sched_wake(L, other);
         continue;
       case OWNER_BLOCKS_US:
-        cr_error(L, "cache_resource: recursive call of %s with the same arguments: this key is "
-                             "already being computed by this coroutine (or one that resumed it)",
-                          c->name);
+        cr_error(L, "%s: recursive call of %s with the same arguments: this key is "
+                    "already being computed by this coroutine (or one that resumed it)",
+                 cr_kind(c), c->name);
       default: break;
     }
     if (e) { /* stale */
@@ -271,11 +287,11 @@ static int lookup(lua_State *L, int base, cr_call *call) {
       continue;
     }
     if (S->waiter_ref == LUA_NOREF)
-      cr_error(L, "cache_resource: %s: this key is being computed by another coroutine; "
-                           "set a scheduler to wait for it (require \"cache_resource.cqueues\", or "
-                           "cache_resource.set_scheduler{ wait = ..., wake = ... }) or a polling waiter, "
-                           "e.g. cache_resource.set_waiter(function() cqueues.sleep(0) end)",
-                        c->name);
+      cr_error(L, "%s: %s: this key is being computed by another coroutine; "
+                  "set a scheduler to wait for it (require \"cache_resource.cqueues\", or "
+                  "cache_resource.set_scheduler{ wait = ..., wake = ... }) or a polling waiter, "
+                  "e.g. cache_resource.set_waiter(function() cqueues.sleep(0) end)",
+               cr_kind(c), c->name);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->waiter_ref);
     lua_callk(L, 0, 0, CTX(base, PHASE_WAIT), resume);
     lua_settop(L, base); /* the waiter returned without yielding: look again */
@@ -388,15 +404,43 @@ static int widget_store_key(lua_State *L, cr_call *call, int argkey, cr_key *key
   return ids;
 }
 
+/* cache_data: encodes the n values at first.. and pushes what the entry
+ * keeps (CR_DATA_NREFS values: the bytes, their metatable list or nil, nil
+ * for the compiled copy to come): returns how many values it pushed, and
+ * the bytes' length in *bytes. A result that cannot be copied pushes the
+ * error instead and returns 0. No Lua code runs while the values are read. */
+static int encode_result(lua_State *L, cr_call *call, int first, int n, size_t *bytes) {
+  cr_cache *c = call->cache;
+  cr_codec_error err;
+  cr_codec_bufs *b;
+  enum cr_codec_status st;
+  int top;
+  luaL_checkstack(L, 4, "cache_data: copying a result");
+  b = cr_codec_bufs_take(L, &c->S->codec); /* may leave a boxed set on the stack */
+  top = lua_gettop(L);
+  st = cr_codec_encode(L, b, first, n, CR_CODEC_MEMORY, 0, "result", &err);
+  cr_codec_bufs_release(b);
+  if (st != CR_CODEC_OK) {
+    lua_pushfstring(L, "cache_data: cannot copy the result of %s: %s%s", c->name, err.message, cr_codec_fix(st));
+    return 0;
+  }
+  *bytes = lua_rawlen(L, top + 1);
+  lua_pushnil(L);
+  return CR_DATA_NREFS;
+}
+
 /* The store step of a computation: stores the n values above base (a
- * failure result when `failure`, kept for failure_ttl). Every callback
+ * failure result when `failure`, kept for failure_ttl); a cache_data
+ * computation stores instead the `count` values at `first` that
+ * encode_result pushed, `bytes` long. Every callback
  * (clock, widget source) and every allocation runs first; then the call's
  * store is read again, since a clear or end_session meanwhile detaches the
  * call (its values are returned, not stored), and the entry is linked with
  * no Lua code in between. The recording stays with the call frame until
  * the entry takes it: if anything here raises, the frame's to-be-closed
  * slot ends the call and frees it. */
-static void store_result(lua_State *L, int base, cr_call *call, int n, int failure) {
+static void store_result(lua_State *L, int base, cr_call *call, int n, int failure, int first, int count,
+                         size_t bytes) {
   cr_cache *c = call->cache;
   cr_key key;
   int argkey = 0, ids = 0;
@@ -418,9 +462,24 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
     cr_widget_sets_push(L, c, 1); /* the commit needs it: made here, where Lua may run */
   }
   if (call->store)
-    cr_store_insert(L, call->store, &key, base + 1, n, &call->recording, failure, now, argkey, ids);
+    cr_store_insert(L, call->store, &key, c->data ? first : base + 1, c->data ? count : n, bytes,
+                    &call->recording, failure, now, argkey, ids);
   cr_key_done(&key);
   if (argkey) cr_widget_sets_trim(L, c, call); /* made for an entry that was not stored */
+}
+
+/* Stores a failure result kept for failure_ttl: cache_data keeps a copy,
+ * when it has one (one that cannot be copied is returned, not kept). */
+static void store_copied(lua_State *L, int base, cr_call *call, int n, int failure) {
+  size_t bytes = 0;
+  int top = lua_gettop(L), count;
+  if (!call->cache->data) {
+    store_result(L, base, call, n, failure, 0, 0, 0);
+    return;
+  }
+  count = encode_result(L, call, base + 1, n, &bytes);
+  if (count && call->store) store_result(L, base, call, n, failure, lua_gettop(L) - count + 1, count, bytes);
+  lua_settop(L, top);
 }
 
 /* A result Lua calls a failure: nil followed by a value that is not nil. */
@@ -464,7 +523,7 @@ static int compute_failed(lua_State *L, int base, cr_call *call, int raised, int
   } else {
     if (call->kind == CR_REFRESH_FG) c->refresh_failures++;
     else c->failures++;
-    if (!raised && c->failure_ttl > 0 && call->store) store_result(L, base, call, n, 1);
+    if (!raised && c->failure_ttl > 0 && call->store) store_copied(L, base, call, n, 1);
     cr_call_finish(L, call);
   }
   if (raised) return lua_error(L); /* the error object, unchanged */
@@ -483,8 +542,17 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       lua_settop(L, base);
       return lookup(L, base, call);
     case PHASE_VALIDATE: {
-      int ok = lua_toboolean(L, -1);
+      int ok = status == LUA_OK || status == LUA_YIELD;
       cr_entry *e = NULL;
+      if (!ok) { /* reported, then taken as false */
+        const char *msg = cr_error_text(L, -1);
+        lua_pushfstring(L, "cache_resource: validate of %s raised an error (%s); the entry is dropped and "
+                           "recomputed", call->cache->name, msg);
+        cr_report(L, lua_tostring(L, -1));
+        lua_pop(L, 3);
+        lua_pushboolean(L, 0);
+      }
+      ok = lua_toboolean(L, -1);
       lua_pop(L, 1);
       if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
       if (e && e->gen != call->gen) e = NULL; /* replaced while validate yielded */
@@ -513,7 +581,14 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       if (status != LUA_OK && status != LUA_YIELD) return compute_failed(L, base, call, 1, 1);
       n = lua_gettop(L) - base;
       if (is_failure(L, base, n)) return compute_failed(L, base, call, 0, n);
-      if (call->store) store_result(L, base, call, n, 0);
+      if (call->cache->data) { /* what is not copyable fails like a raise, and is not stored */
+        size_t bytes = 0;
+        int count = encode_result(L, call, base + 1, n, &bytes);
+        if (count == 0) return compute_failed(L, base, call, 1, 1);
+        if (call->store) store_result(L, base, call, n, 0, base + n + 1, count, bytes);
+      } else if (call->store) {
+        store_result(L, base, call, n, 0, 0, 0, 0);
+      }
       cr_call_finish(L, call); /* after storing: woken waiters find the entry */
       if (call->kind == CR_REFRESH_BG) return 0;
       lua_settop(L, base + n);
@@ -586,8 +661,7 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
 static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
   cr_store_touch(st, e);
   st->cache->hits++;
-  cr_push_values(L, e);
-  return replay_and_return(L, S, e->replay, e->nvalues);
+  return push_and_replay(L, S, e);
 }
 
 /* A cached function: a C closure over this function, upvalue 1 its

@@ -38,7 +38,9 @@
  * An identity (one cache per identity) is either NAME varint(len) byte{len}
  * (the `name` option), or CALLABLE u64 value(__call) [value(options)] for a
  * callable table, or value(fn) [value(options)], options left out when
- * absent or empty. A widget key is WIDGETS varint(len) byte{len} value*:
+ * absent or empty; the identity of a cache_data cache is DATA followed by
+ * one of those, so the same function under both decorators has two
+ * caches. A widget key is WIDGETS varint(len) byte{len} value*:
  * the argument key, then the values of the widgets read.
  *
  * The bytes are hashed with XXH3 and, up to CR_KEY_INLINE_MAX, kept in the
@@ -63,7 +65,7 @@ Argument keys.
 enum {
   TAG_NIL = 0x00, TAG_FALSE, TAG_TRUE, TAG_INT, TAG_FLOAT, TAG_STRING,
   TAG_TABLE, TAG_CYCLE, TAG_LFUNC, TAG_CFUNC, TAG_REPLACED, TAG_CACHED,
-  TAG_ARRAY_END, TAG_END, TAG_CALLABLE, TAG_OPAQUE, TAG_NAME, TAG_WIDGETS
+  TAG_ARRAY_END, TAG_END, TAG_CALLABLE, TAG_OPAQUE, TAG_NAME, TAG_WIDGETS, TAG_DATA
 };
 
 /* Scratch buffers grown past this are freed once their key is done, so one
@@ -83,6 +85,7 @@ typedef struct ser {
   cr_keybufs *kb;
   int hf;                 /* stack index of the hash_funcs table, 0 = none */
   const char *fname;      /* display name, for errors */
+  const char *kind;       /* how its errors start: cache_resource or cache_data */
   const cr_func *func;    /* names parameters in errors; NULL outside calls */
   int fidx;               /* where its cr_func userdata is (a stack or upvalue index) */
   const char *argname;    /* a fixed name for errors, else looked up */
@@ -203,29 +206,29 @@ CR_NORETURN static void unhashable(ser *s, int idx, int depth) {
   arg_desc(s, arg, sizeof arg);
   if (s->hf_name) /* inside what a hash function returned: that is the mistake */
     ser_fail(s,
-             "cache_resource: hash_funcs['%s'] of %s returned %s%s for argument '%s', which cannot be "
+             "%s: hash_funcs['%s'] of %s returned %s%s for argument '%s', which cannot be "
              "hashed: a hash function must return nil, a boolean, a number, a string, a table or a function",
-             lua_tostring(L, s->hf_name), s->fname, depth > s->hf_depth ? "a table holding " : "", what, arg);
+             s->kind, lua_tostring(L, s->hf_name), s->fname, depth > s->hf_depth ? "a table holding " : "", what, arg);
   if (s->func == NULL) /* cache_resource.hash, key_bytes, widget values: no hash_funcs to give */
-    ser_fail(s, "cache_resource: cannot hash argument '%s' (%s%s) of %s: userdata and threads have no value to hash",
-             arg, depth ? "a table holding " : "", what, s->fname);
+    ser_fail(s, "%s: cannot hash argument '%s' (%s%s) of %s: userdata and threads have no value to hash",
+             s->kind, arg, depth ? "a table holding " : "", what, s->fname);
   if (s->argname == NULL) /* an extra `...` argument or a C function's: it has no name to change */
     ser_fail(s,
-             "cache_resource: cannot hash argument '%s' (%s%s) of %s: an extra argument is always part of the "
+             "%s: cannot hash argument '%s' (%s%s) of %s: an extra argument is always part of the "
              "key; give hash_funcs = { [\"%s\"] = function(v) return <a hashable value> end }",
-             arg, depth ? "a table holding " : "", what, s->fname, fix_key);
+             s->kind, arg, depth ? "a table holding " : "", what, s->fname, fix_key);
   ser_fail(s,
-           "cache_resource: cannot hash argument '%s' (%s%s) of %s: prefix the parameter "
+           "%s: cannot hash argument '%s' (%s%s) of %s: prefix the parameter "
            "with an underscore ('_%s') to leave it out of the key, or give "
            "hash_funcs = { [\"%s\"] = function(v) return <a hashable value> end }",
-           arg, depth ? "a table holding " : "", what, s->fname, s->argname, fix_key);
+           s->kind, arg, depth ? "a table holding " : "", what, s->fname, s->argname, fix_key);
 }
 
 /* ---- writing --------------------------------------------------------- */
 
 static void out_of_memory(ser *s, const cr_buffer *b, size_t n) {
-  ser_fail(s, "cache_resource: out of memory while building a key for %s (%zu bytes written, %zu more needed)",
-           s->fname, b->len, n);
+  ser_fail(s, "%s: out of memory while building a key for %s (%zu bytes written, %zu more needed)",
+           s->kind, s->fname, b->len, n);
 }
 
 /* Room for n more bytes of b; an allocation failure releases the buffers
@@ -540,8 +543,8 @@ static void ser_table(ser *s, int idx, int depth) {
   if (depth > CR_MAX_DEPTH) {
     char arg[128];
     arg_desc(s, arg, sizeof arg);
-    ser_fail(s, "cache_resource: cannot hash argument '%s' of %s: tables nested deeper than %d levels",
-             arg, s->fname, CR_MAX_DEPTH);
+    ser_fail(s, "%s: cannot hash argument '%s' of %s: tables nested deeper than %d levels",
+             s->kind, arg, s->fname, CR_MAX_DEPTH);
   }
   s->path[depth] = p;
   luaL_checkstack(L, 6, "cache_resource: table key");
@@ -635,8 +638,8 @@ static int try_hash_func(ser *s, int idx, int depth) {
     char arg[128];
     const char *msg = lua_tostring(L, -1);
     arg_desc(s, arg, sizeof arg);
-    ser_fail(s, "cache_resource: hash_funcs['%s'] of %s raised an error while hashing argument '%s': %s",
-             lua_tostring(L, name_idx), s->fname, arg, msg ? msg : luaL_typename(L, -1));
+    ser_fail(s, "%s: hash_funcs['%s'] of %s raised an error while hashing argument '%s': %s",
+             s->kind, lua_tostring(L, name_idx), s->fname, arg, msg ? msg : luaL_typename(L, -1));
   }
   put_byte(s, TAG_REPLACED);
   s->path[depth] = NULL;
@@ -694,6 +697,7 @@ static void ser_begin(ser *s, lua_State *L, cr_state *S, const char *fname, cons
   s->hf_name = 0;
   s->hf_depth = 0;
   s->fidx = 0;
+  s->kind = func ? cr_kind(func->cache) : "cache_resource";
 }
 
 /* The unseeded 128-bit digest of what was serialized (hash(), identities). */
@@ -827,11 +831,16 @@ void cr_key_hash_args(lua_State *L, cr_state *S, int first, int nargs, unsigned 
 /* The identity of a cache: `name` when given, else the function and the
  * options it was wrapped with, so the same code wrapped with another ttl is
  * another cache. */
-void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, unsigned char out[16]) {
+void cr_key_identity(lua_State *L, cr_state *S, int fn, int opts, const char *name, int data,
+                     unsigned char out[16]) {
   ser s;
-  ser_begin(&s, L, S, "cache_resource", NULL, "fn");
+  ser_begin(&s, L, S, data ? "cache_data" : "cache_resource", NULL, "fn");
   s.argpos = 1;
   s.identity = 1;
+  if (data) {
+    s.kind = "cache_data";
+    put_byte(&s, TAG_DATA);
+  }
   fn = lua_absindex(L, fn);
   if (opts) {
     opts = lua_absindex(L, opts);

@@ -40,7 +40,8 @@ static unsigned char *keep_key(lua_State *L, cr_key *key) {
  * one entry a call with those arguments would hit. */
 /***
 Releases entries (their `on_release` runs). `clear()`: every entry of every
-cached function and session; `clear(f)`: every entry of `f` (the current
+`cache_resource` function and session (`cache_data.clear()` is its twin for
+`cache_data` functions); `clear(f)`: every entry of `f` (the current
 session's, for `scope = "session"`); `clear(f, ...)`: the one entry a call
 `f(...)` would hit. A computation in progress still returns its values to
 its caller; they are not stored.
@@ -59,7 +60,8 @@ static int m_clear(lua_State *L) {
   uint64_t gen0 = S->next_gen;
   if (n == 0) {
     cr_check_open(L, S);
-    for (c = S->caches; c; c = c->next) cr_cache_clear(L, c, 1, gen0);
+    for (c = S->caches; c; c = c->next)
+      if (!c->data) cr_cache_clear(L, c, 1, gen0);
     return 0;
   }
   f = check_cached(L, 1, "clear");
@@ -97,7 +99,8 @@ static void push_stats(lua_State *L, cr_cache *c) {
   size_t entries = c->global ? c->global->count : 0;
   cr_store *st;
   for (st = c->session_stores; st; st = st->next_of_cache) entries += st->count;
-  lua_createtable(L, 0, 16);
+  lua_createtable(L, 0, c->data ? 24 : 17);
+  set_str(L, "kind", c->data ? "data" : "resource");
   set_str(L, "name", c->name);
   set_str(L, "where", c->where);
   set_str(L, "scope", c->session_scope ? "session" : "global");
@@ -115,15 +118,30 @@ static void push_stats(lua_State *L, cr_cache *c) {
   set_int(L, "evictions", c->evictions);
   set_int(L, "expirations", c->expirations);
   set_int(L, "replay_bytes", (lua_Integer)c->replay_bytes);
+  if (c->data) {
+    lua_pushboolean(L, 0); /* the store's description, once persisted entries come */
+    lua_setfield(L, -2, "persist");
+    if (c->max_size > 0) set_int(L, "max_size", c->max_size);
+    else set_num(L, "max_size", HUGE_VAL);
+    set_int(L, "bytes", (lua_Integer)c->bytes);
+    set_int(L, "store_hits", c->store_hits);
+    set_int(L, "store_writes", c->store_writes);
+    set_int(L, "store_errors", c->store_errors);
+    set_int(L, "persist_skipped", c->persist_skipped);
+  }
 }
 
 /* stats(): one row per cached function, oldest first; stats(f): f's row. */
 /***
 Statistics: `stats()` returns one row per cached function, oldest first;
-`stats(f)` the row of `f`. A row has `name`, `where`, `scope`, `ttl` (seconds,
-`math.huge` without one), `max_entries`, `refresh_mode`, `entries`, `hits`,
-`stale_hits`, `misses`, `failures`, `refreshes`, `refresh_failures`,
-`evictions`, `expirations` and `replay_bytes`.
+`stats(f)` the row of `f`. A row has `kind` (`"resource"` or `"data"`),
+`name`, `where`, `scope`, `ttl` (seconds, `math.huge` without one),
+`max_entries`, `refresh_mode`, `entries`, `hits`, `stale_hits`, `misses`,
+`failures`, `refreshes`, `refresh_failures`, `evictions`, `expirations` and
+`replay_bytes`; a `cache_data` row also `persist` (`false`: entries in
+memory), `max_size` (bytes, `math.huge` when unbounded), `bytes` (the
+encoded bytes of its entries), `store_hits`, `store_writes`, `store_errors`
+and `persist_skipped`.
 @function stats
 @tparam[opt] function f a cached function
 @treturn table a row, or an array of rows
@@ -196,8 +214,7 @@ static int m_peek(lua_State *L) {
   if (e == NULL || e->expires_at <= now) return 0;
   luaL_checkstack(L, e->nvalues + 2, "cache_resource.peek: too many values");
   lua_pushnumber(L, (lua_Number)(e->stale_at == HUGE_VAL ? HUGE_VAL : e->stale_at - now));
-  cr_push_values(L, e);
-  return e->nvalues + 1;
+  return cr_entry_push(L, e) + 1; /* cache_data: a fresh copy */
 }
 
 /* Adds clear, stats, info and peek to the module table at the top of the

@@ -71,8 +71,8 @@ int cr_refresh_spawn(lua_State *L, int base, cr_call *call) {
   cr_call_link(S, m);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
-    lua_pushfstring(L, "cache_resource: the scheduler's spawn raised an error (%s); refreshing %s in the "
-                       "foreground", msg ? msg : luaL_typename(L, -1), c->name);
+    lua_pushfstring(L, "%s: the scheduler's spawn raised an error (%s); refreshing %s in the "
+                       "foreground", cr_kind(c), msg ? msg : luaL_typename(L, -1), c->name);
     cr_report(L, lua_tostring(L, -1));
     cr_call_finish(L, m); /* anchored at rec */
     lua_settop(L, base);
@@ -91,17 +91,6 @@ int cr_refresh_running(cr_state *S, lua_State *L) {
   return 0;
 }
 
-/* Pushes a readable form of the error at err (a raised error object or the
- * second value of a failure result). No metamethod runs: this reports. */
-static const char *push_error_text(lua_State *L, int err) {
-  if (lua_type(L, err) == LUA_TSTRING || lua_type(L, err) == LUA_TNUMBER) {
-    lua_pushvalue(L, err);
-    return lua_tostring(L, -1);
-  }
-  if (lua_isboolean(L, err)) return lua_pushstring(L, lua_toboolean(L, err) ? "true" : "false");
-  return lua_pushfstring(L, "(a %s error value)", luaL_typename(L, err));
-}
-
 static double retry_delay(const cr_cache *c) {
   return c->ttl < 60 ? c->ttl : 60;
 }
@@ -116,13 +105,13 @@ void cr_refresh_failed(lua_State *L, cr_call *call, int err) {
   const char *msg;
   c->refresh_failures++;
   luaL_checkstack(L, 4, "cache_resource: reporting a failed refresh");
-  msg = push_error_text(L, err);
+  msg = cr_error_text(L, err);
   now = cr_now(L, c->S);
   if (call->store) e = cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest);
   if (e) e->retry_at = now + delay;
-  if (e) lua_pushfstring(L, "cache_resource: the background refresh of %s failed: %s; its stale values are served "
-                            "until it expires, and the next refresh starts in %f s", c->name, msg, delay);
-  else lua_pushfstring(L, "cache_resource: the background refresh of %s failed: %s", c->name, msg);
+  if (e) lua_pushfstring(L, "%s: the background refresh of %s failed: %s; its stale values are served "
+                            "until it expires, and the next refresh starts in %f s", cr_kind(c), c->name, msg, delay);
+  else lua_pushfstring(L, "%s: the background refresh of %s failed: %s", cr_kind(c), c->name, msg);
   cr_report(L, lua_tostring(L, -1));
   lua_settop(L, top);
 }
@@ -135,13 +124,13 @@ void cr_refresh_fallback(lua_State *L, cr_call *call, int err, double now) {
   int top = lua_gettop(L);
   const char *msg;
   luaL_checkstack(L, 4, "cache_resource: reporting a failed refresh");
-  msg = push_error_text(L, err);
+  msg = cr_error_text(L, err);
   if (call->kind == CR_REFRESH_FG) c->refresh_failures++;
   else c->failures++;
   e = call->store ? cr_store_find(call->store, call->hash, call->key, call->keylen, call->is_digest) : NULL;
   if (e && call->kind == CR_REFRESH_FG) e->retry_at = now + retry_delay(c);
-  lua_pushfstring(L, "cache_resource: recomputing an expired entry of %s failed: %s; serving its stale values "
-                     "(released in %f s)", c->name, msg, e ? e->expires_at - now : 0.0);
+  lua_pushfstring(L, "%s: recomputing an expired entry of %s failed: %s; serving its stale values "
+                     "(released in %f s)", cr_kind(c), c->name, msg, e ? e->expires_at - now : 0.0);
   cr_report(L, lua_tostring(L, -1));
   lua_settop(L, top);
 }

@@ -2,14 +2,25 @@
  * computations and the replay loop (the replayable UI functions that
  * record, and the hooks: cr_ui.c).
  *
- * A record is [varint replayable id][varint nargs][argument]*; a string
- * argument is [R_STR][varint string number][varint length][bytes]. Arguments
- * that are nil, booleans, numbers, strings or plain tables of those are
- * copied (later mutation by the caller changes nothing); a value that an
- * earlier recorded call of the same computation returned (a container
- * block) is written as RESULT(i), so replay binds it to what the replayed
- * call i returned; anything else is kept by registry reference until the
- * entry goes. */
+ * The record format
+ * -----------------
+ *   records  = record*
+ *   record   = varint(replayable id) varint(nargs) argument{nargs}
+ *   argument = value                  a copy: one value of the value codec
+ *                                     (cr_codec.c), numbered on its own
+ *            | R_REF varint(i)        the value kept by registry reference i
+ *            | R_RESULT varint(i)     what recorded call i of this
+ *                                     computation returned
+ *   varint   = LEB128, as in the codec
+ *
+ * Arguments that are nil, booleans, numbers, strings or tables of those
+ * without metatables (shared subtables and cycles included) are copied, so
+ * later mutation by the caller changes nothing and every replay gets fresh
+ * tables; a value that an earlier recorded call of the same computation
+ * returned (a container block) is written as R_RESULT, so replay binds it
+ * to what the replayed call returned; anything else (functions, userdata,
+ * objects with a metatable) is kept by registry reference until the entry
+ * goes. R_REF and R_RESULT are above the codec's tags. */
 #include <stdlib.h>
 #include <string.h>
 #include "cr.h"
@@ -60,84 +71,43 @@ int cr_replay_gc(lua_State *L) {
   return 0;
 }
 
-static size_t add_ref(lua_State *L, cr_replay *rp, int idx) {
+/* Keeps the value at idx by reference; -1 when memory runs out. */
+static long add_ref(lua_State *L, cr_replay *rp, int idx) {
   if (rp->nrefs == rp->caprefs) {
     size_t cap = rp->caprefs ? rp->caprefs * 2 : 4;
     int *r = (int *)realloc(rp->refs, cap * sizeof *r);
-    if (r == NULL) cr_error(L, "cache_resource: out of memory (replay references)");
+    if (r == NULL) return -1;
     rp->refs = r;
     rp->caprefs = cap;
   }
   lua_pushvalue(L, idx);
   rp->refs[rp->nrefs] = luaL_ref(L, LUA_REGISTRYINDEX);
-  return rp->nrefs++;
+  return (long)rp->nrefs++;
 }
 
-/* Copies the value at idx; 0 when it cannot be copied (the caller then
- * keeps a reference instead). */
-static int copy_value(lua_State *L, cr_replay *rp, int idx, int depth, const void **path) {
-  cr_buffer *b = &rp->buf;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: cr_buffer_byte(L, b, R_NIL); return 1;
-    case LUA_TBOOLEAN: cr_buffer_byte(L, b, lua_toboolean(L, idx) ? R_TRUE : R_FALSE); return 1;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) {
-        cr_buffer_byte(L, b, R_INT);
-        cr_buffer_u64(L, b, (uint64_t)lua_tointeger(L, idx));
-      } else {
-        double d = (double)lua_tonumber(L, idx);
-        uint64_t bits;
-        memcpy(&bits, &d, sizeof bits);
-        cr_buffer_byte(L, b, R_FLOAT);
-        cr_buffer_u64(L, b, bits);
-      }
-      return 1;
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      cr_buffer_byte(L, b, R_STR);
-      cr_buffer_varint(L, b, ++rp->nstrings); /* its slot in the decoded-string table */
-      cr_buffer_varint(L, b, len);
-      cr_buffer_put(L, b, s, len);
-      return 1;
-    }
-    case LUA_TTABLE: {
-      const void *p = lua_topointer(L, idx);
-      int i;
-      if (depth >= CR_MAX_DEPTH) return 0;
-      if (lua_getmetatable(L, idx)) { /* objects are not plain data */
-        lua_pop(L, 1);
-        return 0;
-      }
-      for (i = 0; i < depth; i++)
-        if (path[i] == p) return 0;
-      path[depth] = p;
-      luaL_checkstack(L, 4, "cache_resource: recording a table");
-      cr_buffer_byte(L, b, R_TABLE);
-      lua_pushnil(L);
-      while (lua_next(L, idx)) {
-        int top = lua_gettop(L);
-        if (!copy_value(L, rp, top - 1, depth + 1, path) || !copy_value(L, rp, top, depth + 1, path)) {
-          lua_pop(L, 2);
-          return 0;
-        }
-        lua_pop(L, 1);
-      }
-      cr_buffer_byte(L, b, R_END);
-      return 1;
-    }
-    default: return 0;
-  }
+/* A tag and a varint, or 0 when memory runs out. */
+static int put_tagged(cr_buffer *b, int tag, uint64_t v) {
+  if (!cr_buffer_grow(b, 11)) return 0;
+  if (tag >= 0) b->data[b->len++] = (unsigned char)tag;
+  do {
+    unsigned char c = (unsigned char)(v & 0x7f);
+    v >>= 7;
+    b->data[b->len++] = (unsigned char)(c | (v ? 0x80 : 0));
+  } while (v);
+  return 1;
 }
 
 /* Appends one record to a computation's frame: replayable id, then the
  * arguments first..first+n-1; `result` (a stack index, or 0) is what the
  * call returned, which later records may refer to. */
 void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result) {
+  cr_state *S = frame->S;
   cr_replay *rp;
   cr_buffer *b;
-  const void *path[CR_MAX_DEPTH + 1];
-  size_t index;
+  cr_codec_bufs *cb;
+  cr_codec_error err;
+  enum cr_codec_status st;
+  size_t index, mark;
   int i;
   if (frame->recording == NULL) {
     rp = replay_new(L); /* allocates: a finalizer may record into this frame meanwhile */
@@ -148,34 +118,37 @@ void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, i
       cr_replay_unref(L, rp);
     }
   }
-  /* from here to the end of the record nothing runs Lua code: records never interleave */
+  cb = cr_codec_bufs_take(L, &S->codec); /* may box a set (allocates): before the record starts */
+  /* from here to the end of the record nothing runs Lua code: records never
+   * interleave; and a record is whole or not there (memory running out
+   * takes it back before the error) */
   rp = frame->recording;
   b = &rp->buf;
+  mark = b->len;
   index = rp->nrecords;
-  cr_buffer_varint(L, b, (uint64_t)id);
-  cr_buffer_varint(L, b, (uint64_t)n);
+  if (!put_tagged(b, -1, (uint64_t)id) || !put_tagged(b, -1, (uint64_t)n)) goto out_of_memory;
   for (i = first; i < first + n; i++) {
-    size_t mark = b->len, mark_strings = rp->nstrings;
     int t = lua_type(L, i);
+    long ref;
     if (frame->results_ref != LUA_NOREF && (t == LUA_TTABLE || t == LUA_TUSERDATA || t == LUA_TFUNCTION)) {
+      lua_Integer k;
       lua_rawgeti(L, LUA_REGISTRYINDEX, frame->results_ref);
       lua_pushvalue(L, i);
-      if (lua_rawget(L, -2) == LUA_TNUMBER) {
-        cr_buffer_byte(L, b, R_RESULT);
+      t = lua_rawget(L, -2);
+      k = lua_tointeger(L, -1);
+      lua_pop(L, 2);
+      if (t == LUA_TNUMBER) {
+        if (!put_tagged(b, R_RESULT, (uint64_t)k)) goto out_of_memory;
         rp->uses_results = 1;
-        cr_buffer_varint(L, b, (uint64_t)lua_tointeger(L, -1));
-        lua_pop(L, 2);
         continue;
       }
-      lua_pop(L, 2);
     }
-    if (!copy_value(L, rp, i, 0, path)) {
-      b->len = mark;
-      rp->nstrings = mark_strings;
-      cr_buffer_byte(L, b, R_REF);
-      cr_buffer_varint(L, b, add_ref(L, rp, i));
-    }
+    st = cr_codec_append_value(L, cb, b, i, &err);
+    if (st == CR_CODEC_NOMEM) goto out_of_memory;
+    if (st == CR_CODEC_OK) continue;
+    if ((ref = add_ref(L, rp, i)) < 0 || !put_tagged(b, R_REF, (uint64_t)ref)) goto out_of_memory;
   }
+  cr_codec_bufs_release(cb);
   rp->nrecords++;
   if (result) { /* remember what this call returned: later records may use it */
     int t = lua_type(L, result);
@@ -192,6 +165,11 @@ void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, i
       lua_pop(L, 1);
     }
   }
+  return;
+out_of_memory:
+  b->len = mark;
+  cr_codec_bufs_release(cb);
+  cr_error(L, "cache_resource: out of memory (recording a UI call into a buffer of %I bytes)", (lua_Integer)mark);
 }
 
 /* Drops a computation's recording state (done, failed or abandoned). */
@@ -205,50 +183,26 @@ void cr_replay_free_frame(lua_State *L, cr_call *call) {
 
 /* ---- decoding ------------------------------------------------------------ */
 
-/* Pushes one decoded value; returns its tag (R_END ends a table).
- * `strings` indexes a table caching the strings already decoded from this
- * buffer, by their number in it (a dense array): interning them anew on
- * every replay costs more than the call. */
-static int push_value(lua_State *L, const cr_replay *rp, size_t *pos, int results, int strings) {
+/* Pushes one recorded argument. `strings` indexes a table caching the
+ * strings already decoded from this buffer, by their offset in it:
+ * interning them anew on every replay costs more than the call. The
+ * buffer stays put while a replay runs over it (rp->active). */
+static void push_argument(lua_State *L, const cr_replay *rp, size_t *pos, int results, int strings) {
   const cr_buffer *b = &rp->buf;
-  int tag = b->data[(*pos)++];
-  switch (tag) {
-    case R_NIL: lua_pushnil(L); break;
-    case R_FALSE: lua_pushboolean(L, 0); break;
-    case R_TRUE: lua_pushboolean(L, 1); break;
-    case R_INT: lua_pushinteger(L, (lua_Integer)cr_buffer_get_u64(b, pos)); break;
-    case R_FLOAT: {
-      uint64_t bits = cr_buffer_get_u64(b, pos);
-      double d;
-      memcpy(&d, &bits, sizeof d);
-      lua_pushnumber(L, (lua_Number)d);
-      break;
-    }
-    case R_STR: {
-      lua_Integer slot = (lua_Integer)cr_buffer_get_varint(b, pos);
-      size_t len = (size_t)cr_buffer_get_varint(b, pos);
-      if (lua_rawgeti(L, strings, slot) != LUA_TSTRING) {
-        lua_pop(L, 1);
-        lua_pushlstring(L, (const char *)b->data + *pos, len);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, strings, slot);
-      }
-      *pos += len;
-      break;
-    }
-    case R_TABLE: /* a fresh table every replay: callees may change it */
-      luaL_checkstack(L, 4, "cache_resource: replaying a table");
-      lua_newtable(L);
-      while (push_value(L, rp, pos, results, strings) != R_END) {
-        push_value(L, rp, pos, results, strings);
-        lua_rawset(L, -3);
-      }
-      break;
-    case R_REF: lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[cr_buffer_get_varint(b, pos)]); break;
-    case R_RESULT: lua_rawgeti(L, results, (lua_Integer)cr_buffer_get_varint(b, pos)); break;
-    default: break; /* R_END pushes nothing */
+  cr_codec_dec d;
+  int tag = b->data[*pos];
+  if (tag == R_REF || tag == R_RESULT) {
+    lua_Integer i;
+    (*pos)++;
+    i = (lua_Integer)cr_buffer_get_varint(b, pos);
+    if (tag == R_REF) lua_rawgeti(L, LUA_REGISTRYINDEX, rp->refs[i]);
+    else lua_rawgeti(L, results, i);
+    return;
   }
-  return tag;
+  cr_codec_dec_init(&d, L, b->data, *pos, b->len);
+  d.strcache = strings;
+  if (!cr_codec_decode_value(&d)) cr_error(L, "cache_resource: a damaged replay record (%s)", d.error);
+  *pos = d.pos;
 }
 
 /* ---- replay ------------------------------------------------------------ */
@@ -291,7 +245,7 @@ static int replay_loop(lua_State *L, int slots, size_t pos) {
     int n = (int)cr_buffer_get_varint(&rp->buf, &pos), i;
     if (n > LUA_MINSTACK - 2) luaL_checkstack(L, n + 2, "cache_resource: too many recorded arguments");
     lua_rawgeti(L, slots + SLOT_FNS, id);
-    for (i = 0; i < n; i++) push_value(L, rp, &pos, slots + SLOT_RESULTS, slots + SLOT_STRINGS);
+    for (i = 0; i < n; i++) push_argument(L, rp, &pos, slots + SLOT_RESULTS, slots + SLOT_STRINGS);
     lua_callk(L, n, 1, (lua_KContext)pos, replay_resume);
     replay_step_done(L, slots, rp);
   }
@@ -317,16 +271,31 @@ static int compiled_done(lua_State *L, int status, lua_KContext ctx) {
   return (int)ctx;
 }
 
+/* Keeps rp's records alive whatever happens to its owner (the entry may
+ * be released while a cache_data hit decodes its values, which allocates):
+ * pushes its anchor and counts a replay. Allocates nothing. Returns the
+ * anchor's index, for cr_replay_run. */
+int cr_replay_hold(lua_State *L, cr_replay *rp) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+  rp->active++;
+  return lua_gettop(L);
+}
+
 /* Replays rp's records in order, then returns the nvalues values on top of
  * the stack. `direct`: nothing would record these calls (no
  * computation of this coroutine encloses the hit), so call the UI functions
- * themselves rather than their replayables (one C layer less). */
-int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct) {
+ * themselves rather than their replayables (one C layer less). `held`: the
+ * index cr_replay_hold returned (below the values), or 0. */
+int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct, int held) {
   int slots;
   luaL_checkstack(L, NSLOTS + LUA_MINSTACK, "cache_resource: replaying");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+  if (held) {
+    lua_pushvalue(L, held);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rp->self_ref);
+    rp->active++; /* before compiling: it allocates, and finalizers may release the entry */
+  }
   slots = lua_gettop(L);
-  rp->active++; /* before compiling: it allocates, and finalizers may release the entry */
   if (rp->compiled == 0 && S->compile_after && ++rp->replays >= S->compile_after)
     cr_replay_compile(L, S, rp, slots);
   if (rp->compiled == 1) lua_getiuservalue(L, slots, 2); /* called with the table below */

@@ -66,8 +66,9 @@ key another one is computing calls `s.wait(token)` once and is resumed by
 the waiter set with `set_waiter`. `require "cache_resource.cqueues"` sets one
 for lua-cqueues.
 @function set_scheduler
-@tparam[opt] table s `{ wait = fn, wake = fn, spawn = fn }`: `wait` and
-`wake` go together, `spawn` may come alone; `nil` removes the scheduler
+@tparam[opt] table s a table with the functions `wait` and `wake` (they go
+together) and/or `spawn`: a scheduler object as it is, whose other fields
+are its own and ignored; `nil` removes the scheduler
 @treturn ?table the scheduler it replaces
 */
 
@@ -77,8 +78,8 @@ The scheduler set with `set_scheduler`, or nil.
 @treturn ?table the table given to `set_scheduler`
 */
 
-/* set_scheduler(s): s = { wait = fn, wake = fn, spawn = fn } or nil.
- * wait and wake go together; spawn alone is fine (background refreshes
+/* set_scheduler(s): s has wait, wake, spawn (any other field is ignored)
+ * or is nil. wait and wake go together; spawn alone is fine (background refreshes
  * then run through it while waiting keeps polling the waiter). The
  * functions are read now: later changes to the table change nothing.
  * Returns the scheduler it replaces. */
@@ -90,25 +91,16 @@ static int m_set_scheduler(lua_State *L) {
   if (!lua_isnil(L, 1) && !lua_istable(L, 1))
     cr_error(L, "bad argument #1 to 'cache_resource.set_scheduler' (a table { wait = fn, wake = fn, "
                          "spawn = fn } or nil expected, got %s)", luaL_typename(L, 1));
-  if (lua_istable(L, 1)) {
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-      int known = 0;
-      for (i = 0; fields[i]; i++)
-        if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), fields[i]) == 0) known = 1;
-      if (!known)
-        cr_error(L, "cache_resource.set_scheduler: unknown field %s%s%s (a scheduler has wait, wake "
-                             "and spawn)", lua_type(L, -2) == LUA_TSTRING ? "'" : "a ",
-                          lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
-                          lua_type(L, -2) == LUA_TSTRING ? "'" : " key");
-      lua_pop(L, 1);
-    }
+  if (lua_istable(L, 1)) { /* a scheduler object as it is: its other fields are its own */
     for (i = 0; fields[i]; i++) {
-      int t = lua_getfield(L, 1, fields[i]);
+      int t = lua_getfield(L, 1, fields[i]); /* through __index too: methods of a class */
       present[i] = t != LUA_TNIL;
-      if (present[i] && t != LUA_TFUNCTION)
-        cr_error(L, "cache_resource.set_scheduler: field '%s' must be a function, got %s", fields[i],
-                          luaL_typename(L, -1));
+      if (present[i] && t != LUA_TFUNCTION) { /* a callable object will do */
+        if (luaL_getmetafield(L, -1, "__call") == LUA_TNIL)
+          cr_error(L, "cache_resource.set_scheduler: field '%s' must be a function, got %s", fields[i],
+                   luaL_typename(L, -1));
+        lua_pop(L, 1);
+      }
     }
     if (present[0] != present[1])
       cr_error(L, "cache_resource.set_scheduler: field '%s' is missing (wait and wake go together: "

@@ -176,9 +176,9 @@ cr_store *cr_store_for(lua_State *L, cr_cache *c, int create) {
   }
   ss = S->current;
   if (ss == NULL)
-    cr_error(L, "cache_resource: %s has scope 'session' but no session is set: call "
+    cr_error(L, "%s: %s has scope 'session' but no session is set: call "
                   "cache_resource.set_session(id) first (the UI runtime does it for each run)",
-               c->name);
+               cr_kind(c), c->name);
   if (c->last_store && c->last_store->session == ss) return c->last_store;
   st = store_map_find(S, c, ss);
   if (st) return c->last_store = st;
@@ -382,6 +382,9 @@ static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason 
   lru_unlink(st, e);
   if (e->heap_pos != CR_NO_HEAP) heap_remove(S, e);
   st->count--;
+  S->released++;
+  st->bytes -= e->bytes;
+  c->bytes -= e->bytes;
   if (why == CR_EVICT) c->evictions++;
   else if (why == CR_EXPIRE) c->expirations++;
   for (i = 0; i < n; i++) {
@@ -433,13 +436,15 @@ void cr_entry_release(lua_State *L, cr_entry *e, enum cr_reason why) {
  * store step: the caller has run every callback it needed (the clock read
  * `now`, when the entry has a lifetime) and checked that st is live; no
  * Lua code runs here until the entry is linked. Then the front index
- * learns of it, and the entry it replaces and what max_entries evicts are
- * released, with st pinned. A value is fresh for ttl, then stale for
- * max_stale; a failure result lives failure_ttl and is never stale.
- * Widget caches pass the stack indexes of the argument key string and of
- * the ids table the key was built from (else 0, 0). */
-void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, cr_replay **rpp,
-                     int failure, double now, int argkey, int ids) {
+ * learns of it, and the entry it replaces and what max_entries and
+ * max_size evict are released, with st pinned. A value is fresh for ttl,
+ * then stale for max_stale; a failure result lives failure_ttl and is never
+ * stale. A cache_data entry's values are its encoded bytes (a string of
+ * `bytes` bytes) and their metatable list, if any; one larger than max_size
+ * is not stored. Widget caches pass the stack indexes of the argument key
+ * string and of the ids table the key was built from (else 0, 0). */
+void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, int n, size_t bytes,
+                     cr_replay **rpp, int failure, double now, int argkey, int ids) {
   cr_cache *c = st->cache;
   cr_state *S = c->S;
   cr_entry *e, *old;
@@ -448,7 +453,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   size_t excess;
   uint64_t gen;
   double stale = HUGE_VAL, expires = HUGE_VAL, ttl = failure ? c->failure_ttl : c->ttl;
-  if (st->dead) return;
+  if (st->dead || (c->max_size > 0 && bytes > (size_t)c->max_size)) return;
   if (ttl != HUGE_VAL) {
     stale = now + ttl;
     expires = failure ? stale : stale + c->max_stale;
@@ -472,6 +477,8 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   e->is_digest = key->is_digest;
   e->front = CR_FRONT_NONE;
   e->nvalues = n;
+  e->bytes = bytes;
+  e->decodes = 0;
   e->replay = *rpp;
   *rpp = NULL;
   if (e->replay) c->replay_bytes += e->replay->buf.len;
@@ -489,6 +496,8 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   e->hnext = st->buckets[e->hash & st->mask];
   st->buckets[e->hash & st->mask] = e;
   lru_push(st, e);
+  st->bytes += bytes;
+  c->bytes += bytes;
   /* load factor <= 1/2: a hit in a big store then rarely walks past a
    * second entry, each of which is a cache miss */
   if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
@@ -504,7 +513,66 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   while (excess-- > 0 && !st->dead && c->max_entries > 0 && (lua_Integer)st->count > c->max_entries &&
          st->oldest)
     store_release(L, st, st->oldest, CR_EVICT);
+  /* the same for max_size; the new entry fits alone, so it stays */
+  excess = st->count;
+  while (excess-- > 0 && !st->dead && c->max_size > 0 && st->bytes > (size_t)c->max_size && st->oldest &&
+         st->oldest != st->newest)
+    store_release(L, st, st->oldest, CR_EVICT);
   cr_store_unpin(st);
+}
+
+/* Pushes a hot cache_data entry's compiled copy (the bytes are at src),
+ * after its S->compile_after-th hit decoded by C, and returns 1; or
+ * returns 0. Compiling allocates (a finalizer may release e): e takes the
+ * function only if no entry was released meanwhile, else the function
+ * makes this copy and the next hit tries again. */
+static int compiled_copy(lua_State *L, cr_state *S, cr_entry *e, int src) {
+  uint64_t released = S->released;
+  if (e->decodes == CR_NEVER_COMPILE || S->compile_after == 0 || ++e->decodes < S->compile_after) return 0;
+  if (!cr_data_compile(L, src)) {
+    if (S->released == released) e->decodes = CR_NEVER_COMPILE; /* beyond the compiler: the C decoder copies */
+    return 0;
+  }
+  if (S->released == released) {
+    lua_pushvalue(L, -1);
+    e->refs[CR_DATA_COMPILED] = luaL_ref(L, LUA_REGISTRYINDEX);
+    S->live_refs++;
+  }
+  return 1;
+}
+
+/* Pushes what a hit of e returns and returns how many: its values, or a
+ * cache_data entry's copy made afresh from its bytes (by its compiled copy,
+ * once it has one, else by the C decoder). Both allocate (a finalizer may
+ * release e), so the bytes are anchored on the stack first and e is not
+ * used once copying starts. */
+int cr_entry_push(lua_State *L, cr_entry *e) {
+  cr_cache *c = e->store->cache;
+  const char *why;
+  int base, n, top = lua_gettop(L);
+  if (!c->data) {
+    cr_push_values(L, e);
+    return e->nvalues;
+  }
+  luaL_checkstack(L, 6, "cache_data: copying an entry");
+  if (e->refs[CR_DATA_COMPILED] != LUA_REFNIL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_COMPILED]);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - top;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_BYTES]);
+  base = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_METAS]); /* nil when none */
+  if (compiled_copy(L, c->S, e, base)) {
+    lua_call(L, 0, LUA_MULTRET);
+    n = lua_gettop(L) - base - 1;
+  } else {
+    n = cr_codec_decode(L, base, lua_isnil(L, base + 1) ? 0 : base + 1, CR_CODEC_MEMORY, &why);
+    if (n < 0) cr_error(L, "cache_data: an entry of %s could not be decoded (%s)", c->name, why);
+  }
+  lua_rotate(L, base, -2); /* the bytes and the list go from under the values */
+  lua_pop(L, 2);
+  return n;
 }
 
 /* ---- clearing --------------------------------------------------------- */

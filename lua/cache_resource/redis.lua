@@ -2,7 +2,7 @@
 -- and machine that uses the server.
 --
 --     local redis = require "cache_resource.redis"
---     local store = redis.connect { host = "10.0.0.5", password = os.getenv("REDIS_PASSWORD") }
+--     local store = redis.connect { host = "redis.internal", password = os.getenv("REDIS_PASSWORD") }
 --     local load_rows = cache_data(read_csv, { ttl = "1h", persist = store })
 --
 -- A store has the five methods every store has (`get`, `set`, `delete`,

@@ -1,8 +1,9 @@
 /* libFuzzer host for `make fuzz`: a Lua state with cache_resource linked in
  * (a standalone program needs its own VM; the module itself never links
- * liblua). Each input goes to fuzz_one() of fuzz/fuzz_keys.lua, which builds
- * Lua values from the bytes and checks the key and replay invariants; a
- * failed check aborts, so libFuzzer keeps the input. */
+ * liblua). Each input goes to fuzz_one() of the script CR_FUZZ_SCRIPT names
+ * (fuzz/fuzz_keys.lua: keys and recorded UI arguments; fuzz/fuzz_codec.lua:
+ * the value codec), which checks its invariants on it; a failed check
+ * aborts, so libFuzzer keeps the input. */
 #include <stdio.h>
 #include <stdlib.h>
 #include "lua.h"
