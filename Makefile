@@ -11,14 +11,23 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS_ALL = $(WARN) $(OPT) -fPIC -I$(LUA_INC) $(EXTRA_CFLAGS)
 SRCS     := $(wildcard src/*.c)
 HDRS     := $(wildcard src/*.h)
-DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3
+# cache_resource.sqlite, the default store: its own module, linked with
+# libsqlite3 (the core links nothing).
+SQLITE_SRCS := $(wildcard src/sqlite/*.c)
+SQLITE_HDRS := $(wildcard src/sqlite/*.h) src/cr_compat.h
+DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3 \
+  libsqlite3-dev
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_CFLAGS = $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+  -fno-sanitize-recover=undefined
 
-.PHONY: all deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install clean \
-  dist docs lint lint-lua release-rockspecs layers
+.PHONY: all sqlite deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install \
+  clean dist docs lint lint-lua release-rockspecs layers
 
-all: $(BUILD)/cache_resource.so
+all: $(BUILD)/cache_resource.so sqlite
+
+sqlite: $(BUILD)/cache_resource/sqlite.so
 
 # Never -llua5.4: the interpreter already holds the Lua VM. Nor -lxxhash:
 # xxHash is inlined from its header (XXH_INLINE_ALL).
@@ -28,8 +37,17 @@ $(BUILD)/cache_resource.so: $(SRCS) $(HDRS)
 
 build-asan/cache_resource.so: $(SRCS) $(HDRS)
 	@mkdir -p build-asan
-	$(CC) $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
-	  -fno-sanitize-recover=undefined -shared -o $@ $(SRCS)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SRCS)
+
+# `require "cache_resource.sqlite"` finds it as <cpath dir>/cache_resource/sqlite.so.
+# Never -llua5.4 here either; -lsqlite3 is its one library.
+$(BUILD)/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SQLITE_SRCS) -lsqlite3
+
+build-asan/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SQLITE_SRCS) -lsqlite3
 
 deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
@@ -76,7 +94,7 @@ test53:
 
 # The whole suite against the sanitized build. lua5.4 itself is not
 # instrumented, so the ASan runtime is preloaded.
-asan: deps build-asan/cache_resource.so
+asan: deps build-asan/cache_resource.so build-asan/cache_resource/sqlite.so
 	@mkdir -p build
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CR_BUILD=build-asan \
@@ -108,7 +126,7 @@ docs:
 #   luarocks --lua-version=5.4 install dist/cache_resource-$(VERSION)-1.src.rock
 VERSION  := 0.2.0
 ROCKREV  := 1
-ROCKS    := cache_resource cache_resource-cqueues
+ROCKS    := cache_resource cache_resource-cqueues cache_resource-sqlite
 REPO_URL := https://github.com/cache-resource/cache_resource
 
 # Writes the release rockspecs from the scm ones (the same build, the
@@ -138,11 +156,17 @@ dist:
 	@ls -l dist
 
 clean:
-	rm -rf build build53 build-asan dist docs/api src/*.o cache_resource.so
+	rm -rf build build53 build-asan dist docs/api src/*.o src/sqlite/*.o cache_resource.so
 
 # Side-by-side ratios (see docs/performance.md); QUICK=1 for a short run.
-bench: deps all
+# The SQLite store's rows compare it with a bare SQLite statement
+# (bench/sqlite_bare.c, a module built for the bench only).
+bench: deps all build/bench_sqlite_bare.so
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+
+build/bench_sqlite_bare.so: bench/sqlite_bare.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_ALL) -shared -o $@ bench/sqlite_bare.c -lsqlite3
 
 # Instructions per hit under callgrind (repeatable, unlike times), beside a
 # hand-written memo called through a function and a no-op C function.
@@ -194,8 +218,9 @@ layers:
 	@$(MAKE) --no-print-directory apt PKGS=binutils
 	$(LUA) spec/layers.lua $(LUA_INC) $(CC)
 
-# Static analysis of src/ with zero findings: gcc -fanalyzer, clang-tidy's
-# static analyzer (clang-analyzer-*) and cppcheck. Errors are raised through
+# Static analysis of src/ (the core and src/sqlite/, the store) with zero
+# findings: gcc -fanalyzer, clang-tidy's static analyzer (clang-analyzer-*)
+# and cppcheck. Errors are raised through
 # cr_error, declared noreturn, so the analyzers see the real paths. cppcheck
 # checks the GCC configuration (-D__GNUC__: the noreturn attribute) and gets
 # LLONG_MAX, which luaconf.h reads from a system header it does not parse.
@@ -204,12 +229,12 @@ LINT_PKGS  = cppcheck clang-tidy
 lint:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) $(LINT_PKGS)"
 	@echo "== $(LINT_CC) -fanalyzer =="
-	@for f in $(SRCS); do \
+	@for f in $(SRCS) $(SQLITE_SRCS); do \
 	  $(LINT_CC) $(WARN) -O1 -fanalyzer -I$(LUA_INC) -c -o /dev/null $$f || exit 1; \
 	done
 	@echo "== clang-tidy (clang-analyzer-*) =="
 	@# one file per run: clang-tidy 14 carries va_list state from one file to the next
-	@for f in $(SRCS); do \
+	@for f in $(SRCS) $(SQLITE_SRCS); do \
 	  clang-tidy $$f --quiet --checks='-*,clang-analyzer-*' --warnings-as-errors='*' -- -std=c99 -I$(LUA_INC) \
 	    2>&1 | grep -v '^[0-9]* warnings\? generated\.$$'; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	done

@@ -439,6 +439,10 @@ do -- session-scoped hits: 10 live sessions, then 10^5, round by round
   cr.clear()
 end
 
+-- ---- the SQLite store ----------------------------------------------------
+
+assert(loadfile("bench/bench_sqlite.lua"))(group, QUICK)
+
 -- ---- report --------------------------------------------------------------
 
 local uname = io.popen("uname -srm"):read("l") or "?"

@@ -79,7 +79,7 @@ describe("the API reference (LDoc)", function()
     assert(ok, "ldoc failed:\n" .. log)
     pages = {}
     for _, module in ipairs({ "cache_resource", "cache_resource.data", "cache_resource.ui", "cache_resource.server",
-      "cache_resource.cqueues" }) do
+      "cache_resource.cqueues", "cache_resource.sqlite" }) do
       pages[module] = read(dir .. "/modules/" .. module .. ".html")
     end
   end)
@@ -136,6 +136,17 @@ describe("the API reference (LDoc)", function()
     end
     assert.is_true(#names >= 8)
     documents("cache_resource.ui", names, "these methods")
+  end)
+
+  it("documents every function of cache_resource.sqlite and every method of its stores", function()
+    local source = read("src/sqlite/module.c")
+    local names = {}
+    for _, list in ipairs({ { "FUNCTIONS", "" }, { "METHODS", "store:" } }) do
+      local body = assert(source:match("luaL_Reg " .. list[1] .. "%[%]%s*=%s*(%b{})"), list[1])
+      for name in body:gmatch('{%s*"([%w_]+)"%s*,') do names[#names + 1] = list[2] .. name end
+    end
+    assert.is_true(#names >= 8)
+    documents("cache_resource.sqlite", names, "these functions")
   end)
 
   it("documents every function of cache_resource.server and cache_resource.cqueues", function()

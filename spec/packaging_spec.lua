@@ -160,6 +160,40 @@ describe("packaging", function()
     end
   end)
 
+  it("the SQLite store's rockspecs (scm and release) build cache_resource.sqlite from src/sqlite/, with libsqlite3",
+    function()
+      local sources = lines_of("ls src/sqlite/*.c")
+      assert.is_true(#sources >= 1)
+      local store = { "rockspec/cache_resource-sqlite-scm-1.rockspec" }
+      for _, rel in ipairs(RELEASES) do
+        if rel.name == "cache_resource-sqlite" then store[#store + 1] = rel.path end
+      end
+      assert.equal(2, #store)
+      for _, path in ipairs(store) do
+        local r = rockspec(path)
+        assert.same({ SQLITE = { header = "sqlite3.h", library = "sqlite3" } }, r.external_dependencies, path)
+        assert.truthy(r.dependencies[2]:match("^cache_resource"), path)
+        local m = r.build.modules["cache_resource.sqlite"]
+        local listed = m.sources
+        table.sort(listed)
+        assert.same(sources, listed, path)
+        assert.same({ "sqlite3" }, m.libraries, path)
+        local count = 0
+        for _ in pairs(r.build.modules) do count = count + 1 end
+        assert.equal(1, count, path)
+      end
+    end)
+
+  it("the built store module links libsqlite3, not liblua, and exports only its luaopen", function()
+    local so = BUILD .. "/cache_resource/sqlite.so"
+    assert.truthy(io.open(so), so .. " is not built")
+    local needed = table.concat(lines_of("readelf -d " .. so .. " | grep NEEDED"), "\n")
+    assert.truthy(needed:find("libsqlite3", 1, true), needed)
+    assert.falsy(needed:find("liblua", 1, true), needed)
+    local exported = lines_of("nm -D --defined-only " .. so .. " | awk '$2 == \"T\" { print $3 }'")
+    assert.same({ "luaopen_cache_resource_sqlite" }, exported)
+  end)
+
   it("the cqueues rock names every module that requires cqueues", function()
     local count = 0
     for _, file in ipairs(lua_files()) do

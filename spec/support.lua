@@ -142,6 +142,90 @@ function M.decode_chunked(raw)
   return table.concat(out)
 end
 
+-- The interpreter running this suite (child processes run on it too).
+M.LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+-- What a child's script starts with: the in-tree modules, as this suite
+-- loads them (build/, or build-asan/ under `make asan`: the child inherits
+-- the preloaded sanitizer runtime with the environment).
+local function child_script(code)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(("package.cpath = %q .. package.cpath\npackage.path = %q .. package.path\n"):format(
+    package.cpath:match("^[^;]*;"), "lua/?.lua;lua/?/init.lua;spec/?.lua;"), code)
+  f:close()
+  assert(os.execute("chmod 0644 " .. path)) -- readable by a child run as another user
+  return path
+end
+
+-- Runs the Lua chunk `code` in a child process (its arg[1..] are `args`,
+-- `prefix` is shell put before the interpreter: umask, ulimit, env,
+-- setpriv...). Returns the child's stdout and stderr, and its exit status.
+function M.lua_child(code, args, prefix)
+  local script = child_script(code)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = M.shell_quote(tostring(a)) end
+  local p = assert(io.popen(("%s %s %s %s 2>&1; echo \"exit=$?\""):format(prefix or "", M.LUA, script,
+    table.concat(quoted, " "))))
+  local out = p:read("a")
+  p:close()
+  os.remove(script)
+  local status = tonumber(out:match("exit=(%d+)\n$"))
+  return out:gsub("exit=%d+\n$", ""), status
+end
+
+-- Runs `n` copies of `code` at once, copy i with arg[1] = i; returns their
+-- outputs and exit statuses when all have ended.
+function M.lua_children(code, n)
+  local script = child_script(code)
+  local outs, cmd = {}, {}
+  for i = 1, n do
+    outs[i] = os.tmpname()
+    cmd[#cmd + 1] = ("(%s %s %d >%s 2>&1; echo \"exit=$?\" >>%s) &"):format(M.LUA, script, i, outs[i], outs[i])
+  end
+  assert(os.execute(table.concat(cmd, " ") .. " wait"))
+  local results, statuses = {}, {}
+  for i = 1, n do
+    local out = M.read_file(outs[i])
+    os.remove(outs[i])
+    statuses[i] = tonumber(out:match("exit=(%d+)\n$"))
+    results[i] = out:gsub("exit=%d+\n$", "")
+  end
+  os.remove(script)
+  return results, statuses
+end
+
+-- Starts `code` in a child process in the background; returns its pid and
+-- a function that waits for it to end (after a kill, say) and cleans up.
+-- (The shell that started it waits for it, so it is reaped: nothing else
+-- may be there to reap an orphan.)
+function M.spawn_lua(code, args)
+  local script = child_script(code)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = M.shell_quote(tostring(a)) end
+  local p = assert(io.popen(("%s %s %s >/dev/null 2>&1 & echo $!; wait"):format(M.LUA, script,
+    table.concat(quoted, " "))))
+  local pid = assert(tonumber(p:read("l")))
+  return pid, function()
+    p:close()
+    os.remove(script)
+  end
+end
+
+-- Wall-clock seconds (with a fraction) and sleeping, from luasocket.
+local socket = require "socket"
+M.now = socket.gettime
+M.sleep = socket.sleep
+
+-- A new empty directory; removed with everything in it by the function
+-- returned second.
+function M.temp_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. M.shell_quote(dir)))
+  return dir, function() os.execute("rm -rf " .. M.shell_quote(dir)) end
+end
+
 function M.read_file(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("a")
@@ -167,9 +251,6 @@ function M.remove_tree(dir)
   assert(dir:match("^/tmp/"), "not a temporary directory: " .. dir)
   M.shell("rm -rf " .. M.shell_quote(dir))
 end
-
--- The interpreter running this suite, for the processes specs start.
-M.LUA = "lua" .. _VERSION:match("%d+%.%d+")
 
 -- The command line that runs the interpreter running this suite with this
 -- checkout's modules first on its paths, as an installed wrapper would (or,
