@@ -66,8 +66,12 @@ static int d_call(lua_State *L) {
 
 /***
 Releases every entry of every `cache_data` function and session (the twin
-of `cache_resource.clear()`, which clears only `cache_resource` functions).
-`cache_resource.clear(f [, ...])` clears one `cache_data` function or entry.
+of `cache_resource.clear()`, which clears only `cache_resource` functions),
+clears the store of every function wrapped with `persist`, and empties the
+default store (`store_path()`) whole, entries of functions this process
+never wrapped included. Other processes sharing those stores drop their
+copies within a second. `cache_resource.clear(f [, ...])` clears one
+`cache_data` function or entry, in memory and in its store.
 @function clear
 */
 static int d_clear(lua_State *L) {
@@ -76,7 +80,7 @@ static int d_clear(lua_State *L) {
   cr_cache *c;
   for (c = S->caches; c; c = c->next)
     if (c->data) cr_cache_clear(L, c, 1, gen0);
-  return 0;
+  return cr_persist_clear_all(L, S); /* the stores: Lua code that may yield */
 }
 
 /***
@@ -218,6 +222,7 @@ void cr_data_open(lua_State *L) {
   lua_pushcclosure(L, t_decode, 1);
   lua_setfield(L, -2, "decode");
   lua_setfield(L, -2, "_internal");
+  cr_persist_open(L, -3);
   lua_createtable(L, 0, 1); /* its metatable: the object is callable */
   lua_pushvalue(L, -4);
   lua_pushcclosure(L, d_call, 1);
