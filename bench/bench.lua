@@ -19,7 +19,8 @@ end
 -- Times bodies side by side; each body(n) makes n calls. Round r of every
 -- body runs before round r+1 of any, so a noisy neighbour on a shared
 -- machine slows them alike. Returns each body's median ns per call and,
--- when base is given, each body's median per-round ratio to bodies[base].
+-- when base is given, each body's median per-round ratio to bodies[base],
+-- and the samples (ns per call, by body and round).
 local function measure_set(bodies, n, base)
   n = n or N
   local samples = {}
@@ -41,9 +42,10 @@ local function measure_set(bodies, n, base)
       for r = 1, ROUNDS do per_round[r] = samples[i][r] / samples[base][r] end
       ratios[i] = median(per_round)
     end
-    ns[i] = median(samples[i])
+    local sorted = { table.unpack(samples[i]) }
+    ns[i] = median(sorted)
   end
-  return ns, ratios
+  return ns, ratios, samples
 end
 
 local rows = {}
@@ -59,13 +61,27 @@ local function group(name, variants, n)
     bodies[i] = v[2]
     if v.base then base = i end
   end
-  local ns, ratios = measure_set(bodies, n, base)
+  local ns, ratios, samples = measure_set(bodies, n, base)
   local by_name = {}
   for i, v in ipairs(variants) do
     row(name, v[1], ns[i], ratios[i], v.note)
-    by_name[v[1]] = { ns = ns[i], ratio = ratios[i], row = rows[#rows] }
+    by_name[v[1]] = { ns = ns[i], ratio = ratios[i], row = rows[#rows], samples = samples[i] }
   end
   return by_name
+end
+
+-- How many times faster a is than b: the median of the per-round ratios.
+local function speedup(a, b)
+  local per_round = {}
+  for r = 1, #a.samples do per_round[r] = b.samples[r] / a.samples[r] end
+  return median(per_round)
+end
+
+-- "2.4x faster than X (target >= 2x: met)"
+local function against(times, what, target, at_most)
+  local met = at_most and times <= target or (not at_most and times >= target)
+  return string.format("%.2fx %s (target %s %gx: %s)", times, what, at_most and "<=" or ">=", target,
+    met and "met" or "NOT met")
 end
 
 -- ---- the alternatives ---------------------------------------------------
@@ -267,6 +283,83 @@ do -- replay of 10 UI calls
     { "cache_resource hit replaying 10 UI calls", function(n) for _ = 1, n do page() end end },
   }, N // 10)
   assert(sink[10] == "element 10", "the replay did not reach the UI functions")
+end
+
+-- ---- cache_data: copies ------------------------------------------------
+
+-- A cache_data hit decodes a fresh copy. What a user writes instead: a memo
+-- that hands out a deep copy of the memoized value; and, as a second
+-- baseline, lua-cjson decoding the same data kept as JSON.
+do
+  local cache_data = cr.data
+  local has_cjson, cjson = pcall(require, "cjson")
+  local function deep_copy(v)
+    if type(v) ~= "table" then return v end
+    local t = {}
+    for k, x in pairs(v) do t[k] = deep_copy(x) end
+    return t
+  end
+  local function copying_memo(fn)
+    local memo = {}
+    return function(k)
+      local v = memo[k]
+      if v == nil then v = fn(k); memo[k] = v end
+      return deep_copy(v)
+    end
+  end
+  local function record(i)
+    return { id = i, name = "customer " .. i, amount = i * 1.25, paid = i % 3 == 0, region = "r" .. i % 8 }
+  end
+  local table_rows = {}
+  for i = 1, 1000 do table_rows[i] = record(i) end
+  local flat = record(7)
+
+  local get_rows = cache_data(function() return table_rows end, { name = "bench data rows" })
+  local memo_rows = copying_memo(function() return table_rows end)
+  local json = has_cjson and cjson.encode(table_rows)
+  local big = { -- 1000 x 5
+    { "hand-written memo + deep copy", function(n) for _ = 1, n do memo_rows("rows") end end, base = true },
+    { "cache_data hit", function(n) for _ = 1, n do get_rows("rows") end end },
+  }
+  if has_cjson then
+    table.insert(big, 2,
+      { "lua-cjson decode of the same data", function(n) for _ = 1, n do cjson.decode(json) end end })
+  end
+  local r = group("cache_data 1000x5", big, QUICK and 20 or N // 1000)
+  local hit = r["cache_data hit"]
+  local note = against(speedup(hit, r["hand-written memo + deep copy"]), "faster than the deep copy", 3)
+  if has_cjson then
+    note = note .. "; " .. against(speedup(hit, r["lua-cjson decode of the same data"]), "faster than lua-cjson", 2)
+  else
+    note = note .. "; lua-cjson row skipped: the cjson module is not installed (Debian: lua-cjson)"
+  end
+  hit.row.note = note
+
+  local get_flat = cache_data(function() return flat end, { name = "bench data flat" })
+  local memo_flat = copying_memo(function() return flat end)
+  r = group("cache_data 5 fields", {
+    { "hand-written memo + deep copy", function(n) for _ = 1, n do memo_flat("flat") end end, base = true },
+    { "cache_data hit", function(n) for _ = 1, n do get_flat("flat") end end },
+  }, N // 10)
+  r["cache_data hit"].row.note = against(speedup(r["cache_data hit"], r["hand-written memo + deep copy"]),
+    "faster than the deep copy", 1.5)
+
+  -- a miss: keying, encoding the 1000 x 5 result and storing it (the
+  -- function itself returns a table it already has)
+  local miss_rows = cache_data(function() return table_rows end, { name = "bench data miss" })
+  r = group("cache_data miss", {
+    { "one deep copy of the 1000x5 table", function(n) for _ = 1, n do deep_copy(table_rows) end end, base = true },
+    { "cache_data miss (encodes the result)", function(n)
+      for _ = 1, n do
+        cr.clear(miss_rows)
+        miss_rows("rows")
+      end
+    end },
+  }, QUICK and 20 or N // 1000)
+  local miss = r["cache_data miss (encodes the result)"]
+  miss.row.note = against(1 / speedup(miss, r["one deep copy of the 1000x5 table"]), "the time of one deep copy",
+    1.5, true)
+  cache_data.clear()
 end
 
 -- ---- misses and scale ----------------------------------------------------

@@ -1,8 +1,10 @@
 -- The demo app: a script re-run top to bottom on every interaction, like a
 -- Streamlit app. `make demo` runs it in the terminal, `make serve` in a
 -- browser. Three cached resources: a word model that takes real work to
--- build, a SQLite connection, and a widget-keyed view.
+-- build, a SQLite connection, and a widget-keyed view; and cached data: a
+-- query result that every run gets its own copy of.
 local cache_resource = require "cache_resource"
+local cache_data = require "cache_resource.data"
 local ui = require "cache_resource.ui"
 local corpus = require "corpus"
 local luasql = require "luasql.sqlite3"
@@ -56,6 +58,22 @@ local top_words = cache_resource(function(_model)
   return list
 end, { experimental_allow_widgets = true })
 
+-- A query result, cached as data: each call gets its own copy, so the run
+-- below may sort and extend it without changing what the next run gets.
+-- `_db` (a connection) is left out of the key; the ten seconds of ttl are
+-- how stale the list may be.
+local recent_visits = cache_data(function(_db, limit)
+  local rows = {}
+  local cur = assert(_db:execute("SELECT id, at FROM visits ORDER BY id DESC LIMIT " .. math.tointeger(limit)))
+  local row = cur:fetch({}, "a")
+  while row do
+    rows[#rows + 1] = { id = math.tointeger(tonumber(row.id)), at = row.at }
+    row = cur:fetch({}, "a")
+  end
+  cur:close()
+  return rows
+end, { ttl = "10s", max_size = "64KB" })
+
 local model = load_model(SIZE)
 local db = get_db(DB_PATH)
 
@@ -70,6 +88,12 @@ local first = top[1]:match("^%S+")
 right:subheader("Next word")
 right:text(string.format("After '%s' comes '%s'.", first, corpus.next_word(model, first)))
 right:caption(string.format("This page has been rendered %d times (counted in SQLite).", visits))
+
+local recent = recent_visits(db, 3)
+table.sort(recent, function(a, b) return a.id < b.id end) -- the copy is this run's to change
+local lines = {}
+for i, v in ipairs(recent) do lines[i] = string.format("#%d at %s", v.id, v.at) end
+right:caption("Recent visits (a cached query, at most 10 s old): " .. table.concat(lines, "; "))
 
 if show_raw then
   local raw = ui.expander("Raw data", true)

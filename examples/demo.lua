@@ -34,11 +34,11 @@ for i, step in ipairs(steps) do
 end
 
 print("\n=== cache_resource.stats()")
-print(string.format("%-12s %-7s %7s %5s %6s %9s %11s %12s", "name", "scope", "entries", "hits", "misses",
-  "evictions", "expirations", "replay_bytes"))
+print(string.format("%-13s %-8s %-7s %7s %5s %6s %9s %11s %12s", "name", "kind", "scope", "entries", "hits",
+  "misses", "evictions", "expirations", "replay_bytes"))
 for _, s in ipairs(cache_resource.stats()) do
-  print(string.format("%-12s %-7s %7d %5d %6d %9d %11d %12d", s.name, s.scope, s.entries, s.hits, s.misses,
-    s.evictions, s.expirations, s.replay_bytes))
+  print(string.format("%-13s %-8s %-7s %7d %5d %6d %9d %11d %12d", s.name, s.kind, s.scope, s.entries, s.hits,
+    s.misses, s.evictions, s.expirations, s.replay_bytes))
 end
 print(string.format("\nfirst run %.0f ms; later runs %.1f-%.1f ms", times[1],
   math.min(table.unpack(times, 2)), math.max(table.unpack(times, 2))))

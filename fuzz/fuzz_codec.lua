@@ -15,7 +15,9 @@
 --  3. that encoding cut short or extended is refused, and with one byte
 --     changed it is refused or decodes: never a crash;
 --  4. a table nested deeper than 100 levels is refused with a message
---     saying so, and 100 levels are not.
+--     saying so, and 100 levels are not;
+--  5. a cache_data function returning those values gives exact copies on
+--     every hit, decoded by C and (once hot) made by a compiled function.
 package.path = "fuzz/?.lua;" .. package.path
 local cr = require "cache_resource"
 local reader = require("reader").new
@@ -205,6 +207,25 @@ local function nesting(levels)
   end
 end
 
+-- 5. through a cache_data function: a miss, a hit decoded by C, then hits
+-- made by the compiled copy (when the values are ones it takes)
+cr.set_replay_compile(2)
+local current
+local serve = cr.data(function() return table.unpack(current, 1, current.n) end, { name = "fuzz copies" })
+local function through_cache_data(r)
+  local ctx = { n = 0, pool = {} }
+  current = { n = r:byte() % 4 }
+  for i = 1, current.n do current[i] = gen(r, ctx, 0) end
+  if current[1] == nil and current[2] ~= nil then current[1] = false end -- nil, err: a failure, not kept
+  local ok, err = pcall(serve)
+  if not ok then
+    if not tostring(err):find("nests deeper than 100 levels", 1, true) then error(err) end
+    return
+  end
+  for _ = 1, 3 do same_lists(current, table.pack(serve()), true) end
+  cr.clear(serve)
+end
+
 local modes = { "memory", "named", "plain" }
 
 function fuzz_one(data)
@@ -212,6 +233,7 @@ function fuzz_one(data)
   local r = reader(data)
   round_trip(r, modes[r:byte() % 3 + 1])
   if r:byte() % 8 == 0 then nesting(95 + r:byte() % 11) end
+  through_cache_data(r)
   -- Everything this input allocated is freed before it ends (see
   -- fuzz/fuzz_keys.lua): libFuzzer's leak check then stays cheap.
   collectgarbage()

@@ -310,7 +310,7 @@ describe("the value codec", function()
     end
     arm()
     collectgarbage("restart")
-    support.gc_pace(1, 100, 1) -- a collection step at almost every allocation
+    support.gc_pace(1, 1000, 1) -- collection steps at almost every allocation, large ones
     local copy = codec.decode("memory", bytes, metas)
     support.gc_pace(200, 100, 13)
     assert.is_true(inner > 0, "no finalizer ran during the decode")

@@ -4,12 +4,7 @@ local cache_data = require "cache_resource.data"
 local support = require "support"
 
 local function bits(x) return string.pack("<d", x) end
-
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local err_of = support.error_of
 
 describe("cache_data", function()
   before_each(support.reset)
@@ -147,7 +142,10 @@ describe("cache_data", function()
     end)
   end)
 
-  describe("copies", function()
+  for _, mode in ipairs(support.COPY_MODES) do
+  describe("copies, " .. mode.name, function()
+    before_each(function() cr.set_replay_compile(mode.compile_after) end)
+
     it("returns the function's own values on a miss and a fresh copy on every hit", function()
       local made
       local f = cache_data(function() made = { rows = { 1, 2 } }; return made end)
@@ -262,13 +260,13 @@ describe("cache_data", function()
 
     describe("register_metatable", function()
       it("registers one name per metatable and one metatable per name", function()
-        local A, B = {}, {}
-        cache_data.register_metatable("spec.A", A)
-        cache_data.register_metatable("spec.A", A) -- the same pair again: nothing happens
-        assert.matches("the name 'spec.A' is already registered for another metatable",
-          err_of(cache_data.register_metatable, "spec.A", B), 1, true)
-        assert.matches("this metatable is already registered as 'spec.A'",
-          err_of(cache_data.register_metatable, "spec.B", A), 1, true)
+        local A, B, name = {}, {}, "spec.A " .. mode.name
+        cache_data.register_metatable(name, A)
+        cache_data.register_metatable(name, A) -- the same pair again: nothing happens
+        assert.matches("the name '" .. name .. "' is already registered for another metatable",
+          err_of(cache_data.register_metatable, name, B), 1, true)
+        assert.matches("this metatable is already registered as '" .. name .. "'",
+          err_of(cache_data.register_metatable, "spec.B " .. mode.name, A), 1, true)
         assert.matches("a non-empty string name expected, got an empty string",
           err_of(cache_data.register_metatable, "", B), 1, true)
         assert.matches("a non-empty string name expected, got table",
@@ -304,7 +302,8 @@ describe("cache_data", function()
         local shown = {}
         local show = cr.replayable(function(s) shown[#shown + 1] = s end, "show")
         local runs = 0
-        local f = cache_data(function() runs = runs + 1; show("ran"); return print end, { name = "uncopyable" })
+        local f = cache_data(function() runs = runs + 1; show("ran"); return print end,
+          { name = "uncopyable " .. mode.name })
         err_of(f)
         err_of(f)
         assert.equal(2, runs)
@@ -333,21 +332,36 @@ describe("cache_data", function()
     it("returns failure results unchanged, keeping them only with failure_ttl", function()
       local err = { code = 7 }
       local runs = 0
-      local f = cache_data(function() runs = runs + 1; return nil, err end, { name = "fails" })
+      local f = cache_data(function() runs = runs + 1; return nil, err end, { name = "fails " .. mode.name })
       local v, e = f()
       assert.is_nil(v)
       assert.equal(err, e)
       f()
       assert.equal(2, runs)
       support.fake_clock(0)
-      local g = cache_data(function() runs = runs + 1; return nil, err end, { failure_ttl = 60, name = "fails kept" })
+      local g = cache_data(function() runs = runs + 1; return nil, err end,
+        { failure_ttl = 60, name = "fails kept " .. mode.name })
       assert.equal(err, select(2, g()))
       local _, copy = g()
       assert.equal(3, runs)
       assert.same(err, copy)
       assert.are_not.equal(err, copy)
     end)
+
+    it("copies large tables of rows, and strings that need escaping", function()
+      local rows = {}
+      for i = 1, 300 do rows[i] = { id = i, name = "row \"" .. i .. "\"\0\n\\", share = i / 7, flag = i % 2 == 0 } end
+      local f = cache_data(function() return rows, #rows end)
+      f()
+      for _ = 1, 3 do
+        local copy, n = f()
+        assert.equal(300, n)
+        assert.same(rows, copy)
+        assert.are_not.equal(rows[1], copy[1])
+      end
+    end)
   end)
+  end
 
   describe("expiry and bounds", function()
     it("expires entries after ttl and evicts past max_entries", function()

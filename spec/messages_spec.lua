@@ -3,11 +3,7 @@
 local cr = require "cache_resource"
 local support = require "support"
 
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local error_of = support.error_of
 
 describe("option messages name what was given", function()
   before_each(support.reset)

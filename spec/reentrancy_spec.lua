@@ -332,6 +332,8 @@ describe("reentrancy matrix", function()
               returned = kind == "data" and setmetatable({}, { __mode = "k" }) or nil,
             }
             make_functions(ctx, cb, scope, kind)
+            -- cache_data: hits copy by C first, then by the compiled copy
+            if kind == "data" then cr.set_replay_compile(2) end
             rawset(_G, "warn", function() end) -- on_release and spinner errors are reported here
             collectgarbage(); collectgarbage()
             local refs0, objects0 = cr.live_refs(), registry_objects()

@@ -285,7 +285,8 @@ describe("stats", function()
     local s = support.stat("stats_fn")
     assert.matches("store_spec%.lua:%d+%-%d+$", s.where)
     s.where = nil
-    assert.same({ kind = "resource", name = "stats_fn", scope = "global", ttl = 10, max_entries = 2, refresh_mode = "foreground",
+    assert.same({ kind = "resource", name = "stats_fn", scope = "global", ttl = 10, max_entries = 2,
+      refresh_mode = "foreground",
       entries = 0, hits = 1, stale_hits = 0, misses = 3, failures = 0, refreshes = 0, refresh_failures = 0,
       evictions = 1, expirations = 2, replay_bytes = 0 }, s)
   end)

@@ -18,6 +18,13 @@ M.REPLAY_MODES = {
   { name = "replayed by compiled functions", compile_after = 1 },
 }
 
+-- cache_data hits copy two ways: decoded by C, or (once an entry is hot)
+-- by a compiled Lua function. Copy specs run under both.
+M.COPY_MODES = {
+  { name = "copied by the C decoder", compile_after = 0 },
+  { name = "copied by compiled functions", compile_after = 1 },
+}
+
 -- Puts the module back the way a spec expects to find it.
 function M.reset()
   cr.set_replay_compile(8)
@@ -27,6 +34,13 @@ function M.reset()
   cr.set_session(nil)
   cr.clear()
   cr.data.clear()
+end
+
+-- The error fn(...) raises, as a string (and that it raises at all).
+function M.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return tostring(err)
 end
 
 -- A controllable clock for TTL specs.
@@ -110,21 +124,10 @@ end
 -- from other commands, since it loads the sanitized module.
 M.SANITIZED = os.getenv("LD_PRELOAD") ~= nil and os.getenv("LD_PRELOAD"):find("asan", 1, true) ~= nil
 
-local root, build
 -- The shell command that runs the Lua file `path` (a path the command's
--- working directory can reach) that way.
+-- working directory can reach) that way (see M.checkout_lua).
 function M.lua_command(path)
-  if not root then
-    root = select(2, M.shell("pwd")):gsub("\n$", "")
-    build = os.getenv("CR_BUILD") or "build"
-    if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-  end
-  local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
-    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", build .. "/?.so;")
-  local lua = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
-  local preload = os.getenv("LD_PRELOAD")
-  if preload then lua = "env LD_PRELOAD=" .. M.shell_quote(preload) .. " " .. lua end
-  return lua .. " -e " .. M.shell_quote(setup) .. " " .. M.shell_quote(path)
+  return (M.checkout_lua()) .. " " .. M.shell_quote(path)
 end
 
 -- The body of a chunked HTTP response, its framing checked.
@@ -252,17 +255,26 @@ function M.remove_tree(dir)
   M.shell("rm -rf " .. M.shell_quote(dir))
 end
 
+<<<<<<< HEAD
+=======
+-- The interpreter running this suite, for the processes specs start.
+M.LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+>>>>>>> codec
 -- The command line that runs the interpreter running this suite with this
 -- checkout's modules first on its paths, as an installed wrapper would (or,
 -- with `only`, on its paths alone: no module of the system is found), and
 -- the sanitizer runtime back under `make asan` (the module loaded from
 -- CR_BUILD is then instrumented). Also returns the checkout's directory.
+local root, build -- this checkout and its build directory, found once
 function M.checkout_lua(only)
-  local root = (select(2, M.shell("pwd")):gsub("\n$", ""))
-  local build = os.getenv("CR_BUILD") or "build"
-  if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
+  if not root then
+    root = select(2, M.shell("pwd")):gsub("\n$", "")
+    build = os.getenv("CR_BUILD") or "build"
+    if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
+  end
   local setup = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath",
-    root .. "/lua/?.lua;", build .. "/?.so;")
+    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", build .. "/?.so;")
   if only then
     setup = string.format("package.path = %q; package.cpath = %q", root .. "/lua/?.lua", build .. "/?.so")
   end

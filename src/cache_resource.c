@@ -86,11 +86,6 @@ that wraps its argument with those options
 @usage local get_model = cache_resource(load_model, { max_entries = 4 })
 local get_conf = cache_resource { ttl = 60 } (read_conf)
 */
-/* cache_resource(fn [, opts]) and cache_resource(opts): arg 1 is the module. */
-static int module_call(lua_State *L) {
-  return cr_decorator_call(L, 0);
-}
-
 /***
 Releases every entry whose lifetime is over. Expired entries are also
 released as cached functions are called; this does it now.
@@ -204,10 +199,12 @@ static int m_session(lua_State *L) {
 /***
 Sets when recorded UI calls are compiled: from its n-th replay on, an
 entry's recorded calls are replayed by a Lua function made for them instead
-of being decoded one by one.
+of being decoded one by one. The same holds for the copies `cache_data`
+hits return: after its n-th hit, an entry's copies are made by a Lua
+function made for them.
 @function set_replay_compile
-@tparam integer|boolean n replays before compiling (default 8); `0` or
-`false`: never compile
+@tparam integer|boolean n replays (and cache_data hits) before compiling
+(default 8); `0` or `false`: never compile
 */
 static int m_set_replay_compile(lua_State *L) {
   cr_state *S = state_of(L);
@@ -323,11 +320,7 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   cr_data_open(L);
   lua_pushliteral(L, "0.2.0");
   lua_setfield(L, -2, "_VERSION");
-  lua_createtable(L, 0, 1);       /* its metatable: the module is callable */
-  lua_pushvalue(L, -3);
-  lua_pushcclosure(L, module_call, 1);
-  lua_setfield(L, -2, "__call");
-  lua_setmetatable(L, -2);
+  cr_decorator_callable(L, -2, 0); /* the module is callable: cache_resource(fn [, opts]) */
   lua_remove(L, -2);
   return 1;
 }

@@ -159,12 +159,16 @@ struct cr_entry {
   size_t keylen;
   int is_digest;
   unsigned char front;          /* how the front index knows it (cr_front.c) */
-  int nvalues;                  /* refs below; cache_data: 1 (the bytes) or 2 (and metatables) */
+  unsigned decodes;             /* cache_data: hits decoded by C so far; CR_NEVER_COMPILE */
+  int nvalues;                  /* refs below; cache_data: 3 (CR_DATA_*) */
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
   size_t bytes;                 /* cache_data: the length of the encoded values, else 0 */
-  int refs[];                   /* registry refs of the values, then key bytes; cache_data: the
-                                   encoded values (a string), then their metatable list if any */
+  int refs[];                   /* registry refs of the values, then key bytes */
 };
+/* A cache_data entry's refs: its encoded values (a string), their metatable
+ * list (or nil), the compiled copy of them (or nil until hot). */
+enum { CR_DATA_BYTES, CR_DATA_METAS, CR_DATA_COMPILED, CR_DATA_NREFS };
+#define CR_NEVER_COMPILE ((unsigned)-1)
 #define CR_NO_HEAP ((size_t)-1)
 enum { CR_FRONT_NONE, CR_FRONT_EMPTY, CR_FRONT_TABLE, CR_FRONT_VALUE };
 #define CR_ENTRY_KEY(e) ((unsigned char *)((e)->refs + (e)->nvalues))
@@ -315,6 +319,8 @@ struct cr_state {
   int identities_ref;           /* table: identity digest -> light userdata cache */
   int fnids_ref;                /* weak table: Lua function -> static identity */
   uint64_t next_gen;
+  uint64_t released;            /* entries released so far: a step that may run Lua
+                                   code compares it to know an entry is still there */
   lua_Integer live_refs;        /* registry refs held for values: leak checks */
   unsigned compile_after;       /* the replay that compiles a buffer; 0 never */
   int closed;
@@ -345,7 +351,7 @@ void cr_ui_open(lua_State *L);
 void cr_manage_open(lua_State *L);
 
 /* cr_options.c: wrapping, options, caches */
-int cr_decorator_call(lua_State *L, int data);
+void cr_decorator_callable(lua_State *L, int state, int data);
 int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data);
 void cr_table_copy(lua_State *L, int idx);
 void cr_cache_free(lua_State *L, cr_cache *c);
@@ -438,8 +444,9 @@ int cr_replay_hold(lua_State *L, cr_replay *rp);
 int cr_replay_run(lua_State *L, cr_state *S, cr_replay *rp, int nvalues, int direct, int held);
 int cr_replay_gc(lua_State *L);
 
-/* cr_compile.c: compiled replays */
+/* cr_compile.c: compiled replays and compiled copies */
 void cr_replay_compile(lua_State *L, cr_state *S, cr_replay *rp, int anchor);
+int cr_data_compile(lua_State *L, int src);
 
 /* cr_key.c: keys, identities, the serializer's buffers */
 void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);

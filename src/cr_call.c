@@ -411,10 +411,11 @@ static int widget_store_key(lua_State *L, cr_call *call, int argkey, cr_key *key
   return ids;
 }
 
-/* cache_data: encodes the n values at first.. and pushes the bytes (and
- * their metatable list, if any): returns how many values it pushed, and the
- * bytes' length in *bytes. A result that cannot be copied pushes the error
- * instead and returns 0. No Lua code runs while the values are read. */
+/* cache_data: encodes the n values at first.. and pushes what the entry
+ * keeps (CR_DATA_NREFS values: the bytes, their metatable list or nil, nil
+ * for the compiled copy to come): returns how many values it pushed, and
+ * the bytes' length in *bytes. A result that cannot be copied pushes the
+ * error instead and returns 0. No Lua code runs while the values are read. */
 static int encode_result(lua_State *L, cr_call *call, int first, int n, size_t *bytes) {
   cr_cache *c = call->cache;
   cr_codec_error err;
@@ -431,11 +432,8 @@ static int encode_result(lua_State *L, cr_call *call, int first, int n, size_t *
     return 0;
   }
   *bytes = lua_rawlen(L, top + 1);
-  if (lua_isnil(L, top + 2)) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return 2;
+  lua_pushnil(L);
+  return CR_DATA_NREFS;
 }
 
 /* The store step of a computation: stores the n values above base (a

@@ -926,17 +926,17 @@ static int read_header(cr_codec_dec *d, enum cr_codec_mode mode, uint64_t *nvalu
   return 1;
 }
 
-size_t cr_codec_count(lua_State *L, int src) {
+int cr_codec_header(const unsigned char *p, size_t len, cr_codec_head *h) {
   cr_codec_dec d;
-  uint64_t nv, nt, ns;
-  size_t len = 0;
-  const char *s = lua_type(L, src) == LUA_TSTRING ? lua_tolstring(L, src, &len) : NULL;
   memset(&d, 0, sizeof d);
-  d.p = (const unsigned char *)s;
+  memset(h, 0, sizeof *h);
+  d.p = p;
   d.end = len;
-  if (s == NULL) return 0;
-  if (!read_header(&d, (len > 1 && s[1] == FLAG_NAMED) ? CR_CODEC_NAMED : CR_CODEC_MEMORY, &nv, &nt, &ns)) return 0;
-  return (size_t)nv;
+  h->named = len > 1 && p[1] == FLAG_NAMED;
+  if (!read_header(&d, h->named ? CR_CODEC_NAMED : CR_CODEC_MEMORY, &h->nvalues, &h->ntables, &h->nstrings))
+    return 0;
+  h->body = d.pos;
+  return 1;
 }
 
 int cr_codec_decode(lua_State *L, int src, int metas, enum cr_codec_mode mode, const char **why) {

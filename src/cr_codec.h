@@ -118,8 +118,14 @@ typedef struct cr_codec_dec {
  * bad bytes; only memory errors of the Lua API escape. */
 int cr_codec_decode(lua_State *L, int src, int metas, enum cr_codec_mode mode, const char **why);
 
-/* The values a valid encoding at src holds (0 when the header is damaged). */
-size_t cr_codec_count(lua_State *L, int src);
+/* The header of an encoding: 0 when it is damaged (or the body does not
+ * end the bytes exactly). */
+typedef struct cr_codec_head {
+  uint64_t nvalues, ntables, nstrings;
+  size_t body;                  /* offset of the values */
+  int named;                    /* metatables by name */
+} cr_codec_head;
+int cr_codec_header(const unsigned char *p, size_t len, cr_codec_head *h);
 
 /* A decoder over bytes the caller anchors, for single values with no
  * header (recorded UI arguments): set up, then cr_codec_decode_value once

@@ -27,7 +27,6 @@ static cr_state *state_of(lua_State *L) {
   return S;
 }
 
-/* cache_data(fn [, opts]) and cache_data(opts): arg 1 is the object. */
 /***
 Wraps a function: `cache_data(fn [, opts])` or `cache_data(opts)(fn)`. The
 first call with some arguments runs `fn` and returns its own values, after
@@ -60,10 +59,6 @@ that wraps its argument with those options
 @usage local rows = cache_data(function(sql) return db:query(sql) end, { ttl = "10m", max_size = "50MB" })
 local parse = cache_data { max_entries = 100 } (parse_file)
 */
-static int d_call(lua_State *L) {
-  return cr_decorator_call(L, 1);
-}
-
 /***
 Releases every entry of every `cache_data` function and session (the twin
 of `cache_resource.clear()`, which clears only `cache_resource` functions),
@@ -223,10 +218,6 @@ void cr_data_open(lua_State *L) {
   lua_setfield(L, -2, "decode");
   lua_setfield(L, -2, "_internal");
   cr_persist_open(L, -3);
-  lua_createtable(L, 0, 1); /* its metatable: the object is callable */
-  lua_pushvalue(L, -4);
-  lua_pushcclosure(L, d_call, 1);
-  lua_setfield(L, -2, "__call");
-  lua_setmetatable(L, -2);
+  cr_decorator_callable(L, -3, 1); /* cache_data(fn [, opts]) */
   lua_setfield(L, -2, "data");
 }

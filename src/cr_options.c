@@ -42,31 +42,45 @@ static const struct { const char *unit; double seconds; } units[] = {
   {NULL, 0}
 };
 
+/* Reads a quantity at *s: spaces (and commas, between the parts of a
+ * duration), a decimal number, spaces, a unit of letters (lowercased into
+ * unit, `size` bytes with its NUL). Returns 0 when there is no number or
+ * the unit does not fit; *s moves past what was read. */
+static int read_quantity(const char **s, double *num, char *unit, size_t size) {
+  const char *p = *s;
+  double scale = 0.1;
+  size_t ul = 0;
+  int digits = 0;
+  *num = 0;
+  while (isspace((unsigned char)*p) || *p == ',') p++;
+  while (isdigit((unsigned char)*p)) *num = *num * 10 + (*p++ - '0'), digits++;
+  if (*p == '.') {
+    p++;
+    while (isdigit((unsigned char)*p)) *num += (*p++ - '0') * scale, scale /= 10, digits++;
+  }
+  if (!digits) return 0;
+  while (isspace((unsigned char)*p)) p++;
+  while (isalpha((unsigned char)*p)) {
+    if (ul + 1 >= size) return 0;
+    unit[ul++] = (char)tolower((unsigned char)*p++);
+  }
+  unit[ul] = '\0';
+  *s = p;
+  return 1;
+}
+
 /* "90s", "1.5h", "1d2h34m", "500ms", "2 days", "30 minutes": one or more
  * number-unit parts, spaces allowed between and inside parts. */
 static int parse_duration(const char *s, double *out) {
   double total = 0;
   int parts = 0;
   for (;;) {
-    double num = 0, scale = 0.1;
+    double num;
     char unit[16];
-    size_t ul = 0;
-    int digits = 0, i, found = 0;
+    int i, found = 0;
     while (isspace((unsigned char)*s) || *s == ',') s++;
     if (*s == '\0') break;
-    while (isdigit((unsigned char)*s)) num = num * 10 + (*s++ - '0'), digits++;
-    if (*s == '.') {
-      s++;
-      while (isdigit((unsigned char)*s)) num += (*s++ - '0') * scale, scale /= 10, digits++;
-    }
-    if (!digits) return 0;
-    while (isspace((unsigned char)*s)) s++;
-    while (isalpha((unsigned char)*s)) {
-      if (ul + 1 >= sizeof unit) return 0;
-      unit[ul++] = (char)tolower((unsigned char)*s++);
-    }
-    unit[ul] = '\0';
-    if (ul == 0) return 0;
+    if (!read_quantity(&s, &num, unit, sizeof unit) || unit[0] == '\0') return 0;
     for (i = 0; units[i].unit; i++)
       if (strcmp(units[i].unit, unit) == 0) {
         total += num * units[i].seconds;
@@ -179,23 +193,10 @@ static double duration_option(lua_State *L, const cr_opts *o, const char *name, 
  * bytes. 0 for anything else, or a size below one byte or past 2^62. */
 static int parse_size(const char *s, lua_Integer *out) {
   static const char *const units[] = { "b", "kb", "mb", "gb", NULL };
-  double num = 0, scale = 0.1, bytes;
+  double num, bytes;
   char unit[4];
-  size_t ul = 0;
-  int digits = 0, i;
-  while (isspace((unsigned char)*s)) s++;
-  while (isdigit((unsigned char)*s)) num = num * 10 + (*s++ - '0'), digits++;
-  if (*s == '.') {
-    s++;
-    while (isdigit((unsigned char)*s)) num += (*s++ - '0') * scale, scale /= 10, digits++;
-  }
-  if (!digits) return 0;
-  while (isspace((unsigned char)*s)) s++;
-  while (isalpha((unsigned char)*s)) {
-    if (ul + 1 >= sizeof unit) return 0;
-    unit[ul++] = (char)tolower((unsigned char)*s++);
-  }
-  unit[ul] = '\0';
+  int i;
+  if (strchr(s, ',') || !read_quantity(&s, &num, unit, sizeof unit)) return 0;
   while (isspace((unsigned char)*s)) s++;
   if (*s != '\0') return 0;
   for (i = 0; units[i]; i++)
@@ -596,7 +597,7 @@ static int decorate(lua_State *L) {
  * argument 1: the decorator itself): DECORATOR(fn [, opts]), or
  * DECORATOR(opts), which checks the options at once (mistakes surface
  * where they are written) and returns the function that wraps. */
-int cr_decorator_call(lua_State *L, int data) {
+static int decorator_call(lua_State *L, int data) {
   cr_state *S = (cr_state *)lua_touserdata(L, lua_upvalueindex(1));
   int n = lua_gettop(L);
   cr_check_open(L, S);
@@ -614,4 +615,23 @@ int cr_decorator_call(lua_State *L, int data) {
              luaL_typename(L, 3));
   if (n < 2) lua_settop(L, 2);
   return cr_wrap(L, S, 2, (n >= 3 && lua_istable(L, 3)) ? 3 : 0, data);
+}
+
+static int call_resource(lua_State *L) {
+  return decorator_call(L, 0);
+}
+
+static int call_data(lua_State *L) {
+  return decorator_call(L, 1);
+}
+
+/* Makes the table at the top a decorator: cache_resource (the module) or
+ * cache_data. `state`: the index of the state userdata. */
+void cr_decorator_callable(lua_State *L, int state, int data) {
+  state = lua_absindex(L, state);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, data ? call_data : call_resource, 1);
+  lua_setfield(L, -2, "__call");
+  lua_setmetatable(L, -2);
 }

@@ -382,6 +382,7 @@ static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason 
   lru_unlink(st, e);
   if (e->heap_pos != CR_NO_HEAP) heap_remove(S, e);
   st->count--;
+  S->released++;
   st->bytes -= e->bytes;
   c->bytes -= e->bytes;
   if (why == CR_EVICT) c->evictions++;
@@ -477,6 +478,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   e->front = CR_FRONT_NONE;
   e->nvalues = n;
   e->bytes = bytes;
+  e->decodes = 0;
   e->replay = *rpp;
   *rpp = NULL;
   if (e->replay) c->replay_bytes += e->replay->buf.len;
@@ -519,25 +521,55 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   cr_store_unpin(st);
 }
 
+/* Pushes a hot cache_data entry's compiled copy (the bytes are at src),
+ * after its S->compile_after-th hit decoded by C, and returns 1; or
+ * returns 0. Compiling allocates (a finalizer may release e): e takes the
+ * function only if no entry was released meanwhile, else the function
+ * makes this copy and the next hit tries again. */
+static int compiled_copy(lua_State *L, cr_state *S, cr_entry *e, int src) {
+  uint64_t released = S->released;
+  if (e->decodes == CR_NEVER_COMPILE || S->compile_after == 0 || ++e->decodes < S->compile_after) return 0;
+  if (!cr_data_compile(L, src)) {
+    if (S->released == released) e->decodes = CR_NEVER_COMPILE; /* beyond the compiler: the C decoder copies */
+    return 0;
+  }
+  if (S->released == released) {
+    lua_pushvalue(L, -1);
+    e->refs[CR_DATA_COMPILED] = luaL_ref(L, LUA_REGISTRYINDEX);
+    S->live_refs++;
+  }
+  return 1;
+}
+
 /* Pushes what a hit of e returns and returns how many: its values, or a
- * cache_data entry's decoded afresh from its bytes. Decoding allocates (a
- * finalizer may release e), so the bytes are anchored on the stack first
- * and e is not used once decoding starts. */
+ * cache_data entry's copy made afresh from its bytes (by its compiled copy,
+ * once it has one, else by the C decoder). Both allocate (a finalizer may
+ * release e), so the bytes are anchored on the stack first and e is not
+ * used once copying starts. */
 int cr_entry_push(lua_State *L, cr_entry *e) {
   cr_cache *c = e->store->cache;
   const char *why;
-  int base, n, lists = e->nvalues > 1;
+  int base, n, top = lua_gettop(L);
   if (!c->data) {
     cr_push_values(L, e);
     return e->nvalues;
   }
-  luaL_checkstack(L, 4, "cache_data: decoding an entry");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
+  luaL_checkstack(L, 6, "cache_data: copying an entry");
+  if (e->refs[CR_DATA_COMPILED] != LUA_REFNIL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_COMPILED]);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - top;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_BYTES]);
   base = lua_gettop(L);
-  if (lists) lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[1]);
-  else lua_pushnil(L);
-  n = cr_codec_decode(L, base, lists ? base + 1 : 0, CR_CODEC_MEMORY, &why);
-  if (n < 0) cr_error(L, "cache_data: an entry of %s could not be decoded (%s)", c->name, why);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[CR_DATA_METAS]); /* nil when none */
+  if (compiled_copy(L, c->S, e, base)) {
+    lua_call(L, 0, LUA_MULTRET);
+    n = lua_gettop(L) - base - 1;
+  } else {
+    n = cr_codec_decode(L, base, lua_isnil(L, base + 1) ? 0 : base + 1, CR_CODEC_MEMORY, &why);
+    if (n < 0) cr_error(L, "cache_data: an entry of %s could not be decoded (%s)", c->name, why);
+  }
   lua_rotate(L, base, -2); /* the bytes and the list go from under the values */
   lua_pop(L, 2);
   return n;
