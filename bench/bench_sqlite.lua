@@ -58,7 +58,7 @@ do
     assert(store:set(BOUNDED, keys[i], bytes, nil, { max_entries = 10 * KEYS }))
   end
   local reads = QUICK and 1000 or 10000
-  group("SQLite LRU reads 1 KB", {
+  group("SQLite LRU read 1 KB", {
     { "bare SQLite point read", function(n) for i = 1, n do bare:get(small[i % KEYS + 1]) end end, base = true },
     { "bare read + last-used UPDATE", function(n) for i = 1, n do bare:get_used(small[i % KEYS + 1]) end end,
       note = "a write transaction at every read" },
