@@ -15,8 +15,11 @@ HDRS     := $(wildcard src/*.h)
 # libsqlite3 (the core links nothing).
 SQLITE_SRCS := $(wildcard src/sqlite/*.c)
 SQLITE_HDRS := $(wildcard src/sqlite/*.h) src/cr_compat.h
+# The Redis store's protocol module (cache_resource.redis_resp): a shared
+# object of its own, linked with hiredis, so that the core links nothing.
+REDIS_SRCS := $(wildcard src/redis/*.c)
 DEB_PKGS  = $(LUA) lib$(LUA)-dev lua-busted luarocks libxxhash-dev lua-cqueues lua-socket lua-dkjson lua-sql-sqlite3 \
-  libsqlite3-dev
+  libsqlite3-dev libhiredis-dev
 E2E_PKGS  = chromium chromium-driver
 ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_CFLAGS = $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -25,7 +28,7 @@ ASAN_CFLAGS = $(WARN) -O1 -g -fPIC -I$(LUA_INC) -fsanitize=address,undefined -fn
 .PHONY: all sqlite deps e2e-deps fuzz-deps apt demo serve e2e bench bench-callgrind fuzz valgrind test test53 asan install \
   clean dist docs lint lint-lua release-rockspecs layers
 
-all: $(BUILD)/cache_resource.so sqlite
+all: $(BUILD)/cache_resource.so sqlite $(BUILD)/cache_resource/redis_resp.so
 
 sqlite: $(BUILD)/cache_resource/sqlite.so
 
@@ -48,6 +51,14 @@ $(BUILD)/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
 build-asan/cache_resource/sqlite.so: $(SQLITE_SRCS) $(SQLITE_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(SQLITE_SRCS) -lsqlite3
+
+$(BUILD)/cache_resource/redis_resp.so: $(REDIS_SRCS) src/cr_compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(REDIS_SRCS) -lhiredis
+
+build-asan/cache_resource/redis_resp.so: $(REDIS_SRCS) src/cr_compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -shared -o $@ $(REDIS_SRCS) -lhiredis
 
 deps:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS)"
@@ -98,7 +109,7 @@ test53:
 
 # The whole suite against the sanitized build. lua5.4 itself is not
 # instrumented, so the ASan runtime is preloaded.
-asan: deps build-asan/cache_resource.so build-asan/cache_resource/sqlite.so
+asan: deps build-asan/cache_resource.so build-asan/cache_resource/sqlite.so build-asan/cache_resource/redis_resp.so
 	@mkdir -p build
 	$(call SPEC_CACHE,build-asan) LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CR_BUILD=build-asan \
@@ -130,7 +141,7 @@ docs:
 #   luarocks --lua-version=5.4 install dist/cache_resource-$(VERSION)-1.src.rock
 VERSION  := 0.2.0
 ROCKREV  := 1
-ROCKS    := cache_resource cache_resource-cqueues cache_resource-sqlite
+ROCKS    := cache_resource cache_resource-cqueues cache_resource-sqlite cache_resource-redis
 REPO_URL := https://github.com/cache-resource/cache_resource
 
 # Writes the release rockspecs from the scm ones (the same build, the
@@ -164,9 +175,12 @@ clean:
 
 # Side-by-side ratios (see docs/performance.md); QUICK=1 for a short run.
 # The SQLite store's rows compare it with a bare SQLite statement
-# (bench/sqlite_bare.c, a module built for the bench only).
+# (bench/sqlite_bare.c, a module built for the bench only); the Redis rows
+# (bench/bench_redis.lua) need redis-server, else say so.
 bench: deps all build/bench_sqlite_bare.so
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
+	@echo
+	QUICK=$(QUICK) $(LUA) bench/bench_redis.lua
 
 build/bench_sqlite_bare.so: bench/sqlite_bare.c
 	@mkdir -p build
@@ -222,7 +236,7 @@ layers:
 	@$(MAKE) --no-print-directory apt PKGS=binutils
 	$(LUA) spec/layers.lua $(LUA_INC) $(CC)
 
-# Static analysis of src/ (the core and src/sqlite/, the store) with zero
+# Static analysis of src/ (the core, src/sqlite/ and src/redis/, the stores) with zero
 # findings: gcc -fanalyzer, clang-tidy's static analyzer (clang-analyzer-*)
 # and cppcheck. Errors are raised through
 # cr_error, declared noreturn, so the analyzers see the real paths. cppcheck
@@ -233,12 +247,12 @@ LINT_PKGS  = cppcheck clang-tidy
 lint:
 	@$(MAKE) --no-print-directory apt PKGS="$(DEB_PKGS) $(LINT_PKGS)"
 	@echo "== $(LINT_CC) -fanalyzer =="
-	@for f in $(SRCS) $(SQLITE_SRCS); do \
+	@for f in $(SRCS) $(SQLITE_SRCS) $(REDIS_SRCS); do \
 	  $(LINT_CC) $(WARN) -O1 -fanalyzer -I$(LUA_INC) -c -o /dev/null $$f || exit 1; \
 	done
 	@echo "== clang-tidy (clang-analyzer-*) =="
 	@# one file per run: clang-tidy 14 carries va_list state from one file to the next
-	@for f in $(SRCS) $(SQLITE_SRCS); do \
+	@for f in $(SRCS) $(SQLITE_SRCS) $(REDIS_SRCS); do \
 	  clang-tidy $$f --quiet --checks='-*,clang-analyzer-*' --warnings-as-errors='*' -- -std=c99 -I$(LUA_INC) \
 	    2>&1 | grep -v '^[0-9]* warnings\? generated\.$$'; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	done

@@ -2,7 +2,7 @@
 -- pick, side by side in one process. Prints ns per call (median of several
 -- rounds) and ratios. `QUICK=1` runs a short version (a smoke test: CI makes
 -- no timing assertions).
-package.path = "lua/?.lua;" .. package.path
+package.path = "lua/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 local cr = require "cache_resource"
 
@@ -11,29 +11,24 @@ local N = QUICK and 20000 or 1000000      -- calls per round
 local ROUNDS = QUICK and 3 or 7
 local clock = os.clock
 
-local function median(t)
-  table.sort(t)
-  return t[(#t + 1) // 2]
+local rounds = require "rounds"
+local median = rounds.median
+
+local function cpu_time(body, n)
+  local t0 = clock()
+  body(n)
+  return clock() - t0
 end
 
--- Times bodies side by side; each body(n) makes n calls. Round r of every
--- body runs before round r+1 of any, so a noisy neighbour on a shared
--- machine slows them alike. Returns each body's median ns per call and,
+-- Times bodies side by side (rounds.interleaved); each body(n) makes n
+-- calls. Returns each body's median ns per call and,
 -- when base is given, each body's median per-round ratio to bodies[base],
 -- and the samples (ns per call, by body and round).
 local function measure_set(bodies, n, base)
   n = n or N
-  local samples = {}
-  for i, body in ipairs(bodies) do
-    body(math.max(1, n // 10)) -- warm up
-    samples[i] = {}
-  end
-  for r = 1, ROUNDS do
-    for i, body in ipairs(bodies) do
-      local t0 = clock()
-      body(n)
-      samples[i][r] = (clock() - t0) * 1e9 / n
-    end
+  local samples = rounds.interleaved(bodies, n, ROUNDS, cpu_time)
+  for i = 1, #bodies do
+    for r = 1, ROUNDS do samples[i][r] = samples[i][r] * 1e9 end
   end
   local ns, ratios = {}, {}
   for i = 1, #bodies do

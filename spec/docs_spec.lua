@@ -79,7 +79,7 @@ describe("the API reference (LDoc)", function()
     assert(ok, "ldoc failed:\n" .. log)
     pages = {}
     for _, module in ipairs({ "cache_resource", "cache_resource.data", "cache_resource.ui", "cache_resource.server",
-      "cache_resource.cqueues", "cache_resource.sqlite" }) do
+      "cache_resource.cqueues", "cache_resource.sqlite", "cache_resource.redis" }) do
       pages[module] = read(dir .. "/modules/" .. module .. ".html")
     end
   end)
@@ -159,5 +159,15 @@ describe("the API reference (LDoc)", function()
     names = defined_functions(cq, "M%.")
     names[#names + 1] = "scheduler"
     documents("cache_resource.cqueues", names, "these functions")
+  end)
+
+  it("documents connect and every method of cache_resource.redis's stores", function()
+    local source = read("lua/cache_resource/redis.lua")
+    local names = defined_functions(source, "M%.")
+    for _, name in ipairs(defined_functions(source, "Store:")) do
+      if not name:match("^__") then names[#names + 1] = "Store:" .. name end
+    end
+    assert.is_true(#names >= 8)
+    documents("cache_resource.redis", names, "these functions")
   end)
 end)

@@ -1,7 +1,7 @@
 -- What a user installing the rocks relies on: the rockspecs build what the
--- Makefile builds, install every module, need only the xxHash header, point
--- at public sources, and agree with each other, the Makefile's release
--- version, the CHANGELOG and the LICENSE.
+-- Makefile builds, install every module, need only the xxHash header (the
+-- Redis rock: hiredis), point at public sources, and agree with each other,
+-- the Makefile's release version, the CHANGELOG and the LICENSE.
 local support = require "support"
 local BUILD = os.getenv("CR_BUILD") or "build"
 
@@ -24,12 +24,18 @@ end
 
 local SPECS = lines_of("ls rockspec/*.rockspec")
 local CORE = { "rockspec/cache_resource-scm-1.rockspec" }
+local REDIS = { "rockspec/cache_resource-redis-scm-1.rockspec" }
 local RELEASES = {}
 for _, path in ipairs(SPECS) do
   local name, version = path:match("^rockspec/(.-)%-(%d+%.%d+%.%d+%-%d+)%.rockspec$")
   if name then RELEASES[#RELEASES + 1] = { path = path, name = name, version = version } end
   if name == "cache_resource" then CORE[#CORE + 1] = path end
+  if name == "cache_resource-redis" then REDIS[#REDIS + 1] = path end
 end
+
+-- The modules of the Redis rock (the store and its C part), which the core
+-- rock leaves out.
+local REDIS_MODULES = { ["cache_resource.redis"] = true, ["cache_resource.redis_resp"] = true }
 
 local function lua_files()
   local files = lines_of("cd lua && find . -name '*.lua' | sort")
@@ -38,15 +44,17 @@ local function lua_files()
 end
 
 describe("packaging", function()
-  it("has a scm rockspec and a versioned release rockspec for the core and the cqueues rock", function()
+  it("has a scm rockspec and a versioned release rockspec for the core, the cqueues and the Redis rock", function()
     local names = {}
     for _, path in ipairs(SPECS) do names[path] = true end
     assert.is_true(names["rockspec/cache_resource-scm-1.rockspec"])
     assert.is_true(names["rockspec/cache_resource-cqueues-scm-1.rockspec"])
+    assert.is_true(names["rockspec/cache_resource-redis-scm-1.rockspec"])
     local released = {}
     for _, r in ipairs(RELEASES) do released[r.name] = r.version end
     assert.is_string(released["cache_resource"])
     assert.equal(released["cache_resource"], released["cache_resource-cqueues"])
+    assert.equal(released["cache_resource"], released["cache_resource-redis"])
   end)
 
   it("every rockspec is format 3.0, named after its package and version, for Lua 5.3 and 5.4", function()
@@ -104,20 +112,48 @@ describe("packaging", function()
     end
   end)
 
-  it("the core rockspecs install every pure-Lua module in lua/ under its module name", function()
+  it("the core rockspecs install every pure-Lua module in lua/ under its module name but the Redis rock's", function()
     local files = lua_files()
     assert.is_true(#files >= 1)
     for _, path in ipairs(CORE) do
       local modules = rockspec(path).build.modules
-      local count = 0
+      local count, expected = 0, 0
       for name in pairs(modules) do
+        assert.is_nil(REDIS_MODULES[name], path .. " installs " .. name .. ", a module of the Redis rock")
         if name ~= "cache_resource" then count = count + 1 end
       end
       for _, file in ipairs(files) do
         local module = file:sub(1, -5):gsub("/", ".")
-        assert.equal("lua/" .. file, modules[module], path .. " misses " .. file)
+        if not REDIS_MODULES[module] then
+          expected = expected + 1
+          assert.equal("lua/" .. file, modules[module], path .. " misses " .. file)
+        end
       end
-      assert.equal(#files, count, path .. " lists a Lua module that lua/ does not have")
+      assert.equal(expected, count, path .. " lists a Lua module that lua/ does not have")
+    end
+  end)
+
+  it("the Redis rockspecs build the store and its C part (src/redis/) with hiredis, and need cqueues", function()
+    local sources = lines_of("ls src/redis/*.c")
+    assert.is_true(#sources >= 1)
+    for _, path in ipairs(REDIS) do
+      local r = rockspec(path)
+      assert.equal("builtin", r.build.type, path)
+      assert.equal("lua/cache_resource/redis.lua", r.build.modules["cache_resource.redis"], path)
+      local c = r.build.modules["cache_resource.redis_resp"]
+      local listed = c.sources
+      table.sort(listed)
+      assert.same(sources, listed, path)
+      assert.same({ "hiredis" }, c.libraries, path)
+      local count = 0
+      for name in pairs(r.build.modules) do
+        assert.is_true(REDIS_MODULES[name], path .. " installs " .. name)
+        count = count + 1
+      end
+      assert.equal(2, count, path)
+      assert.same({ HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" } }, r.external_dependencies, path)
+      assert.equal("cqueues", r.dependencies[3], path)
+      assert.truthy(r.dependencies[2]:match("^cache_resource"), path)
     end
   end)
 
@@ -194,12 +230,12 @@ describe("packaging", function()
     assert.same({ "luaopen_cache_resource_sqlite" }, exported)
   end)
 
-  it("the cqueues rock names every module that requires cqueues", function()
+  it("the cqueues rock names every module of the core rock that requires cqueues", function()
     local count = 0
     for _, file in ipairs(lua_files()) do
-      if read("lua/" .. file):find('require%s*%(?%s*["\']cqueues') then
+      local module = file:sub(1, -5):gsub("/", ".")
+      if read("lua/" .. file):find('require%s*%(?%s*["\']cqueues') and not REDIS_MODULES[module] then
         count = count + 1
-        local module = file:sub(1, -5):gsub("/", ".")
         for _, path in ipairs(SPECS) do
           if path:find("cache_resource-cqueues-", 1, true) then
             local detailed = rockspec(path).description.detailed
@@ -223,6 +259,14 @@ describe("packaging", function()
     for _, sym in ipairs(undefined) do
       assert.falsy(sym:find("XXH", 1, true), sym)
     end
+  end)
+
+  it("the Redis store's C part links hiredis but not liblua", function()
+    local so = BUILD .. "/cache_resource/redis_resp.so"
+    assert.truthy(io.open(so), so .. " is not built")
+    local needed = table.concat(lines_of("readelf -d " .. so .. " | grep NEEDED"), "\n")
+    assert.truthy(needed:find("libhiredis", 1, true), needed)
+    assert.falsy(needed:find("liblua", 1, true), needed)
   end)
 
   it("make dist's version is the release rockspecs', the module's _VERSION, and has a CHANGELOG entry", function()

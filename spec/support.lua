@@ -255,12 +255,6 @@ function M.remove_tree(dir)
   M.shell("rm -rf " .. M.shell_quote(dir))
 end
 
-<<<<<<< HEAD
-=======
--- The interpreter running this suite, for the processes specs start.
-M.LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
-
->>>>>>> codec
 -- The command line that runs the interpreter running this suite with this
 -- checkout's modules first on its paths, as an installed wrapper would (or,
 -- with `only`, on its paths alone: no module of the system is found), and
