@@ -212,50 +212,21 @@ describe("cache_data with persist = true, across processes", function()
       assert.is_true(found > 0, "no process found an entry another stored")
     end)
 
+    it("two processes missing the same keys at once both finish with exact values", function()
+      local path = root .. "/shared/cache_data.sqlite3"
+      local code = ps.racing_children(("require('cache_resource.sqlite').open(%q)"):format(path), root, 200, 2)
+      local outs, statuses = support.lua_children(code, 2, root .. "/proc.lua")
+      for i = 1, 2 do
+        assert.equal(0, statuses[i], outs[i])
+        local r = ps.results(outs[i])
+        assert.same({ 0, 0, 200 }, { r.bad, r.store_errors, r.misses + r.store_hits })
+      end
+    end)
+
     it("a clear in one process reaches the others within a second", function()
       local path = root .. "/shared/cache_data.sqlite3"
-      local code = ([[
-        local cr = require "cache_resource"
-        local ps = require "persist_support"
-        local socket = require "socket"
-        local store = assert(require("cache_resource.sqlite").open(%q))
-        local me = tonumber(arg[1])
-        local dir = %q
-        local function signal(name, text)
-          local f = assert(io.open(dir .. "/" .. name, "w")); f:write(text or ""); f:close()
-        end
-        local function wait(name)
-          local deadline = socket.gettime() + 30
-          while socket.gettime() < deadline do
-            local f = io.open(dir .. "/" .. name)
-            if f then local s = f:read("a"); f:close(); return s end
-            socket.sleep(0.01)
-          end
-          error("no " .. name)
-        end
-        local who = { me = me } -- not a scalar upvalue: the same function (identity) in every process
-        local f = cr.data(function(i) return "computed by " .. who.me .. " #" .. i end, { persist = store })
-        if me == 1 then
-          assert(f(1) == "computed by 1 #1")
-          signal("stored")
-          wait("seen2"); wait("seen3")
-          cr.clear(f)
-          signal("cleared", ("%%.6f"):format(socket.gettime()))
-          ps.emit({ ok = true })
-        else
-          wait("stored")
-          local first = f(1)
-          signal("seen" .. me)
-          local cleared = tonumber(wait("cleared"))
-          local v = f(1)
-          while v == first and socket.gettime() < cleared + 10 do
-            socket.sleep(0.01)
-            v = f(1)
-          end
-          ps.emit({ first = first, after = v, delay = socket.gettime() - cleared,
-            store_hits = cr.stats(f).store_hits, store_errors = cr.stats(f).store_errors })
-        end
-      ]]):format(path, root)
+      support.write_file(root .. "/count", "3")
+      local code = ps.clear_children(("require('cache_resource.sqlite').open(%q)"):format(path), root)
       local outs, statuses = support.lua_children(code, 3, root .. "/proc.lua")
       local slack = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 5 or 0.5
       for i = 2, 3 do

@@ -122,4 +122,88 @@ function M.results(out)
   return t
 end
 
+-- Child processes that share one store (the Lua expression `store`, which
+-- makes it) and meet through files in `dir`: process 1 computes key 1 and
+-- says so; the others read it from the store; then process 1 clears the
+-- function and the others call it until their copy changes, and emit how
+-- long after the clear that was (`delay`), what they read first and
+-- after, and their counters. For support.lua_children, 3 or more copies.
+function M.clear_children(store, dir)
+  return ([[
+    local cr = require "cache_resource"
+    local ps = require "persist_support"
+    local socket = require "socket"
+    local store = assert(%s)
+    local me = tonumber(arg[1])
+    local dir = %q
+    local function signal(name, text)
+      local f = assert(io.open(dir .. "/" .. name, "w")); f:write(text or ""); f:close()
+    end
+    local function wait(name)
+      local deadline = socket.gettime() + 30
+      while socket.gettime() < deadline do
+        local f = io.open(dir .. "/" .. name)
+        if f then local s = f:read("a"); f:close(); return s end
+        socket.sleep(0.01)
+      end
+      error("no " .. name)
+    end
+    local n = tonumber(wait("count"))
+    local who = { me = me } -- not a scalar upvalue: the same function (identity) in every process
+    local f = cr.data(function(i) return "computed by " .. who.me .. " #" .. i end, { persist = store })
+    if me == 1 then
+      assert(f(1) == "computed by 1 #1")
+      signal("stored")
+      for i = 2, n do wait("seen" .. i) end
+      cr.clear(f)
+      signal("cleared", ("%%.6f"):format(socket.gettime()))
+      ps.emit({ ok = true })
+    else
+      wait("stored")
+      local first = f(1)
+      signal("seen" .. me)
+      local cleared = tonumber(wait("cleared"))
+      local v = f(1)
+      while v == first and socket.gettime() < cleared + 10 do
+        socket.sleep(0.01)
+        v = f(1)
+      end
+      local s = cr.stats(f)
+      ps.emit({ first = first, after = v, delay = socket.gettime() - cleared, store_hits = s.store_hits,
+        store_errors = s.store_errors })
+    end
+  ]]):format(store, dir)
+end
+
+-- `k` child processes that share one store (`store`, as above) and call
+-- the same function for keys 1..n at the same moment (each waits for the
+-- others' files in `dir` first): each emits how many values were not
+-- exact, and its counters.
+function M.racing_children(store, dir, n, k)
+  return ([[
+    local cr = require "cache_resource"
+    local ps = require "persist_support"
+    local socket = require "socket"
+    local store = assert(%s)
+    local me, dir, n, k = tonumber(arg[1]), %q, %d, %d
+    local f = cr.data(function(i) socket.sleep(0.001); return ps.value(i) end, { persist = store })
+    assert(io.open(dir .. "/ready" .. me, "w")):close()
+    local deadline = socket.gettime() + 30
+    local function exists(path)
+      local f = io.open(path)
+      if f then f:close() end
+      return f ~= nil
+    end
+    for j = 1, k do
+      while socket.gettime() < deadline and not exists(dir .. "/ready" .. j) do socket.sleep(0.001) end
+    end
+    local bad = 0
+    for i = 1, n do
+      if not ps.same(table.pack(ps.value(i)), table.pack(f(i))) then bad = bad + 1 end
+    end
+    local s = cr.stats(f)
+    ps.emit({ bad = bad, misses = s.misses, store_hits = s.store_hits, store_errors = s.store_errors })
+  ]]):format(store, dir, n, k)
+end
+
 return M
