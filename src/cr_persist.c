@@ -77,8 +77,8 @@ static const char store_hit_mark = 0;
 #define BUF_ADDR(b) ((const unsigned char *)luaL_buffaddr(b))
 #define BUF_LEN(b) luaL_bufflen(b)
 #else
-#define BUF_ADDR(b) ((const unsigned char *)(b)->b)
-#define BUF_LEN(b) ((b)->n)
+#define BUF_ADDR(buf) ((const unsigned char *)(buf)->b)
+#define BUF_LEN(buf) ((buf)->n)
 #endif
 
 /* ---- small pieces ---------------------------------------------------- */
