@@ -8,6 +8,9 @@ APP_PORT=${CR_E2E_PORT:-8599}
 DRIVER_PORT=${CR_E2E_DRIVER_PORT:-9515}
 mkdir -p build docs
 rm -f build/e2e.sqlite3
+# cache_data's default store (the demo's persisted query) in the build, not in $HOME
+export CR_CACHE_DIR=$PWD/build/e2e-cache
+rm -rf "$CR_CACHE_DIR"
 rm -rf build/e2e-profile && mkdir -p build/e2e-profile/js build/e2e-profile/nojs
 TREE=$PWD/build/e2e-tree
 rm -rf "$TREE"
