@@ -51,13 +51,25 @@ table with a `__call` metamethod
 `max_stale` and `failure_ttl` as for `cache_resource`, plus `max_size`
 (bytes, or a size such as `"500KB"`, `"1.5 MB"`, `"2gb"`: least recently used
 entries are evicted once their encoded sizes add up past it, and an entry
-larger than it alone is returned without being stored) and `persist`
-(`false`; entries kept in stores are not available yet). `validate` and
-`on_release` are refused: copies need no releasing
+larger than it alone is returned without being stored) and `persist`:
+`true` or `"disk"` (the default store, an SQLite database at `store_path()`),
+a store object (any table or userdata with the methods `get`, `set`,
+`delete`, `clear` and `generation`, such as
+`require("cache_resource.redis").connect{...}`) or `false` (the default).
+With a store, a miss in memory looks in the store before running `fn` (an
+entry found there counts in `stats().store_hits`, replays its recorded UI
+calls and lives what is left of its `ttl`, in wall-clock time), each new
+entry is written to it, and a clear in any process that shares it reaches
+the others within a second. A store that fails never makes the call fail:
+the function works from memory, `stats().store_errors` counts it, and
+`warn()` says so once. Not with `scope = "session"` nor
+`experimental_allow_widgets`. `validate` and `on_release` are refused:
+copies need no releasing
 @treturn function the cached function, or (given only `opts`) a function
 that wraps its argument with those options
 @usage local rows = cache_data(function(sql) return db:query(sql) end, { ttl = "10m", max_size = "50MB" })
 local parse = cache_data { max_entries = 100 } (parse_file)
+local shared = cache_data(load_report, { ttl = "1h", persist = true })  -- kept across restarts
 */
 /***
 Releases every entry of every `cache_data` function and session (the twin
