@@ -206,4 +206,15 @@ function M.racing_children(store, dir, n, k)
   ]]):format(store, dir, n, k)
 end
 
+-- Checks what racing_children's processes emitted: each ended well, read
+-- only exact values, met no store error, and had each of the n keys
+-- either computed or found in the store.
+function M.check_race(assert, outs, statuses, n)
+  for i = 1, #outs do
+    assert.equal(0, statuses[i], outs[i])
+    local r = M.results(outs[i])
+    assert.same({ 0, 0, n }, { r.bad, r.store_errors, r.misses + r.store_hits })
+  end
+end
+
 return M

@@ -31,12 +31,7 @@ local function pattern(n)
   return s:rep(n // #s + 1):sub(1, n)
 end
 
--- A fresh prefix for each store, so cases never see each other's keys.
-local made = 0
-local function fresh_prefix()
-  made = made + 1
-  return ("cr-spec:%d:%d:%d:"):format(os.time(), math.random(1 << 30), made)
-end
+local fresh_prefix = rs.fresh_prefix
 
 -- The cases every store passes, the same for the SQLite store and a plain-Lua
 -- one (spec/store_conformance.lua).
