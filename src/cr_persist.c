@@ -570,6 +570,21 @@ static int p_wallclock(lua_State *L) {
   return 1;
 }
 
+/* reseal(bytes): the bytes with their last 8 replaced by the checksum of
+ * the rest, for specs that damage an envelope's inside. */
+static int p_reseal(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len);
+  luaL_Buffer b;
+  (void)state_up(L);
+  if (len < 8) return luaL_argerror(L, 1, "at least 8 bytes expected");
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, p, len - 8);
+  put_u64(&b, XXH3_64bits(p, len - 8));
+  luaL_pushresult(&b);
+  return 1;
+}
+
 static int p_report(lua_State *L) {
   (void)state_up(L);
   cr_report(L, luaL_checkstring(L, 1));
@@ -750,7 +765,7 @@ void cr_persist_open(lua_State *L, int state) {
   static const struct { const char *name; lua_CFunction fn; } internals[] = {
     {"key", p_key}, {"seal", p_seal}, {"open", p_open}, {"info", p_info}, {"count", p_count},
     {"drop", p_drop}, {"replayable", p_replayable}, {"wallclock", p_wallclock}, {"report", p_report},
-    {"hit_mark", p_hit_mark}
+    {"hit_mark", p_hit_mark}, {"reseal", p_reseal}
   };
   cr_state *S = (cr_state *)lua_touserdata(L, state);
   size_t i;
