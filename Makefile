@@ -95,8 +95,12 @@ serve: deps all
 e2e: e2e-deps all
 	bash spec/e2e/run.sh
 
+# The suite's default cache_data store (persist = true) is a fresh directory
+# under the build, never the user's cache.
+SPEC_CACHE = rm -rf $(CURDIR)/$(1)/spec-cache && CR_CACHE_DIR=$(CURDIR)/$(1)/spec-cache
+
 test: deps all
-	CR_BUILD=$(BUILD) $(BUSTED) -o plainTerminal 2>&1 | tee $(BUILD)/busted.log; exit $${PIPESTATUS[0]}
+	$(call SPEC_CACHE,$(BUILD)) CR_BUILD=$(BUILD) $(BUSTED) -o plainTerminal 2>&1 | tee $(BUILD)/busted.log; exit $${PIPESTATUS[0]}
 
 # The same suite on Lua 5.3 (build53/; specs that need 5.4 say so, pending).
 test53:
@@ -106,7 +110,7 @@ test53:
 # instrumented, so the ASan runtime is preloaded.
 asan: deps build-asan/cache_resource.so build-asan/cache_resource/sqlite.so build-asan/cache_resource/redis_resp.so
 	@mkdir -p build
-	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	$(call SPEC_CACHE,build-asan) LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CR_BUILD=build-asan \
 	  $(BUSTED) -o plainTerminal 2>&1 | tee build/busted-asan.log; exit $${PIPESTATUS[0]}
 
@@ -219,7 +223,7 @@ valgrind: deps all
 	@mkdir -p build
 	apt_missing=$$(dpkg -s valgrind >/dev/null 2>&1 || echo valgrind); \
 	  [ -z "$$apt_missing" ] || $(MAKE) --no-print-directory apt PKGS=valgrind
-	valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+	$(call SPEC_CACHE,build) valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	  --errors-for-leak-kinds=definite,indirect --log-file=$(CURDIR)/build/valgrind.log \
 	  $(BUSTED) -o plainTerminal 2>&1 | tee build/busted-valgrind.log; status=$${PIPESTATUS[0]}; \
 	  cat build/valgrind.log; exit $$status

@@ -2,7 +2,8 @@
 -- Streamlit app. `make demo` runs it in the terminal, `make serve` in a
 -- browser. Three cached resources: a word model that takes real work to
 -- build, a SQLite connection, and a widget-keyed view; and cached data: a
--- query result that every run gets its own copy of.
+-- query result that every run gets its own copy of, kept in a store across
+-- restarts.
 local cache_resource = require "cache_resource"
 local cache_data = require "cache_resource.data"
 local ui = require "cache_resource.ui"
@@ -58,10 +59,21 @@ local top_words = cache_resource(function(_model)
   return list
 end, { experimental_allow_widgets = true })
 
+-- Where the query result below is kept besides memory: the default store
+-- (SQLite, at cache_data.store_path()), or with CR_DEMO_REDIS_PORT a Redis
+-- server on this machine, shared by every server process of the app. The
+-- store object is a resource: every run gets the same one.
+local demo_store = cache_resource(function(port)
+  if port == nil then return true end
+  return require("cache_resource.redis").connect { port = port, prefix = "cache_resource-demo:" }
+end)
+
 -- A query result, cached as data: each call gets its own copy, so the run
 -- below may sort and extend it without changing what the next run gets.
--- `_db` (a connection) is left out of the key; the ten seconds of ttl are
--- how stale the list may be.
+-- `_db` (a connection) is left out of the key; the ten minutes of ttl are
+-- how stale the list may be. With persist it is also kept in a store: the
+-- next start of the app (a second `make demo`) finds it there instead of
+-- querying again, and so do the other processes serving the app.
 local recent_visits = cache_data(function(_db, limit)
   local rows = {}
   local cur = assert(_db:execute("SELECT id, at FROM visits ORDER BY id DESC LIMIT " .. math.tointeger(limit)))
@@ -72,7 +84,7 @@ local recent_visits = cache_data(function(_db, limit)
   end
   cur:close()
   return rows
-end, { ttl = "10s", max_size = "64KB" })
+end, { ttl = "10m", max_size = "64KB", persist = demo_store(tonumber(os.getenv("CR_DEMO_REDIS_PORT") or "")) })
 
 local model = load_model(SIZE)
 local db = get_db(DB_PATH)
@@ -93,7 +105,8 @@ local recent = recent_visits(db, 3)
 table.sort(recent, function(a, b) return a.id < b.id end) -- the copy is this run's to change
 local lines = {}
 for i, v in ipairs(recent) do lines[i] = string.format("#%d at %s", v.id, v.at) end
-right:caption("Recent visits (a cached query, at most 10 s old): " .. table.concat(lines, "; "))
+right:caption("Recent visits (a cached query, at most 10 minutes old, kept across restarts): "
+  .. table.concat(lines, "; "))
 
 if show_raw then
   local raw = ui.expander("Raw data", true)

@@ -7,8 +7,9 @@ local cache_resource = require "cache_resource"
 local ui = require "cache_resource.ui"
 local socket = require "socket"
 
-local db = os.getenv("CR_DEMO_DB") or "build/demo.sqlite3"
-os.remove(db)
+-- The visits database stays from one `make demo` to the next, like the
+-- store that keeps the cached query result (cache_data.store_path()): the
+-- second `make demo` finds that result there.
 
 local steps = {
   { "first run: builds the model and opens the database" },
@@ -39,6 +40,12 @@ print(string.format("%-13s %-8s %-7s %7s %5s %6s %9s %11s %12s", "name", "kind",
 for _, s in ipairs(cache_resource.stats()) do
   print(string.format("%-13s %-8s %-7s %7d %5d %6d %9d %11d %12d", s.name, s.kind, s.scope, s.entries, s.hits,
     s.misses, s.evictions, s.expirations, s.replay_bytes))
+end
+for _, s in ipairs(cache_resource.stats()) do
+  if s.persist then
+    print(string.format("%s keeps its entries in %s too: store_hits %d, store_writes %d, store_errors %d", s.name,
+      s.persist, s.store_hits, s.store_writes, s.store_errors))
+  end
 end
 print(string.format("\nfirst run %.0f ms; later runs %.1f-%.1f ms", times[1],
   math.min(table.unpack(times, 2)), math.max(table.unpack(times, 2))))

@@ -126,11 +126,13 @@ describe("cache_data", function()
         err_of(cache_data, print, { persist = "disk", experimental_allow_widgets = true }), 1, true)
     end)
 
-    it("says persisted entries are not available yet, and takes persist = false", function()
-      for _, given in ipairs({ true, "disk", {} }) do
-        assert.matches("cache_data: option 'persist' is not available yet",
-          err_of(cache_data, print, { persist = given }), 1, true)
+    it("takes persist = true, \"disk\", a store or false, and refuses anything else", function()
+      for _, given in ipairs({ true, "disk", { get = print, set = print, delete = print, clear = print,
+        generation = print } }) do
+        local f = cache_data(function() return 1 end, { persist = given })
+        assert.equal(given, cr.info(f).options.persist)
       end
+      assert.matches("the store has no method 'get'", err_of(cache_data, print, { persist = {} }), 1, true)
       assert.matches("option 'persist' must be true, \"disk\", a store or false, got a string \"memory\"",
         err_of(cache_data, print, { persist = "memory" }), 1, true)
       local f = cache_data(function() return 1 end, { persist = false })

@@ -18,6 +18,14 @@ M.MISSING = "redis-server is not installed (Debian: apt-get install redis-server
 local preload = os.getenv("LD_PRELOAD") or ""
 M.SLOWDOWN = preload:find("vgpreload", 1, true) and 20 or preload:find("asan", 1, true) and 2 or 1
 
+-- A fresh key prefix for each store a spec makes, so that no two stores
+-- (of this run, or of another run on the same server) see each other's keys.
+local made = 0
+function M.fresh_prefix(base)
+  made = made + 1
+  return ("%s:%d:%d:%d:"):format(base or "cr-spec", os.time(), math.random(1 << 30), made)
+end
+
 -- A TCP port nobody listens on now (the kernel's pick for port 0).
 function M.free_port()
   local l = socket.listen { host = "127.0.0.1", port = 0 }

@@ -1,6 +1,7 @@
 -- The store conformance cases (spec/store_conformance.lua) on every store
 -- there is: the SQLite store, and a store written in plain Lua, the way a
--- user writes their own (the example of docs/stores.md). A new store is a
+-- user writes their own (the example of docs/stores.md); the Redis store
+-- passes them in redis_store_spec.lua, beside the server it needs. A new store is a
 -- factory and a capability table.
 local conformance = require "store_conformance"
 local support = require "support"

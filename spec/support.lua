@@ -145,11 +145,16 @@ function M.decode_chunked(raw)
   return table.concat(out)
 end
 
+-- The interpreter running this suite (child processes run on it too).
+M.LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
+
 -- What a child's script starts with: the in-tree modules, as this suite
 -- loads them (build/, or build-asan/ under `make asan`: the child inherits
 -- the preloaded sanitizer runtime with the environment).
-local function child_script(code)
-  local path = os.tmpname()
+-- (At `path` when given, kept there: a script whose chunk name, and so the
+-- identity of the functions it caches, is the same in every run.)
+local function child_script(code, path)
+  path = path or os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(("package.cpath = %q .. package.cpath\npackage.path = %q .. package.path\n"):format(
     package.cpath:match("^[^;]*;"), "lua/?.lua;lua/?/init.lua;spec/?.lua;"), code)
@@ -160,24 +165,25 @@ end
 
 -- Runs the Lua chunk `code` in a child process (its arg[1..] are `args`,
 -- `prefix` is shell put before the interpreter: umask, ulimit, env,
--- setpriv...). Returns the child's stdout and stderr, and its exit status.
-function M.lua_child(code, args, prefix)
-  local script = child_script(code)
+-- setpriv...; `path`, the script's path, as child_script takes it). Returns
+-- the child's stdout and stderr, and its exit status.
+function M.lua_child(code, args, prefix, path)
+  local script = child_script(code, path)
   local quoted = {}
   for i, a in ipairs(args or {}) do quoted[i] = M.shell_quote(tostring(a)) end
   local p = assert(io.popen(("%s %s %s %s 2>&1; echo \"exit=$?\""):format(prefix or "", M.LUA, script,
     table.concat(quoted, " "))))
   local out = p:read("a")
   p:close()
-  os.remove(script)
+  if not path then os.remove(script) end
   local status = tonumber(out:match("exit=(%d+)\n$"))
   return out:gsub("exit=%d+\n$", ""), status
 end
 
 -- Runs `n` copies of `code` at once, copy i with arg[1] = i; returns their
--- outputs and exit statuses when all have ended.
-function M.lua_children(code, n)
-  local script = child_script(code)
+-- outputs and exit statuses when all have ended (`path` as for lua_child).
+function M.lua_children(code, n, path)
+  local script = child_script(code, path)
   local outs, cmd = {}, {}
   for i = 1, n do
     outs[i] = os.tmpname()
@@ -191,7 +197,7 @@ function M.lua_children(code, n)
     statuses[i] = tonumber(out:match("exit=(%d+)\n$"))
     results[i] = out:gsub("exit=%d+\n$", "")
   end
-  os.remove(script)
+  if not path then os.remove(script) end
   return results, statuses
 end
 
@@ -251,9 +257,6 @@ function M.remove_tree(dir)
   assert(dir:match("^/tmp/"), "not a temporary directory: " .. dir)
   M.shell("rm -rf " .. M.shell_quote(dir))
 end
-
--- The interpreter running this suite, for the processes specs start.
-M.LUA = os.getenv("CR_LUA") or ("lua" .. _VERSION:match("%d+%.%d+"))
 
 -- The command line that runs the interpreter running this suite with this
 -- checkout's modules first on its paths, as an installed wrapper would (or,

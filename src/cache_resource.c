@@ -53,6 +53,8 @@ static void state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->replayable_names_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->persist_mod_ref);
   cr_keybufs_free(&S->keybufs);
   cr_codec_bufs_free(&S->codec);
   cr_buffer_free(&S->dumpbuf);

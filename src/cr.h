@@ -236,6 +236,8 @@ struct cr_cache {
   size_t replay_bytes;
   size_t bytes;                 /* cache_data: encoded bytes in memory, every store */
   lua_Integer store_hits, store_writes, store_errors, persist_skipped; /* cache_data, persisted */
+  int persist_ref;              /* cache_data with persist: its handle (cache_resource.persist), else LUA_NOREF */
+  double persist_due;           /* with persist: the module clock's time to read the store's generation again */
   cr_store *global;             /* scope "global" */
   cr_store *session_stores;     /* scope "session" */
   cr_store *last_store;         /* the session store found last: one compare on a hit */
@@ -277,6 +279,8 @@ struct cr_call {
   cr_replay *recording;         /* UI calls recorded while computing */
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
+  int from_store;               /* persisted: the values came from the store, not from fn */
+  double lifetime;              /* ... with this much of their ttl left */
   uint64_t hash;
   size_t keylen;
   int is_digest;
@@ -309,6 +313,8 @@ struct cr_state {
   int widget_source_ref;        /* UI hook: current value of a widget id */
   int replayables_ref;          /* table: id -> replayable, fn -> replayable */
   int replay_fns_ref;           /* table: id -> the plain UI function */
+  int replayable_names_ref;     /* table: id -> name, name -> the replayable last given it */
+  int persist_mod_ref;          /* the Lua side of persistence (cache_resource.persist), once loaded */
   lua_Integer next_replayable;
   int identities_ref;           /* table: identity digest -> light userdata cache */
   int fnids_ref;                /* weak table: Lua function -> static identity */
@@ -374,6 +380,22 @@ void cr_sched_wake(lua_State *L, cr_call *call);
 void cr_sched_free(lua_State *L, cr_state *S);
 void cr_sched_open(lua_State *L);
 
+/* cr_persist.c: the envelope of persisted entries, the C side of the persist path */
+void cr_persist_open(lua_State *L, int state);
+void cr_persist_configure(lua_State *L, cr_cache *c, int opts);
+int cr_persist_push_check(lua_State *L, cr_cache *c, double now);
+void cr_persist_push_miss(lua_State *L, cr_cache *c);
+int cr_persist_took(lua_State *L, int first, int *n, double *lifetime);
+int cr_persist_clear(lua_State *L, cr_cache *c, const cr_func *f, int fidx, int first, int nargs);
+int cr_persist_clear_all(lua_State *L, cr_state *S);
+int cr_persist_done(lua_State *L, int status, lua_KContext ctx);
+void cr_persist_push_description(lua_State *L, cr_cache *c);
+
+/* Is c persisted, with its store's generation due to be read at `now`? */
+static inline int cr_persist_due(const cr_cache *c, double now) {
+  return c->persist_ref != LUA_NOREF && now >= c->persist_due;
+}
+
 /* cr_store.c: stores, entries, the expiry heap, sessions, widget sets */
 cr_store *cr_store_for(lua_State *L, cr_cache *c, int create);
 cr_entry *cr_store_find(cr_store *st, uint64_t hash, const unsigned char *key, size_t len, int is_digest);
@@ -428,6 +450,7 @@ int cr_data_compile(lua_State *L, int src);
 
 /* cr_key.c: keys, identities, the serializer's buffers */
 void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key);
+void cr_key_push_full(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs);
 int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
                    unsigned char *buf);
 void cr_key_widgets(lua_State *L, cr_state *S, int argkey, int values, int n, cr_key *key);

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include "cr.h"
 
-enum { PHASE_WAIT = 1, PHASE_VALIDATE, PHASE_COMPUTE };
+enum { PHASE_WAIT = 1, PHASE_VALIDATE, PHASE_COMPUTE, PHASE_GENERATION };
 #define CTX(base, phase) ((lua_KContext)(base) * 8 + (phase))
 
 static int resume(lua_State *L, int status, lua_KContext ctx);
@@ -196,7 +196,7 @@ static int outermost(cr_state *S, lua_State *L) {
 }
 
 static int compute(lua_State *L, int base, cr_call *call) {
-  int nargs = base - 2, i;
+  int nargs = base - 2, i, extra = 0;
   if (call->kind != CR_REFRESH_BG && call->cache->show_spinner && call->S->spinner_ref != LUA_NOREF &&
       outermost(call->S, L)) {
     spinner_event(L, call, 1, nargs);
@@ -207,12 +207,19 @@ static int compute(lua_State *L, int base, cr_call *call) {
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
   lua_setiuservalue(L, base, 1);
   lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
-  if (call->kind == CR_MISS) call->cache->misses++;
-  else if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
-  luaL_checkstack(L, nargs + 2, "cache_resource: too many arguments");
+  if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
+  luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments");
+  if (call->cache->persist_ref != LUA_NOREF) { /* the store's step, which runs fn when the store has no entry */
+    cr_persist_push_miss(L, call->cache);      /* (and counts the miss then) */
+    lua_pushvalue(L, base);
+    lua_pushvalue(L, 1);
+    extra = 4; /* the handle, the call record, the cr_func, fn */
+  } else if (call->kind == CR_MISS) {
+    call->cache->misses++;
+  }
   lua_getiuservalue(L, 1, 1);
   for (i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
-  return resume(L, lua_pcallk(L, nargs, LUA_MULTRET, 0, CTX(base, PHASE_COMPUTE), resume),
+  return resume(L, lua_pcallk(L, nargs + extra, LUA_MULTRET, 0, CTX(base, PHASE_COMPUTE), resume),
                 CTX(base, PHASE_COMPUTE));
 }
 
@@ -445,7 +452,11 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
   cr_key key;
   int argkey = 0, ids = 0;
   double now = 0;
-  if ((failure ? c->failure_ttl : c->ttl) != HUGE_VAL) now = cr_now(L, call->S);
+  if ((failure ? c->failure_ttl : c->ttl) != HUGE_VAL) {
+    now = cr_now(L, call->S);
+    /* an entry found in the store lives what is left of its ttl */
+    if (call->from_store && call->lifetime < c->ttl) now -= c->ttl - call->lifetime;
+  }
   key.bytes = call->key;
   key.len = call->keylen;
   key.hash = call->hash;
@@ -539,6 +550,7 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
   cr_check_open(L, call->S);
   switch (phase) {
     case PHASE_WAIT:
+    case PHASE_GENERATION: /* the check reports its own failures */
       lua_settop(L, base);
       return lookup(L, base, call);
     case PHASE_VALIDATE: {
@@ -580,6 +592,10 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       }
       if (status != LUA_OK && status != LUA_YIELD) return compute_failed(L, base, call, 1, 1);
       n = lua_gettop(L) - base;
+      if (call->cache->persist_ref != LUA_NOREF && cr_persist_took(L, base + 1, &n, &call->lifetime)) {
+        call->from_store = 1;
+        call->cache->store_hits++;
+      }
       if (is_failure(L, base, n)) return compute_failed(L, base, call, 0, n);
       if (call->cache->data) { /* what is not copyable fails like a raise, and is not stored */
         size_t bytes = 0;
@@ -629,7 +645,7 @@ cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned ch
   return call;
 }
 
-static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
+static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check, double now) {
   cr_cache *c = f->cache;
   cr_state *S = c->S;
   int base = nargs + 2, argkey = 0;
@@ -654,6 +670,10 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key) {
   }
   call->store = cr_store_for(L, c, 1);
   call_link(S, call);
+  if (check && c->persist_ref != LUA_NOREF) { /* the store's generation first: a clear elsewhere drops entries */
+    int n = cr_persist_push_check(L, c, now);
+    return resume(L, lua_pcallk(L, n, 0, 0, CTX(base, PHASE_GENERATION), resume), CTX(base, PHASE_GENERATION));
+  }
   return lookup(L, base, call);
 }
 
@@ -727,6 +747,7 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
+  int check;
   double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
   f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
   S = f->S;
@@ -734,11 +755,12 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
     cr_error(L, "cache_resource: a cached function was called after the module was closed "
                          "(from a finalizer running at lua_close)");
   c = f->cache;
-  if (S->heap_len) { /* one comparison unless something has expired */
+  if (S->heap_len || c->persist_ref != LUA_NOREF) { /* one comparison unless something has expired */
     now = cr_now(L, S);
     /* the clock may be Lua code that released entries: read the heap again */
     if (S->heap_len && S->heap[0]->expires_at <= now) cr_sweep(L, S, now);
   }
+  check = cr_persist_due(c, now); /* persisted: a hit too reads the generation once a second */
   if (!c->name_fixed) infer_name(L, c); /* first call: errors below may need it */
   if (c->front_ok) { /* the index again: the clock or a sweep may have changed it */
     if (nargs == 0) {
@@ -757,14 +779,14 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
-  if (st && !c->hit_slow && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
+  if (st && !c->hit_slow && !check && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
       e->stale_at > now) { /* a stale entry takes the slow path */
     cr_key_done(&key);
     return fast_hit(L, S, st, e);
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
-  return slow_path(L, f, nargs, &key);
+  return slow_path(L, f, nargs, &key, check, now);
 }
 
 /* The key a call of f with the nargs arguments at first.. would look up,

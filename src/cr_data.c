@@ -51,18 +51,34 @@ table with a `__call` metamethod
 `max_stale` and `failure_ttl` as for `cache_resource`, plus `max_size`
 (bytes, or a size such as `"500KB"`, `"1.5 MB"`, `"2gb"`: least recently used
 entries are evicted once their encoded sizes add up past it, and an entry
-larger than it alone is returned without being stored) and `persist`
-(`false`; entries kept in stores are not available yet). `validate` and
-`on_release` are refused: copies need no releasing
+larger than it alone is returned without being stored) and `persist`:
+`true` or `"disk"` (the default store, an SQLite database at `store_path()`),
+a store object (any table or userdata with the methods `get`, `set`,
+`delete`, `clear` and `generation`, such as
+`require("cache_resource.redis").connect{...}`) or `false` (the default).
+With a store, a miss in memory looks in the store before running `fn` (an
+entry found there counts in `stats().store_hits`, replays its recorded UI
+calls and lives what is left of its `ttl`, in wall-clock time), each new
+entry is written to it, and a clear in any process that shares it reaches
+the others within a second. A store that fails never makes the call fail:
+the function works from memory, `stats().store_errors` counts it, and
+`warn()` says so once. Not with `scope = "session"` nor
+`experimental_allow_widgets`. `validate` and `on_release` are refused:
+copies need no releasing
 @treturn function the cached function, or (given only `opts`) a function
 that wraps its argument with those options
 @usage local rows = cache_data(function(sql) return db:query(sql) end, { ttl = "10m", max_size = "50MB" })
 local parse = cache_data { max_entries = 100 } (parse_file)
+local shared = cache_data(load_report, { ttl = "1h", persist = true })  -- kept across restarts
 */
 /***
 Releases every entry of every `cache_data` function and session (the twin
-of `cache_resource.clear()`, which clears only `cache_resource` functions).
-`cache_resource.clear(f [, ...])` clears one `cache_data` function or entry.
+of `cache_resource.clear()`, which clears only `cache_resource` functions),
+clears the store of every function wrapped with `persist`, and empties the
+default store (`store_path()`) whole, entries of functions this process
+never wrapped included. Other processes sharing those stores drop their
+copies within a second. `cache_resource.clear(f [, ...])` clears one
+`cache_data` function or entry, in memory and in its store.
 @function clear
 */
 static int d_clear(lua_State *L) {
@@ -71,7 +87,7 @@ static int d_clear(lua_State *L) {
   cr_cache *c;
   for (c = S->caches; c; c = c->next)
     if (c->data) cr_cache_clear(L, c, 1, gen0);
-  return 0;
+  return cr_persist_clear_all(L, S); /* the stores: Lua code that may yield */
 }
 
 /***
@@ -213,6 +229,7 @@ void cr_data_open(lua_State *L) {
   lua_pushcclosure(L, t_decode, 1);
   lua_setfield(L, -2, "decode");
   lua_setfield(L, -2, "_internal");
+  cr_persist_open(L, -3);
   cr_decorator_callable(L, -3, 1); /* cache_data(fn [, opts]) */
   lua_setfield(L, -2, "data");
 }

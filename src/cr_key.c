@@ -781,33 +781,47 @@ static void finish_key(cr_state *S, cr_keybufs *kb, cr_key *key) {
   }
 }
 
-void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key) {
-  ser s;
+/* Serializes a call's arguments into s's buffer, as a call keys them. */
+static void ser_call(ser *s, lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs) {
   int i, last = 0;
   /* trailing nils are judged once the skipped parameters are left out */
   for (i = nargs; i >= 1 && last == 0; i--)
     if (!skipped(f, i) && !lua_isnil(L, first + i - 1)) last = i;
-  ser_begin(&s, L, S, f->cache->name, f, NULL);
-  s.fidx = fidx;
+  ser_begin(s, L, S, f->cache->name, f, NULL);
+  s->fidx = fidx;
   if (f->cache->hash_funcs_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->cache->hash_funcs_ref);
-    s.hf = lua_gettop(L);
+    s->hf = lua_gettop(L);
   }
   for (i = 1; i <= last; i++) {
     int idx = first + i - 1, t;
     if (skipped(f, i)) continue;
     t = lua_type(L, idx);
     /* scalars without hash_funcs: the common case, no bookkeeping */
-    if (!s.hf && is_scalar(t)) {
-      ser_scalar_t(&s, idx, t);
+    if (!s->hf && is_scalar(t)) {
+      ser_scalar_t(s, idx, t);
       continue;
     }
-    s.argpos = i;
-    s.argname = NULL;
-    ser_value(&s, idx, 0, 1);
+    s->argpos = i;
+    s->argname = NULL;
+    ser_value(s, idx, 0, 1);
   }
-  if (s.hf) lua_remove(L, s.hf);
+  if (s->hf) lua_remove(L, s->hf);
+}
+
+void cr_key_for_call(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs, cr_key *key) {
+  ser s;
+  ser_call(&s, L, S, f, fidx, first, nargs);
   finish_key(S, s.kb, key);
+}
+
+/* The whole key bytes of a call, never a digest (a persisted entry keeps
+ * them, to tell a digest collision from a hit), pushed as a string. */
+void cr_key_push_full(lua_State *L, cr_state *S, const cr_func *f, int fidx, int first, int nargs) {
+  ser s;
+  ser_call(&s, L, S, f, fidx, first, nargs);
+  lua_pushlstring(L, (const char *)s.kb->out.data, s.kb->out.len);
+  ser_release(&s);
 }
 
 /* Serializes arguments first..first+nargs-1, trailing nils dropped, as

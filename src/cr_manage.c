@@ -44,7 +44,9 @@ Releases entries (their `on_release` runs). `clear()`: every entry of every
 `cache_data` functions); `clear(f)`: every entry of `f` (the current
 session's, for `scope = "session"`); `clear(f, ...)`: the one entry a call
 `f(...)` would hit. A computation in progress still returns its values to
-its caller; they are not stored.
+its caller; they are not stored. A `cache_data` function with `persist`
+loses the entries in its store too, and the other processes sharing the
+store drop their copies within a second.
 @function clear
 @tparam[opt] function f a cached function
 @param ... arguments, keyed exactly like a call's
@@ -68,6 +70,7 @@ static int m_clear(lua_State *L) {
   c = f->cache;
   if (n == 1) {
     cr_cache_clear(L, c, S->current == NULL, gen0);
+    if (c->persist_ref != LUA_NOREF) return cr_persist_clear(L, c, f, 1, 2, -1); /* and its store */
     return 0;
   }
   lua_getupvalue(L, 1, 1);
@@ -76,6 +79,7 @@ static int m_clear(lua_State *L) {
   one = (c->session_scope && S->current == NULL) ? NULL : cr_store_for(L, c, 0);
   if (one || !c->session_scope) cr_store_clear_key(L, one ? one : c->global, &key, gen0);
   else cr_cache_clear_key(L, c, &key, gen0);
+  if (c->persist_ref != LUA_NOREF) return cr_persist_clear(L, c, f, n + 1, 2, n - 1); /* and its store */
   return 0;
 }
 
@@ -119,7 +123,7 @@ static void push_stats(lua_State *L, cr_cache *c) {
   set_int(L, "expirations", c->expirations);
   set_int(L, "replay_bytes", (lua_Integer)c->replay_bytes);
   if (c->data) {
-    lua_pushboolean(L, 0); /* the store's description, once persisted entries come */
+    cr_persist_push_description(L, c);
     lua_setfield(L, -2, "persist");
     if (c->max_size > 0) set_int(L, "max_size", c->max_size);
     else set_num(L, "max_size", HUGE_VAL);
@@ -138,8 +142,9 @@ Statistics: `stats()` returns one row per cached function, oldest first;
 `name`, `where`, `scope`, `ttl` (seconds, `math.huge` without one),
 `max_entries`, `refresh_mode`, `entries`, `hits`, `stale_hits`, `misses`,
 `failures`, `refreshes`, `refresh_failures`, `evictions`, `expirations` and
-`replay_bytes`; a `cache_data` row also `persist` (`false`: entries in
-memory), `max_size` (bytes, `math.huge` when unbounded), `bytes` (the
+`replay_bytes`; a `cache_data` row also `persist` (where its entries are
+kept besides memory: the store's description, `tostring(store)`, or
+`false`), `max_size` (bytes, `math.huge` when unbounded), `bytes` (the
 encoded bytes of its entries), `store_hits`, `store_writes`, `store_errors`
 and `persist_skipped`.
 @function stats

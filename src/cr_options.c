@@ -327,9 +327,6 @@ static void parse_options(lua_State *L, int t, cr_opts *o, int data) {
   if (o->persist && o->allow_widgets)
     cr_error(L, "cache_data: option 'persist' cannot be used with experimental_allow_widgets = true (widget "
                 "values belong to one session: drop one of the two options)");
-  if (o->persist)
-    cr_error(L, "cache_data: option 'persist' is not available yet: entries are kept in memory only (leave "
-                "persist out, or set it to false)");
 }
 
 /* ---- caches ---------------------------------------------------------- */
@@ -368,6 +365,7 @@ static void set_ref(lua_State *L, int *ref, int present, int opts, const char *f
 /* Latest wrap wins: the same identity (same code, same options, or the same
  * `name`) re-wrapped in a script re-run brings fresh callback closures. */
 static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) {
+  if (c->data) cr_persist_configure(L, c, opts); /* first: a store without its methods raises */
   c->ttl = o->ttl;
   c->max_stale = o->max_stale;
   c->failure_ttl = o->failure_ttl;
@@ -395,7 +393,8 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
     int was_values = c->front_values;
     /* its hits trust that nothing in the process expired: an entry that
      * can be stale before it expires (max_stale) is looked up by key */
-    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0;
+    c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0 &&
+                  c->persist_ref == LUA_NOREF; /* a persisted hit may first read the store's generation */
     /* a hit by value skips the entry: only where no hit needs to touch it
      * (a cache_data hit decodes the entry's bytes) */
     c->front_values = c->front_ok && c->max_entries == 0 && !c->data;
@@ -420,7 +419,7 @@ static cr_cache *cache_new(lua_State *L, cr_state *S, int fn, const unsigned cha
   c->data = data; /* part of the identity: a cache never changes kind */
   memcpy(c->id, id, 16);
   c->validate_ref = c->on_release_ref = c->hash_funcs_ref = c->spinner_ref = LUA_NOREF;
-  c->anchor_ref = c->widget_sets_ref = c->options_ref = LUA_NOREF;
+  c->anchor_ref = c->widget_sets_ref = c->options_ref = c->persist_ref = LUA_NOREF;
   lua_newtable(L);
   c->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (lua_istable(L, fn) && name == NULL) { /* no other table may reuse the address */
@@ -455,6 +454,7 @@ void cr_cache_free(lua_State *L, cr_cache *c) {
   luaL_unref(L, LUA_REGISTRYINDEX, c->widget_sets_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->options_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->front_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->persist_ref);
   free(c->name);
   free(c->where);
   free(c);
@@ -508,6 +508,24 @@ static void keep_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts) 
   c->options_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* The options that make the identity: all but `persist` (where entries
+ * are kept changes nothing about them, and a store object is no value
+ * two processes share). Pushes a copy without it when it is there. */
+static int identity_options(lua_State *L, int opts) {
+  if (opts == 0) return 0;
+  lua_pushliteral(L, "persist");
+  if (lua_rawget(L, opts) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return opts;
+  }
+  lua_pop(L, 1);
+  cr_table_copy(L, opts);
+  lua_pushliteral(L, "persist");
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  return lua_gettop(L);
+}
+
 /* Returns the cached function: a C closure over cr_func_call, so
  * type(f) == "function". Upvalue 1: the cr_func userdata; upvalue 2: the
  * cache's front index table (cr_front.c). `data`: wrapped by cache_data. */
@@ -524,7 +542,7 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data) {
     cr_error(L, "bad argument #1 to '%s' (function or callable table expected, got %s)",
              data ? "cache_data" : "cache_resource", luaL_typename(L, fn));
   parse_options(L, opts, &o, data);
-  cr_key_identity(L, S, fn, opts, o.name, data, id);
+  cr_key_identity(L, S, fn, identity_options(L, opts), o.name, data, id);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->identities_ref);
   lua_pushlstring(L, (const char *)id, 16);
   lua_rawget(L, -2);

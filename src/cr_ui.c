@@ -75,6 +75,27 @@ static int replayable_call(lua_State *L) {
   return replayable_done(L, LUA_OK, nargs);
 }
 
+/* A name for the replayable at r (the name at idx): its records can then
+ * leave the process (a persisted entry keeps the name, cr_persist.c). A
+ * replayable keeps its first name; a name goes to the replayable it was
+ * given last (a script re-run makes new functions under the old names). */
+static void name_replayable(lua_State *L, cr_state *S, int idx, int r) {
+  lua_Integer id;
+  lua_getupvalue(L, r, 3);
+  id = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayable_names_ref);
+  if (lua_rawgeti(L, -1, id) == LUA_TNIL) {
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -3, id);
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, r);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* cache_resource.replayable(fn [, name]): the same fn gives the same UI
  * call, so script re-runs do not grow the table of replayables. */
 /***
@@ -85,7 +106,10 @@ hit of those entries calls `fn` again with the same arguments, in order,
 before returning the cached values.
 @function replayable
 @tparam function fn what shows something (writes text, adds an element)
-@tparam[opt] string name a name for it in error messages
+@tparam[opt] string name a name for it: in error messages, and in the
+entries of a `cache_data` function with `persist`, whose recorded calls are
+kept in the store only when every replayable has a name (after a restart,
+the replay calls the replayable given that name last)
 @treturn function the UI call; the same `fn` always gives the same one
 @usage local text = cache_resource.replayable(function(s) io.write(s, "\n") end, "text")
 local foo = cache_resource(function(x) text(x); return x end)
@@ -96,24 +120,27 @@ static int m_replayable(lua_State *L) {
   cr_state *S = state_up(L);
   cr_check_open(L, S); /* its tables are gone after lua_close freed the state */
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_optstring(L, 2, NULL);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
+  lua_settop(L, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->replayables_ref);
   lua_pushvalue(L, 1);
-  if (lua_rawget(L, -2) == LUA_TFUNCTION) return 1;
-  lua_pop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, ++S->next_replayable);
-  lua_pushcclosure(L, replayable_call, 3);
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, -3, S->next_replayable);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, S->next_replayable); /* the plain fn, for replays nobody records */
-  lua_pop(L, 1);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);
+  if (lua_rawget(L, -2) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, ++S->next_replayable);
+    lua_pushcclosure(L, replayable_call, 3);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, S->next_replayable);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, S->next_replayable); /* the plain fn, for replays nobody records */
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  if (lua_isstring(L, 2)) name_replayable(L, S, 2, lua_gettop(L));
   return 1;
 }
 
