@@ -23,7 +23,10 @@ describe("cache_data with persist", function()
     clock = support.fake_clock(1000)
     shown = {}
   end)
-  after_each(support.reset)
+  after_each(function()
+    support.reset()
+    ps.retire_stores()
+  end)
 
   -- Memory forgets every entry, the store keeps its own: a restart.
   local function restart(store)

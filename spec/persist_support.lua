@@ -56,12 +56,16 @@ end
 -- { method, args... } in store.calls. Expiry is not kept (no spec here
 -- needs it). store.keep = true makes delete and clear change nothing (a
 -- clear of memory alone, as a restart is).
+local made = setmetatable({}, { __mode = "k" })
 function M.table_store(description)
   local entries, gens, everything = {}, {}, 0
   local store = setmetatable({ calls = {}, entries = entries }, {
     __tostring = function() return description or "a Lua table" end,
   })
-  local function note(...) store.calls[#store.calls + 1] = table.pack(...) end
+  made[store] = true
+  local function note(...)
+    if not store.retired then store.calls[#store.calls + 1] = table.pack(...) end
+  end
   function store:get(ns, key)
     note("get", ns, key)
     return entries[ns .. "/" .. key]
@@ -99,6 +103,17 @@ function M.table_store(description)
     return out
   end
   return store
+end
+
+-- Empties every table store made so far and stops them recording: the
+-- functions a spec wrapped keep their store until the end of the run (a
+-- cache lives as long as the module), and later clears call them all.
+function M.retire_stores()
+  for store in pairs(made) do
+    store.retired = true
+    store.calls = {}
+    for k in pairs(store.entries) do store.entries[k] = nil end
+  end
 end
 
 -- A child's results: a flat table of numbers, strings and booleans written
