@@ -169,6 +169,22 @@ describe("cache_data with persist = true, across processes", function()
       assert.equal(1, got.hits)
     end)
 
+    it("no SQLite store module, or no directory for the store: memory only, one warn(), no error", function()
+      local cases = {
+        { "package.preload['cache_resource.sqlite'] = function() error('not here') end", "env ",
+          "the module cache_resource.sqlite is not installed" },
+        { "", "env -u CR_CACHE_DIR -u XDG_CACHE_HOME -u HOME ", "no directory for the default store" },
+      }
+      for _, case in ipairs(cases) do
+        local out, status = support.lua_child(case[1] .. "\n" .. CHILD, { "plain", 1000, 5 }, case[2], script)
+        assert.equal(0, status, out)
+        local got = ps.results(out)
+        assert.is_true(got.exact)
+        assert.same({ 5, 0, 1, 1 }, { got.runs, got.store_writes, got.warnings, got.store_errors })
+        assert.matches(case[3], got.warning, 1, true)
+      end
+    end)
+
     it("a full disk (a file size limit): memory only, one warn(), no error", function()
       local dir = root .. "/cache"
       -- 2 MB (dash's ulimit counts 512-byte blocks) or 4 MB (bash); values of 256 KB

@@ -25,7 +25,7 @@ describe("cache_data with persist", function()
   end)
   after_each(function()
     support.reset()
-    ps.empty_stores()
+    ps.retire_stores()
   end)
 
   -- Memory forgets every entry, the store keeps its own: a restart.
@@ -446,6 +446,66 @@ describe("cache_data with persist", function()
       }, {}) })
       assert.matches("cache_data: option 'persist': the store has no method 'generation'", err, 1, true)
     end)
+  end)
+
+  describe("re-entered", function()
+    it("by a store that calls back into the module, and by finalizers at every allocation: values stay exact",
+      function()
+        local inner = ps.table_store()
+        local f, g
+        local depth = 0
+        local actions = {
+          function() cr.clear(f) end,
+          function() cr.clear(f, 2) end,
+          function() cache_data.clear() end,
+          function() f(7) end,
+          function() g(1) end,
+          function() collectgarbage() end,
+          function() clock.now = clock.now + 0.7 end,
+          function() error("the store's own error") end,
+        }
+        local calls = 0
+        local store = setmetatable({}, { __index = function(_, m)
+          return function(_, ...)
+            calls = calls + 1
+            if depth == 0 then
+              depth = depth + 1
+              local ok, err = pcall(actions[calls % #actions + 1])
+              depth = depth - 1
+              if not ok and tostring(err):find("the store's own error", 1, true) then error(err, 0) end
+            end
+            return inner[m](inner, ...)
+          end
+        end })
+        f = wrap(store, { ttl = 5 })
+        g = wrap(store)
+        local function finalizers(n)
+          for i = 1, n do
+            setmetatable({}, { __gc = function()
+              if depth == 0 then
+                depth = depth + 1
+                pcall(f, i % 3 + 1)
+                depth = depth - 1
+              end
+            end })
+          end
+        end
+        support.gc_pace(1, 100, 1)
+        local ok, err = pcall(function()
+          support.capture_warnings(function()
+            for round = 1, 200 do
+              finalizers(3)
+              local i = round % 4 + 1
+              assert.is_true(ps.same(pack(ps.value(i)), pack(f(i))))
+              if round % 17 == 0 then restart(inner) end
+            end
+          end)
+        end)
+        support.gc_pace(200, 100, 13)
+        collectgarbage()
+        assert(ok, err)
+        assert.is_true(calls > 100)
+      end)
   end)
 
   describe("the default store (persist = true)", function()

@@ -56,14 +56,16 @@ end
 -- { method, args... } in store.calls. Expiry is not kept (no spec here
 -- needs it). store.keep = true makes delete and clear change nothing (a
 -- clear of memory alone, as a restart is).
-local made = {} -- every table store, for M.empty_stores
+local made = setmetatable({}, { __mode = "k" })
 function M.table_store(description)
   local entries, gens, everything = {}, {}, 0
   local store = setmetatable({ calls = {}, entries = entries }, {
     __tostring = function() return description or "a Lua table" end,
   })
-  made[#made + 1] = store
-  local function note(...) store.calls[#store.calls + 1] = table.pack(...) end
+  made[store] = true
+  local function note(...)
+    if not store.retired then store.calls[#store.calls + 1] = table.pack(...) end
+  end
   function store:get(ns, key)
     note("get", ns, key)
     return entries[ns .. "/" .. key]
@@ -92,10 +94,6 @@ function M.table_store(description)
     note("generation", ns)
     return everything + (gens[ns] or 0)
   end
-  function store.empty()
-    for k in pairs(entries) do entries[k] = nil end
-    store.calls = {}
-  end
   -- the calls of one method, in order
   function store.of(method)
     local out = {}
@@ -105,6 +103,17 @@ function M.table_store(description)
     return out
   end
   return store
+end
+
+-- Empties every table store made so far and stops them recording: the
+-- functions a spec wrapped keep their store until the end of the run (a
+-- cache lives as long as the module), and later clears call them all.
+function M.retire_stores()
+  for store in pairs(made) do
+    store.retired = true
+    store.calls = {}
+    for k in pairs(store.entries) do store.entries[k] = nil end
+  end
 end
 
 -- A child's results: a flat table of numbers, strings and booleans written
@@ -220,17 +229,6 @@ function M.check_race(assert, outs, statuses, n)
     assert.equal(0, statuses[i], outs[i])
     local r = M.results(outs[i])
     assert.same({ 0, 0, n }, { r.bad, r.store_errors, r.misses + r.store_hits })
-  end
-end
-
--- A cached function keeps its store for the life of the Lua state, so the
--- stores specs made would keep every entry and call they recorded: after a
--- spec, they are emptied (and forgotten here), so the heap the next specs
--- run on stays small.
-function M.empty_stores()
-  for i, store in ipairs(made) do
-    store.empty()
-    made[i] = nil
   end
 end
 

@@ -601,7 +601,9 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
         size_t bytes = 0;
         int count = encode_result(L, call, base + 1, n, &bytes);
         if (count == 0) return compute_failed(L, base, call, 1, 1);
-        if (call->store) store_result(L, base, call, n, 0, base + n + 1, count, bytes);
+        /* counted from the top: a boxed set of codec buffers (an encoding
+         * already running, from a finalizer) may sit below them */
+        if (call->store) store_result(L, base, call, n, 0, lua_gettop(L) - count + 1, count, bytes);
       } else if (call->store) {
         store_result(L, base, call, n, 0, 0, 0, 0);
       }
