@@ -166,7 +166,8 @@ describe("cache_data on a Redis store", function()
       end)
       assert(cq:loop())
       stall:close()
-      assert.is_true(stalled_for >= 0.4, "the miss did not wait for the stalled server")
+      -- the stall may start late on a busy machine: at least half of it
+      assert.is_true(stalled_for >= 0.25, ("the miss did not wait for the stalled server (%.3f s)"):format(stalled_for))
       assert.is_true(ticks >= 20, "the timer ticked " .. ticks .. " times during the stall")
       assert.is_true(late <= 0.02 * rs.SLOWDOWN, ("a tick was %.1f ms late"):format(late * 1000))
       assert.equal(2, cr.stats(f).store_writes) -- f(0), then f(1) once the server answered
