@@ -9,6 +9,9 @@ DRIVER_PORT=${CR_E2E_DRIVER_PORT:-9515}
 mkdir -p build docs
 rm -f build/e2e.sqlite3
 # cache_data's default store (the demo's persisted query) in the build, not in $HOME
+# The word model takes about two seconds to build here: long enough for the browser to see
+# its spinner even on a busy machine.
+export CR_DEMO_SIZE=${CR_DEMO_SIZE:-6000000}
 export CR_CACHE_DIR=$PWD/build/e2e-cache
 rm -rf "$CR_CACHE_DIR"
 rm -rf build/e2e-profile && mkdir -p build/e2e-profile/js build/e2e-profile/nojs
