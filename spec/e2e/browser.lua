@@ -9,7 +9,8 @@
 -- without JavaScript (an Apply button posts the form). Saves screenshots of
 -- the loading state and of the final page.
 --   lua5.4 spec/e2e/browser.lua APP_URL DRIVER_URL FINAL.png LOADING.png
-package.path = "lua/?.lua;" .. package.path -- this checkout's cache_resource.ui, for rendering samples
+-- this checkout's cache_resource.ui (for rendering samples) and the checks
+package.path = "lua/?.lua;spec/e2e/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 local http = require "socket.http"
 local socket = require "socket"
@@ -17,14 +18,8 @@ local ltn12 = require "ltn12"
 local json = require "dkjson"
 
 local app, driver, shot_final, shot_loading = arg[1], arg[2], arg[3], arg[4]
-local checks, failed = 0, 0
-
-local function check(ok, what)
-  checks = checks + 1
-  if not ok then failed = failed + 1 end
-  print((ok and "ok   " or "FAIL ") .. what)
-  return ok
-end
+local checks = require "checks" -- spec/e2e/checks.lua
+local check = checks.check
 
 local function request(method, url, body)
   local out = {}
@@ -279,9 +274,5 @@ local ok, err = pcall(function()
   if not plain_ok then error(plain_err, 0) end
 end)
 pcall(wd, "DELETE", S)
-if not ok then
-  failed = failed + 1
-  print("FAIL " .. tostring(err))
-end
-print(string.format("e2e: %d passed, %d failed", checks - (ok and failed or failed - 1), failed))
-os.exit(failed == 0 and 0 or 1)
+if not ok then check(false, tostring(err)) end
+checks.finish("e2e")

@@ -3,18 +3,13 @@
 -- cached query; the second replica's first page shows that result without
 -- computing it: its /stats counts a store hit and no miss.
 --   lua5.4 spec/e2e/replicas.lua FIRST_URL SECOND_URL
+package.path = "spec/e2e/?.lua;" .. package.path
 local http = require "socket.http"
 local json = require "dkjson"
 
 local first, second = arg[1], arg[2]
-local checks, failed = 0, 0
-
-local function check(ok, what)
-  checks = checks + 1
-  if not ok then failed = failed + 1 end
-  print((ok and "ok   " or "FAIL ") .. what)
-  return ok
-end
+local checks = require "checks" -- spec/e2e/checks.lua
+local check = checks.check
 
 local function get(url)
   local body, code = http.request(url)
@@ -50,5 +45,4 @@ check(b.store_hits == 1 and b.misses == 0,
   ("the second replica found it in the store without computing it (store_hits %d, misses %d)"):format(b.store_hits,
     b.misses))
 
-print(string.format("e2e replicas: %d passed, %d failed", checks - failed, failed))
-os.exit(failed == 0 and 0 or 1)
+checks.finish("e2e replicas")
