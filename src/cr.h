@@ -76,6 +76,8 @@
 #define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
 #define CR_FRONT_MAX_STRING 40 /* longer strings are not in the front index */
 #define CR_FRONT_MAX_KEY 64    /* room for the key of one such string */
+#define CR_CALL_POOL 8         /* call records kept for reuse (cr_call.c) */
+#define CR_CALL_POOL_KEY 64    /* ... each with room for a key this long */
 
 typedef struct cr_cache cr_cache;
 typedef struct cr_store cr_store;
@@ -135,6 +137,8 @@ typedef struct cr_key {
   int is_digest;
   unsigned char digest[16];
   cr_keybufs *bufs;       /* to mark free once the key is used */
+  int arg;                /* a key to store: the stack index of the one raw argument
+                             it was made from, for the front index; else 0 */
 } cr_key;
 
 /* Marks the key's scratch buffers free (the scalar path used none). Inline:
@@ -230,6 +234,9 @@ struct cr_cache {
   int front_ok;                 /* calls may use the front index (cr_front.c) */
   int front_values;             /* ... and it may map straight to the value */
   int front_ref;                /* table: raw argument -> light userdata entry */
+  size_t front_count;           /* mappings in that table (cr_front.c) */
+  size_t front_ballast;         /* keys that keep it from rehashing under churn (cr_front.c) */
+  size_t front_below;           /* the power of two below mappings + ballast, last seen */
   cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
@@ -280,6 +287,8 @@ struct cr_call {
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
   int from_store;               /* persisted: the values came from the store, not from fn */
+  int poolable;                 /* a miss's record with room for CR_CALL_POOL_KEY key bytes:
+                                   it goes back to the pool once its slot is closed */
   double lifetime;              /* ... with this much of their ttl left */
   uint64_t hash;
   size_t keylen;
@@ -304,6 +313,8 @@ struct cr_state {
   cr_entry **heap;              /* min-heap of expiring entries */
   size_t heap_len, heap_cap;
   cr_call *calls;
+  int call_pool_ref;            /* table: call records done with, for the next misses (cr_call.c) */
+  int call_pool_n;              /* how many it holds, at most CR_CALL_POOL */
   int clock_ref, waiter_ref;
   int wait_ref, wake_ref, spawn_ref; /* the scheduler's functions */
   int scheduler_ref;            /* the table given to set_scheduler */
@@ -431,7 +442,7 @@ typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   size_t len;
   unsigned char key[CR_FRONT_MAX_KEY];
 } cr_front_gone;
-void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);

@@ -84,6 +84,51 @@ void cr_call_finish(lua_State *L, cr_call *call) {
   if (was_storing && !S->closed) cr_widget_sets_trim(L, c, NULL);
 }
 
+/* ---- the pool of call records ----------------------------------------
+ *
+ * A miss used to leave its call record (a userdata with a finalizer) to
+ * the collector: an allocation, a finalizer call and a free per miss. A
+ * record whose to-be-closed slot is closed is done with: its call returned
+ * or raised, or its coroutine was closed, and only then. So __close puts
+ * it back in the state's pool (a registry table), and the next miss takes
+ * it. Only the call path's own records are poolable: a background
+ * refresh's record is also an upvalue of the function given to the
+ * scheduler, and a persisted cache's record is handed to Lua code (the
+ * store step), either of which may still hold it. Records of a suspended
+ * coroutine that is dropped are collected as before (__gc). Neither
+ * putting back nor taking allocates, so no Lua code runs in either. */
+
+static void pool_put(lua_State *L, cr_call *call) {
+  cr_state *S = call->S;
+  int i;
+  cr_replay_free_frame(L, call);
+  if (S->call_pool_n >= CR_CALL_POOL) return; /* the collector takes this one */
+  luaL_checkstack(L, 3, "cache_resource: call records");
+  for (i = 1; i <= 3; i++) { /* what a uservalue holds would live on in the pool */
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, i);
+  }
+  call->poolable = 0; /* once: a record in the pool is nobody's */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, ++S->call_pool_n);
+  lua_pop(L, 1);
+}
+
+/* Pushes a record from the pool, or returns NULL and pushes nothing. */
+static cr_call *pool_take(lua_State *L, cr_state *S) {
+  cr_call *call;
+  if (S->call_pool_n == 0) return NULL;
+  luaL_checkstack(L, 3, "cache_resource: call records");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
+  lua_rawgeti(L, -1, S->call_pool_n);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, S->call_pool_n--);
+  lua_remove(L, -2);
+  call = (cr_call *)lua_touserdata(L, -1);
+  return call;
+}
+
 /* __gc. A coroutine that dropped its computation (collected) ends it here. */
 int cr_call_gc(lua_State *L) {
   cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
@@ -98,6 +143,7 @@ int cr_call_gc(lua_State *L) {
 int cr_call_close(lua_State *L) {
   cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
   if (call->linked) cr_call_finish(L, call);
+  if (call->poolable && !call->linked && !call->S->closed) pool_put(L, call);
   return 0;
 }
 
@@ -462,7 +508,9 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
   key.hash = call->hash;
   key.is_digest = call->is_digest;
   key.bufs = NULL;
+  key.arg = base == 3 ? 2 : 0; /* one argument, at 2: [1] the cr_func, [base] the call */
   if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
+    key.arg = 0;
     argkey = lua_gettop(L);
     if (call->kind == CR_REFRESH_BG) { /* a refresh keeps the key it refreshes */
       lua_newtable(L);
@@ -632,6 +680,33 @@ static void infer_name(lua_State *L, cr_cache *c) {
 /* Pushes a new call record of cache c for a key (copied in), unlinked and
  * owning nothing yet. The allocation may run finalizers: key bytes must
  * not live in buffers they could reuse (the caller keeps them busy). */
+static void call_init(cr_call *call, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
+                      int is_digest) {
+  memset(call, 0, sizeof *call);
+  call->S = c->S;
+  call->cache = c;
+  call->hash = hash;
+  call->keylen = keylen;
+  call->is_digest = is_digest;
+  call->results_ref = call->widgets_ref = LUA_NOREF;
+  memcpy(call->key, key, keylen);
+}
+
+/* A miss's call record: from the pool when it has one and the key fits. */
+static cr_call *miss_call(lua_State *L, cr_cache *c, const cr_key *key) {
+  cr_call *call;
+  if (key->len > CR_CALL_POOL_KEY || c->persist_ref != LUA_NOREF) /* see the pool's comment */
+    return cr_call_new(L, c, key->hash, key->bytes, key->len, key->is_digest);
+  call = pool_take(L, c->S);
+  if (call == NULL) {
+    call = (cr_call *)lua_newuserdatauv(L, sizeof *call + CR_CALL_POOL_KEY, 3);
+    luaL_setmetatable(L, CR_CALL_MT);
+  }
+  call_init(call, c, key->hash, key->bytes, key->len, key->is_digest);
+  call->poolable = 1;
+  return call;
+}
+
 cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
                      int is_digest) {
   cr_call *call = (cr_call *)lua_newuserdatauv(L, sizeof *call + keylen, 3);
@@ -660,7 +735,7 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check
   }
   /* key->bufs stays busy until the bytes are copied: a finalizer run by
    * this allocation may serialize another key meanwhile */
-  call = cr_call_new(L, c, key->hash, key->bytes, key->len, key->is_digest);
+  call = miss_call(L, c, key);
   cr_key_done(key);
   if (argkey) {
     lua_pushvalue(L, argkey);

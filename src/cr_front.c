@@ -25,8 +25,41 @@
  * unlinked and freed, and only ever clears a mapping (whatever it holds by
  * then: removing one is always safe). Losing a mapping only sends calls
  * down the general path, which finds the same entry. */
+/*
+ * Ballast. A table whose keys come and go at a steady count (a cache at
+ * max_entries: every miss evicts one key and adds another) rehashes on a
+ * schedule set by that count. Lua takes a new node for a key only from
+ * below its `lastfree` mark, a removed key's node stays dead until the
+ * next rehash, and a rehash sizes the node array to the power of two just
+ * above the live keys: 1,000 live keys get 1,024 nodes, 24 free ones, and
+ * a rehash of all of them every few dozen misses (at 700 keys, 324 free:
+ * a cliff that depends on where the count falls against a power of two).
+ * So a bounded cache's table also holds ballast, keys no call can look up
+ * (odd light userdata; lookups are by string, integer or boolean), enough
+ * that live keys + ballast is never just below a power of two: at most
+ * 1.5 times the power of two below it. A rehash then leaves at least a
+ * quarter of the nodes free, and its cost is spread over as many misses.
+ * Ballast only grows (up to about the capacity's next power of two) and
+ * goes with cr_front_reset. */
 #include <string.h>
 #include "cr.h"
+
+/* Keeps c's table (at idx) in shape for churn, as the header says. Only
+ * rawsets of light userdata keys: no allocation that could collect. */
+static void front_balance(lua_State *L, cr_cache *c, int idx) {
+  size_t total = c->front_count + c->front_ballast, below;
+  if (c->max_entries <= 0 || total < 64) return; /* small tables rehash cheaply */
+  if (total > c->front_below && total <= c->front_below + c->front_below / 2) return; /* still in shape */
+  for (below = 32; below * 2 < total; below *= 2) continue; /* the power of two below total */
+  c->front_below = below;
+  if (total <= below + below / 2) return;
+  for (; total <= 2 * below; total++) {
+    c->front_ballast++;
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(2 * c->front_ballast + 1));
+    lua_pushboolean(L, 1);
+    lua_rawset(L, idx);
+  }
+}
 
 /* Pushes the raw value keyed by e's key bytes (copied to keybuf) if it is
  * an indexable single scalar whose key serializes back to exactly those
@@ -44,7 +77,26 @@ static int push_front_value(lua_State *L, cr_state *S, const unsigned char *key,
   return 1;
 }
 
-void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
+/* Pushes the argument at arg if the index may hold it: the key was made
+ * from it alone, so only its type and length are left to check. */
+static int push_front_arg(lua_State *L, int arg) {
+  switch (lua_type(L, arg)) {
+    case LUA_TSTRING:
+      if (lua_rawlen(L, arg) > CR_FRONT_MAX_STRING) return 0;
+      break;
+    case LUA_TNUMBER:
+      if (!lua_isinteger(L, arg)) return 0;
+      break;
+    case LUA_TBOOLEAN: break;
+    default: return 0;
+  }
+  lua_pushvalue(L, arg);
+  return 1;
+}
+
+/* Maps e, just linked in st; arg is the stack index of the one raw argument
+ * its key was made from, or 0 (the key is decoded back to a value then). */
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
   cr_cache *c = st->cache;
   unsigned char key[CR_FRONT_MAX_KEY];
   size_t len = e->keylen;
@@ -58,13 +110,17 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
   if (len > sizeof key || c->front_ref == LUA_NOREF) return;
   memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
-  if (!push_front_value(L, c->S, key, len)) return;
-  /* the push may have run finalizers (which may even re-wrap the cache with
-   * options that rule the index out): check again, find the entry again */
-  e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
-  if (e == NULL) {
-    lua_pop(L, 1);
-    return;
+  if (arg) {
+    if (!push_front_arg(L, arg)) return; /* no allocation: e stands */
+  } else {
+    if (!push_front_value(L, c->S, key, len)) return;
+    /* the push may have run finalizers (which may even re-wrap the cache with
+     * options that rule the index out): check again, find the entry again */
+    e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
+    if (e == NULL) {
+      lua_pop(L, 1);
+      return;
+    }
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
   lua_insert(L, -2);
@@ -75,7 +131,11 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
     else lua_pop(L, 1);
   }
   if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
+  lua_pushvalue(L, -2);
+  if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
+  lua_pop(L, 1);
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
+  front_balance(L, c, lua_gettop(L));
   lua_pop(L, 1);
 }
 
@@ -101,8 +161,16 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushnil(L);
-  lua_rawset(L, -3);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) != LUA_TNIL) {
+    c->front_count--;
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    front_balance(L, c, lua_gettop(L));
+  } else {
+    lua_pop(L, 2);
+  }
   lua_pop(L, 1);
 }
 
@@ -110,6 +178,7 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
  * Only removes keys (no allocation, so no Lua code runs). */
 void cr_front_reset(lua_State *L, cr_cache *c) {
   c->front_empty = NULL;
+  c->front_count = c->front_ballast = c->front_below = 0;
   if (c->front_ref == LUA_NOREF) return;
   luaL_checkstack(L, 4, "cache_resource: front index");
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
