@@ -175,4 +175,36 @@ describe("front index (one scalar or no argument)", function()
     f("c")                      -- evicts "b"
     assert.same({ "b" }, released)
   end)
+  -- A bounded cache's index also holds keys of its own, so that evicting
+  -- one key and adding another never makes it rehash over and over. They
+  -- must never show: not as entries, not as hits, not after a re-wrap.
+  it("a bounded cache at capacity, churned, hits and evicts exactly as the general path does", function()
+    for _, cap in ipairs({ 700, 1000, 1024 }) do
+      local f, runs = counting({ max_entries = cap, name = "churn" .. cap })
+      for i = 1, 3 * cap do f("k" .. i) end
+      local s = support.stat("churn" .. cap)
+      assert.equal(cap, s.entries)
+      assert.equal(2 * cap, s.evictions)
+      for i = 2 * cap + 1, 3 * cap do assert.same({ "k" .. i }, f("k" .. i)) end
+      assert.equal(3 * cap, #runs)
+      assert.equal(cap, support.stat("churn" .. cap).hits)
+      f("k1") -- long evicted: computed again
+      assert.equal(3 * cap + 1, #runs)
+    end
+  end)
+
+  it("a cache re-wrapped between bounded and unbounded keeps its index right", function()
+    local runs = 0
+    local function fn(x) runs = runs + 1; return { x } end
+    local f = cr(fn, { max_entries = 100, name = "rewrap" })
+    for i = 1, 300 do f(i) end
+    f = cr(fn, { name = "rewrap" })
+    for i = 301, 600 do f(i) end
+    f = cr(fn, { max_entries = 100, name = "rewrap" })
+    for i = 601, 900 do f(i) end
+    assert.equal(900, runs)
+    for i = 801, 900 do assert.same({ i }, f(i)) end
+    assert.equal(900, runs)
+    assert.equal(100, support.stat("rewrap").entries)
+  end)
 end)

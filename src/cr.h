@@ -262,8 +262,8 @@ typedef struct cr_func {
 } cr_func;
 
 /* A call that left the fast path; lives on the caller's Lua stack.
- * Uservalues: 1 the owner thread, 2 replay results, 3 the argument key
- * before widget values were added. */
+ * Uservalues: 1 the owner thread, 3 the argument key before widget
+ * values were added (2 is unused). */
 struct cr_call {
   cr_state *S;
   cr_cache *cache;
@@ -289,6 +289,7 @@ struct cr_call {
   int from_store;               /* persisted: the values came from the store, not from fn */
   int poolable;                 /* a miss's record with room for CR_CALL_POOL_KEY key bytes:
                                    it goes back to the pool once its slot is closed */
+  int owner_set, argkey_set;    /* uservalues 1 and 3 hold something */
   double lifetime;              /* ... with this much of their ttl left */
   uint64_t hash;
   size_t keylen;

@@ -104,9 +104,13 @@ static void pool_put(lua_State *L, cr_call *call) {
   cr_replay_free_frame(L, call);
   if (S->call_pool_n >= CR_CALL_POOL) return; /* the collector takes this one */
   luaL_checkstack(L, 3, "cache_resource: call records");
-  for (i = 1; i <= 3; i++) { /* what a uservalue holds would live on in the pool */
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, i);
+  /* what a uservalue holds would live on in the pool, and an argument key
+   * left in 3 would make the next call a widget call */
+  for (i = 1; i <= 3; i += 2) {
+    if (i == 1 ? call->owner_set : call->argkey_set) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, 1, i);
+    }
   }
   call->poolable = 0; /* once: a record in the pool is nobody's */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
@@ -252,6 +256,7 @@ static int compute(lua_State *L, int base, cr_call *call) {
   call->owner = L;
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
   lua_setiuservalue(L, base, 1);
+  call->owner_set = 1;
   lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
   if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
   luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments");
@@ -740,6 +745,7 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check
   if (argkey) {
     lua_pushvalue(L, argkey);
     lua_setiuservalue(L, -2, 3);
+    call->argkey_set = 1;
   }
   if (lua_gettop(L) > base) { /* key buffers or widget tables sat above the args */
     lua_replace(L, base);

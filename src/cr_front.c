@@ -131,9 +131,11 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     else lua_pop(L, 1);
   }
   if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
-  lua_pushvalue(L, -2);
-  if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
-  lua_pop(L, 1);
+  if (c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
+    lua_pop(L, 1);
+  }
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
   front_balance(L, c, lua_gettop(L));
   lua_pop(L, 1);
@@ -161,9 +163,11 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushvalue(L, -1);
-  if (lua_rawget(L, -3) != LUA_TNIL) {
-    c->front_count--;
+  if (c->max_entries <= 0) {
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  } else if (lua_pushvalue(L, -1), lua_rawget(L, -3) != LUA_TNIL) {
+    if (c->front_count) c->front_count--; /* uncounted when the cache was unbounded at its add */
     lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawset(L, -3);
