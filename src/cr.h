@@ -199,6 +199,8 @@ struct cr_store {
   uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
   int dead;                     /* its session ended: takes no entries, freed once unpinned */
+  int front_ref;                /* a session store: its front index (cr_front.c), or LUA_NOREF */
+  cr_entry *front_empty;        /* ... and its entry of the empty key */
 };
 
 struct cr_session {
@@ -233,6 +235,7 @@ struct cr_cache {
   int hit_slow;                 /* a hit needs more than find + push + replay */
   int front_ok;                 /* calls may use the front index (cr_front.c) */
   int front_values;             /* ... and it may map straight to the value */
+  int front_session;            /* session scope: each session store has a front index */
   int front_ref;                /* table: raw argument -> light userdata entry */
   size_t front_count;           /* mappings in that table (cr_front.c) */
   size_t front_ballast;         /* keys that keep it from rehashing under churn (cr_front.c) */
@@ -370,6 +373,7 @@ void cr_cache_free(lua_State *L, cr_cache *c);
 
 /* cr_call.c: the call path, call records and the list of calls in flight */
 int cr_func_call(lua_State *L);
+int cr_func_call_session(lua_State *L);
 int cr_call_gc(lua_State *L);
 int cr_call_close(lua_State *L);
 cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
@@ -440,6 +444,8 @@ static inline void cr_store_touch(cr_store *st, cr_entry *e) {
 /* cr_front.c: the front index */
 typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   cr_cache *cache;
+  int ref;                      /* the index it was in: the cache's, or its session store's */
+  int global;
   size_t len;
   unsigned char key[CR_FRONT_MAX_KEY];
 } cr_front_gone;
@@ -447,6 +453,8 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);
+void cr_front_reset_sessions(lua_State *L, cr_cache *c);
+void cr_front_drop(lua_State *L, cr_store *st);
 
 /* cr_replay.c: recording frames, the record format, the replay loop */
 void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result);

@@ -820,8 +820,25 @@ int cr_func_call(lua_State *L) {
   return general_path(L, nargs, front_missed);
 }
 
+/* A cached function of a session cache: its hits are found in the session
+ * store's index, which only the general path can reach. */
+int cr_func_call_session(lua_State *L) {
+  return general_path(L, lua_gettop(L), 1);
+}
+
 /* Everything but a one-argument front hit: kept apart so that path's frame
  * stays small. */
+/* The one argument looked up in a session store's front index: pushes
+ * what it finds and returns its type, or LUA_TNONE (nothing pushed) when
+ * the argument is not indexable. */
+static int session_lookup(lua_State *L, const cr_store *st) {
+  int t = lua_type(L, 1);
+  if (!(t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1)))) return LUA_TNONE;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->front_ref);
+  lua_pushvalue(L, 1);
+  return lua_rawget(L, -2);
+}
+
 static int general_path(lua_State *L, int nargs, int front_missed) {
   cr_func *f;
   cr_state *S;
@@ -856,6 +873,15 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
         default: c->hits++; return 1; /* the value itself */
       }
     }
+  } else if (c->front_session && nargs <= 1 && !f->any_skip && S->current) {
+    st = cr_store_for(L, c, 0); /* the session's store, if it has one: runs no Lua code */
+    if (st && nargs == 0 && (e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
+    if (st && nargs == 1 && st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
+      e = (cr_entry *)lua_touserdata(L, -1);
+      lua_settop(L, 1);
+      return fast_hit(L, S, st, e);
+    }
+    lua_settop(L, nargs);
   }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))

@@ -101,69 +101,95 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
   unsigned char key[CR_FRONT_MAX_KEY];
   size_t len = e->keylen;
   uint64_t hash = e->hash;
-  if (st != c->global || e->is_digest || !c->front_ok) return;
+  int global = st == c->global;
+  if (e->is_digest || !(global ? c->front_ok : c->front_session)) return;
   if (len == 0) {
-    c->front_empty = e;
+    if (global) c->front_empty = e;
+    else st->front_empty = e;
     e->front = CR_FRONT_EMPTY;
     return;
   }
-  if (len > sizeof key || c->front_ref == LUA_NOREF) return;
+  if (len > sizeof key || (global && c->front_ref == LUA_NOREF)) return;
   memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
+  if (!global && st->front_ref == LUA_NOREF) { /* a session store's first mapping makes its table */
+    lua_newtable(L); /* may run finalizers: st is pinned by the insert, but may have ended */
+    if (st->dead || !c->front_session || st->front_ref != LUA_NOREF) {
+      lua_pop(L, 1);
+      return;
+    }
+    st->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    arg = 0; /* e is found again below */
+  }
   if (arg) {
     if (!push_front_arg(L, arg)) return; /* no allocation: e stands */
   } else {
     if (!push_front_value(L, c->S, key, len)) return;
     /* the push may have run finalizers (which may even re-wrap the cache with
-     * options that rule the index out): check again, find the entry again */
-    e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
+     * options that rule the index out, or end st's session): check again,
+     * find the entry again */
+    e = NULL;
+    if (global ? c->front_ok && c->global == st : c->front_session && !st->dead && st->front_ref != LUA_NOREF)
+      e = cr_store_find(st, hash, key, len, 0);
     if (e == NULL) {
       lua_pop(L, 1);
       return;
     }
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
   lua_insert(L, -2);
   e->front = CR_FRONT_TABLE;
-  if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
+  if (global && c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
     int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
     if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
     else lua_pop(L, 1);
   }
   if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
-  if (c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
+  if (global && c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
     lua_pushvalue(L, -2);
     if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
     lua_pop(L, 1);
   }
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
-  front_balance(L, c, lua_gettop(L));
+  if (global) front_balance(L, c, lua_gettop(L));
   lua_pop(L, 1);
 }
 
-/* Called by cr_entry_release before it unlinks e: what to forget later. */
+/* Called by cr_entry_release before it unlinks e: what to forget later.
+ * No Lua code runs between the two, so the index's reference stays the
+ * one noted (a session store's goes only when its session ends). */
 void cr_front_note(cr_entry *e, cr_front_gone *gone) {
-  cr_cache *c = e->store->cache;
+  cr_store *st = e->store;
+  cr_cache *c = st->cache;
   gone->len = 0;
   gone->cache = c;
-  if (e->front == CR_FRONT_EMPTY && c->front_empty == e) c->front_empty = NULL;
+  gone->global = st == c->global;
+  gone->ref = gone->global ? c->front_ref : st->front_ref;
+  if (e->front == CR_FRONT_EMPTY) {
+    if (gone->global && c->front_empty == e) c->front_empty = NULL;
+    if (!gone->global && st->front_empty == e) st->front_empty = NULL;
+  }
   if ((e->front == CR_FRONT_TABLE || e->front == CR_FRONT_VALUE) && e->keylen <= sizeof gone->key) {
     gone->len = e->keylen;
     memcpy(gone->key, CR_ENTRY_KEY(e), e->keylen);
   }
 }
 
-/* After e is unlinked and freed: clear its mapping if it still points at it. */
+/* After e is unlinked and freed: clear its mapping. The table is on the
+ * stack before the key is pushed: should that allocation run a finalizer
+ * that ends the session (and drops its index), the table is only an
+ * orphan then. */
 void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
   cr_cache *c = gone->cache;
-  if (gone->len == 0 || c->front_ref == LUA_NOREF) return;
+  int counted = gone->global && c->max_entries > 0;
+  if (gone->len == 0 || gone->ref == LUA_NOREF) return;
   luaL_checkstack(L, 4, "cache_resource: front index");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, gone->ref);
   if (!cr_key_push_single(L, gone->key, gone->len)) {
     lua_pop(L, 1);
     return;
   }
-  if (c->max_entries <= 0) {
+  if (!counted) {
     lua_pushnil(L);
     lua_rawset(L, -3);
   } else if (lua_pushvalue(L, -1), lua_rawget(L, -3) != LUA_TNIL) {
@@ -171,21 +197,19 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
     lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawset(L, -3);
-    front_balance(L, c, lua_gettop(L));
+    if (c->front_ref == gone->ref) front_balance(L, c, lua_gettop(L));
   } else {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
 }
 
-/* Empties c's index: its options no longer allow it, or the state closes.
- * Only removes keys (no allocation, so no Lua code runs). */
-void cr_front_reset(lua_State *L, cr_cache *c) {
-  c->front_empty = NULL;
-  c->front_count = c->front_ballast = c->front_below = 0;
-  if (c->front_ref == LUA_NOREF) return;
+/* Removes every key of the table ref refers to. No allocation, so no Lua
+ * code runs. */
+static void clear_table(lua_State *L, int ref) {
+  if (ref == LUA_NOREF) return;
   luaL_checkstack(L, 4, "cache_resource: front index");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
@@ -194,4 +218,28 @@ void cr_front_reset(lua_State *L, cr_cache *c) {
     lua_rawset(L, -4); /* clearing a field during traversal is allowed */
   }
   lua_pop(L, 1);
+}
+
+/* Empties c's index: its options no longer allow it, or the state closes. */
+void cr_front_reset(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  c->front_count = c->front_ballast = c->front_below = 0;
+  clear_table(L, c->front_ref);
+}
+
+/* Empties the index of each of c's session stores: its options no longer
+ * allow them. */
+void cr_front_reset_sessions(lua_State *L, cr_cache *c) {
+  cr_store *st;
+  for (st = c->session_stores; st; st = st->next_of_cache) {
+    st->front_empty = NULL;
+    clear_table(L, st->front_ref);
+  }
+}
+
+/* A session store's index goes with its session (or at lua_close). */
+void cr_front_drop(lua_State *L, cr_store *st) {
+  st->front_empty = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, st->front_ref);
+  st->front_ref = LUA_NOREF;
 }

@@ -154,6 +154,7 @@ static cr_store *store_new(lua_State *L, cr_cache *c, cr_session *ss) {
   st->cache = c;
   st->session = ss;
   st->cleared_gen = c->S->next_gen; /* a clear running now has nothing to do here */
+  st->front_ref = LUA_NOREF;
   return st;
 }
 
@@ -772,6 +773,7 @@ void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
     store_map_remove(S, st);
     unlink_from_cache(st);
     cr_detach_calls(S, st, 0);
+    cr_front_drop(L, st); /* before any entry goes: nothing is left to forget there */
     st->session = NULL;
     st->dead = 1;
     st->pins++;
@@ -798,6 +800,7 @@ static void store_free_entries(lua_State *L, cr_store *st) {
     cr_replay_unref(L, e->replay);
     free(e);
   }
+  cr_front_drop(L, st);
   store_free(st);
 }
 
