@@ -816,6 +816,20 @@ int cr_func_call(lua_State *L) {
     cr_entry *e;
     if (!S->closed && c->front_ok && (e = c->front_empty) != NULL && nothing_expired(L, S))
       return fast_hit(L, S, c->global, e);
+  } else { /* several scalars: their key and one probe, where the front index could be used */
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_key key;
+    cr_entry *e;
+    unsigned char buf[CR_KEY_INLINE_MAX];
+    /* front_ok: global scope, no hash_funcs, validate, widgets, max_stale or
+     * persist; nothing expired: every entry is fresh. cr_key_scalars runs
+     * no Lua code, so the entry found is valid. */
+    if (!S->closed && c->front_ok && c->global && c->name_fixed && nothing_expired(L, S) &&
+        cr_key_scalars(L, S, f, 1, nargs, &key, buf) &&
+        (e = cr_store_find(c->global, key.hash, key.bytes, key.len, 0)) != NULL)
+      return fast_hit(L, S, c->global, e);
   }
   return general_path(L, nargs, front_missed);
 }
