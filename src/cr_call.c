@@ -834,14 +834,6 @@ int cr_func_call(lua_State *L) {
   return general_path(L, nargs, front_missed);
 }
 
-/* A cached function of a session cache: its hits are found in the session
- * store's index, which only the general path can reach. */
-int cr_func_call_session(lua_State *L) {
-  return general_path(L, lua_gettop(L), 1);
-}
-
-/* Everything but a one-argument front hit: kept apart so that path's frame
- * stays small. */
 /* The one argument looked up in a session store's front index: pushes
  * what it finds and returns its type, or LUA_TNONE (nothing pushed) when
  * the argument is not indexable. */
@@ -853,6 +845,34 @@ static int session_lookup(lua_State *L, const cr_store *st) {
   return lua_rawget(L, -2);
 }
 
+/* A cached function of a session cache: the index of the store of the
+ * current session (the one found last) first, as cr_func_call reads the
+ * global one; its global index stays empty, so it is never read. */
+int cr_func_call_session(lua_State *L) {
+  int nargs = lua_gettop(L);
+  if (nargs <= 1) {
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_store *st = c->last_store;
+    cr_entry *e;
+    if (!S->closed && c->front_session && !f->any_skip && st && S->current && st->session == S->current &&
+        nothing_expired(L, S)) {
+      if (nargs == 0) {
+        if ((e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
+      } else if (st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
+        e = (cr_entry *)lua_touserdata(L, -1);
+        lua_settop(L, 1);
+        return fast_hit(L, S, st, e);
+      }
+      lua_settop(L, nargs);
+    }
+  }
+  return general_path(L, nargs, 1);
+}
+
+/* Everything but a one-argument front hit: kept apart so that path's frame
+ * stays small. */
 static int general_path(lua_State *L, int nargs, int front_missed) {
   cr_func *f;
   cr_state *S;
