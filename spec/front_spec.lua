@@ -193,6 +193,19 @@ describe("front index (one scalar or no argument)", function()
     end
   end)
 
+  it("a bounded cache's churn holds no registry references once its entries are gone", function()
+    local f = cr(function(k) return { k } end, { max_entries = 100, name = "churn refs" })
+    f("warm"); cr.clear(f)
+    collectgarbage()
+    local baseline = support.registry_objects()
+    for i = 1, 1000 do f("k" .. i) end
+    for i = 1, 1000 do f(i) end
+    assert.equal(100, support.stat("churn refs").entries)
+    cr.clear(f)
+    collectgarbage()
+    assert.equal(baseline, support.registry_objects())
+  end)
+
   it("a cache re-wrapped between bounded and unbounded keeps its index right", function()
     local runs = 0
     local function fn(x) runs = runs + 1; return { x } end

@@ -166,6 +166,7 @@ struct cr_entry {
   unsigned decodes;             /* cache_data: hits decoded by C so far; CR_NEVER_COMPILE */
   int nvalues;                  /* refs below; cache_data: 3 (CR_DATA_*) */
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
+  int front_key_ref;            /* its string in the front index, when a bounded cache's (cr_front.c) */
   size_t bytes;                 /* cache_data: the length of the encoded values, else 0 */
   int refs[];                   /* registry refs of the values, then key bytes */
 };
@@ -199,6 +200,8 @@ struct cr_store {
   uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
   int dead;                     /* its session ended: takes no entries, freed once unpinned */
+  cr_entry *spare;              /* the memory of the entry released last, for the next one */
+  size_t spare_size;            /* ... its size in bytes */
   int front_ref;                /* a session store: its front index (cr_front.c), or LUA_NOREF */
   cr_entry *front_empty;        /* ... and its entry of the empty key */
 };
@@ -445,6 +448,7 @@ static inline void cr_store_touch(cr_store *st, cr_entry *e) {
 typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   cr_cache *cache;
   int ref;                      /* the index it was in: the cache's, or its session store's */
+  int key_ref;                  /* the entry's front_key_ref, now owned here */
   int global;
   size_t len;
   unsigned char key[CR_FRONT_MAX_KEY];

@@ -149,6 +149,13 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     lua_pushvalue(L, -2);
     if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
     lua_pop(L, 1);
+    /* entries come and go here: a string key is kept to be pushed again when
+     * the entry goes, instead of interned anew (a walk through the string
+     * table, the slowest part of an eviction) */
+    if (lua_type(L, -2) == LUA_TSTRING && e->front_key_ref == LUA_NOREF) {
+      lua_pushvalue(L, -2);
+      e->front_key_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* no collection: may only grow the registry */
+    }
   }
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
   if (global) front_balance(L, c, lua_gettop(L));
@@ -165,6 +172,8 @@ void cr_front_note(cr_entry *e, cr_front_gone *gone) {
   gone->cache = c;
   gone->global = st == c->global;
   gone->ref = gone->global ? c->front_ref : st->front_ref;
+  gone->key_ref = e->front_key_ref;
+  e->front_key_ref = LUA_NOREF;
   if (e->front == CR_FRONT_EMPTY) {
     if (gone->global && c->front_empty == e) c->front_empty = NULL;
     if (!gone->global && st->front_empty == e) st->front_empty = NULL;
@@ -182,10 +191,16 @@ void cr_front_note(cr_entry *e, cr_front_gone *gone) {
 void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
   cr_cache *c = gone->cache;
   int counted = gone->global && c->max_entries > 0;
-  if (gone->len == 0 || gone->ref == LUA_NOREF) return;
+  if (gone->len == 0 || gone->ref == LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+    return;
+  }
   luaL_checkstack(L, 4, "cache_resource: front index");
   lua_rawgeti(L, LUA_REGISTRYINDEX, gone->ref);
-  if (!cr_key_push_single(L, gone->key, gone->len)) {
+  if (gone->key_ref != LUA_NOREF) { /* the key itself: nothing to intern */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gone->key_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+  } else if (!cr_key_push_single(L, gone->key, gone->len)) {
     lua_pop(L, 1);
     return;
   }
