@@ -362,7 +362,8 @@ describe("call records reused between misses", function()
     assert.equal(depth + 1, support.stat("nested").entries)
   end)
 
-  support.it_needs("coroutine.close", "after a miss that raised, and a computation closed mid-way, misses still compute and store", function()
+  support.it_needs("coroutine.close",
+    "after a miss that raised, and a computation closed mid-way, misses still compute and store", function()
     local f = cr(function(x)
       if x == "raise" then error("boom") end
       if x == "yield" then coroutine.yield() end
