@@ -502,7 +502,7 @@ do -- bounded misses: every timed call a miss and an eviction
   for i, m in ipairs(CAPACITIES) do
     alone[i] = { string.format("max_entries = %d, timed alone", m), bodies[m], setup = collect }
   end
-  local ra = group("bounded misses (alone)", alone, MISS_N)
+  local ra = group("bounded, alone", alone, MISS_N)
   for round = 1, ROUNDS do
     local lo, hi = math.huge, 0
     for _, m in ipairs(CAPACITIES) do
