@@ -315,3 +315,75 @@ describe("a real scheduler: cqueues", function()
     server:close()
   end)
 end)
+
+-- A miss's call record goes back to a pool when its call is over and the
+-- next miss reuses it: whatever the last call left in it must not reach
+-- the next one, and a call that is still running must keep its own.
+describe("call records reused between misses", function()
+  before_each(support.reset)
+  after_each(function() cr.set_widget_source(nil) end)
+
+  it("a miss after a widget cache's miss is keyed by its arguments alone", function()
+    local level = 1
+    cr.set_widget_source(function() return level end)
+    local widgets = cr(function(x) cr.widget_used("level", level); return { x, level } end,
+      { experimental_allow_widgets = true, name = "widgets" })
+    local runs = 0
+    local plain = cr(function(x) runs = runs + 1; return { x } end, { name = "plain" })
+    assert.same({ "a", 1 }, widgets("a"))
+    local first = plain("b")          -- its record may be the one widgets used
+    assert.equal(first, plain("b"))
+    assert.equal(1, runs)
+    assert.equal(1, support.stat("plain").hits)
+  end)
+
+  it("a coroutine that computed a miss can be collected afterwards", function()
+    local f = cr(function(x) return { x } end)
+    local gone = setmetatable({}, { __mode = "k" })
+    local co = coroutine.create(function() return f("x") end)
+    gone[co] = true
+    assert.is_true((coroutine.resume(co)))
+    co = nil -- luacheck: ignore 311
+    collectgarbage(); collectgarbage()
+    assert.is_nil(next(gone), "a finished computation kept its coroutine alive")
+  end)
+
+  it("nested misses, more than the pool holds, each get their own record", function()
+    local depth = 20
+    local f
+    f = cr(function(n) if n == 0 then return { 0 } end; return { n, f(n - 1) } end, { name = "nested" })
+    local v = f(depth)
+    for n = depth, 1, -1 do
+      assert.equal(n, v[1])
+      v = v[2]
+    end
+    assert.same({ 0 }, v)
+    assert.equal(depth + 1, support.stat("nested").misses)
+    assert.equal(depth + 1, support.stat("nested").entries)
+  end)
+
+  support.it_needs("coroutine.close",
+    "after a miss that raised, and a computation closed mid-way, misses still compute and store", function()
+    local f = cr(function(x)
+      if x == "raise" then error("boom") end
+      if x == "yield" then coroutine.yield() end
+      return { x }
+    end, { name = "mixed" })
+    assert.is_false(pcall(f, "raise"))
+    local co = coroutine.create(function() return f("yield") end)
+    assert.is_true((coroutine.resume(co)))
+    assert.is_true((coroutine.close(co)))
+    for i = 1, 50 do
+      local v = f(i)
+      assert.same({ i }, v)
+      assert.equal(v, f(i))
+    end
+    -- the closed computation stored nothing; a new one runs to the end
+    co = coroutine.create(function() return f("yield") end)
+    assert.is_true((coroutine.resume(co)))
+    local ok, v = coroutine.resume(co)
+    assert.is_true(ok)
+    assert.same({ "yield" }, v)
+    assert.equal(v, f("yield"))
+  end)
+end)

@@ -175,4 +175,112 @@ describe("front index (one scalar or no argument)", function()
     f("c")                      -- evicts "b"
     assert.same({ "b" }, released)
   end)
+  -- A bounded cache's index also holds keys of its own, so that evicting
+  -- one key and adding another never makes it rehash over and over. They
+  -- must never show: not as entries, not as hits, not after a re-wrap.
+  it("a bounded cache at capacity, churned, hits and evicts exactly as the general path does", function()
+    for _, cap in ipairs({ 700, 1000, 1024 }) do
+      local f, runs = counting({ max_entries = cap, name = "churn" .. cap })
+      for i = 1, 3 * cap do f("k" .. i) end
+      local s = support.stat("churn" .. cap)
+      assert.equal(cap, s.entries)
+      assert.equal(2 * cap, s.evictions)
+      for i = 2 * cap + 1, 3 * cap do assert.same({ "k" .. i }, f("k" .. i)) end
+      assert.equal(3 * cap, #runs)
+      assert.equal(cap, support.stat("churn" .. cap).hits)
+      f("k1") -- long evicted: computed again
+      assert.equal(3 * cap + 1, #runs)
+    end
+  end)
+
+  it("a bounded cache's churn holds no registry references once its entries are gone", function()
+    local f = cr(function(k) return { k } end, { max_entries = 100, name = "churn refs" })
+    f("warm"); cr.clear(f)
+    collectgarbage()
+    local baseline = support.registry_objects()
+    for i = 1, 1000 do f("k" .. i) end
+    for i = 1, 1000 do f(i) end
+    assert.equal(100, support.stat("churn refs").entries)
+    cr.clear(f)
+    collectgarbage()
+    assert.equal(baseline, support.registry_objects())
+  end)
+
+  it("a cache re-wrapped between bounded and unbounded keeps its index right", function()
+    local runs = 0
+    local function fn(x) runs = runs + 1; return { x } end
+    local f = cr(fn, { max_entries = 100, name = "rewrap" })
+    for i = 1, 300 do f(i) end
+    f = cr(fn, { name = "rewrap" })
+    for i = 301, 600 do f(i) end
+    f = cr(fn, { max_entries = 100, name = "rewrap" })
+    for i = 601, 900 do f(i) end
+    assert.equal(900, runs)
+    for i = 801, 900 do assert.same({ i }, f(i)) end
+    assert.equal(900, runs)
+    assert.equal(100, support.stat("rewrap").entries)
+  end)
+  -- Session caches: each session store has an index of its own.
+  describe("in session scope", function()
+    after_each(function() cr.set_session(nil) end)
+
+    it("each session's hits are its own entries, with one argument or none", function()
+      local f, runs = counting({ scope = "session", name = "per-session" })
+      local none = cr(function() return {} end, { scope = "session", name = "per-session none" })
+      cr.set_session("alice")
+      local a, a0 = f("k"), none()
+      cr.set_session("bob")
+      local b, b0 = f("k"), none()
+      assert.not_equal(a, b)
+      assert.not_equal(a0, b0)
+      cr.set_session("alice")
+      assert.equal(a, f("k")); assert.equal(a0, none())
+      cr.set_session("bob")
+      assert.equal(b, f("k")); assert.equal(b0, none())
+      assert.equal(2, #runs)
+      assert.equal(2, support.stat("per-session").hits)
+    end)
+
+    it("an ended session's entries never come back, nor cleared or evicted ones", function()
+      local f, runs = counting({ scope = "session", max_entries = 2, name = "ended" })
+      cr.set_session("s")
+      local a = f("a")
+      cr.end_session("s")
+      cr.set_session("s")             -- a new session of the same id
+      local a2 = f("a")
+      assert.not_equal(a, a2)
+      cr.clear(f, "a")
+      assert.not_equal(a2, f("a"))
+      f("b"); f("c")                  -- evicts "a"
+      local before = #runs
+      f("a")
+      assert.equal(before + 1, #runs)
+      assert.same({ "a", "a", "a", "b", "c", "a" }, runs)
+    end)
+
+    it("expired entries are computed again", function()
+      local clock = support.fake_clock(0)
+      local f, runs = counting({ scope = "session", ttl = 10, name = "session ttl" })
+      cr.set_session("s")
+      local v = f(1)
+      clock.now = 5
+      assert.equal(v, f(1))
+      clock.now = 11
+      assert.not_equal(v, f(1))
+      assert.equal(2, #runs)
+      cr.set_clock(nil)
+    end)
+
+    it("options that rule the index out take effect on the next hit", function()
+      local checks = 0
+      local function fn(x) return { x } end
+      local f = cr(fn, { scope = "session", name = "rewrapped" })
+      cr.set_session("s")
+      local v = f("x")
+      assert.equal(v, f("x"))
+      f = cr(fn, { scope = "session", name = "rewrapped", validate = function() checks = checks + 1; return true end })
+      assert.equal(v, f("x"))
+      assert.equal(1, checks)
+    end)
+  end)
 end)

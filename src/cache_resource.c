@@ -51,6 +51,8 @@ static void state_free(lua_State *L, cr_state *S) {
   luaL_unref(L, LUA_REGISTRYINDEX, S->replay_fns_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->identities_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->fnids_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->call_pool_ref);
+  S->call_pool_n = 0;
   luaL_unref(L, LUA_REGISTRYINDEX, S->named_mts_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->mt_names_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, S->replayable_names_ref);
@@ -296,6 +298,8 @@ CR_EXPORT int luaopen_cache_resource(lua_State *L) {
   luaL_setmetatable(L, CR_STATE_MT);
   lua_newtable(L);
   S->identities_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, CR_CALL_POOL, 0); /* sized once: putting a record back never grows it */
+  S->call_pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");

@@ -76,6 +76,8 @@
 #define CR_COMPILE_AFTER 8     /* default: a buffer's n-th replay compiles it */
 #define CR_FRONT_MAX_STRING 40 /* longer strings are not in the front index */
 #define CR_FRONT_MAX_KEY 64    /* room for the key of one such string */
+#define CR_CALL_POOL 8         /* call records kept for reuse (cr_call.c) */
+#define CR_CALL_POOL_KEY 64    /* ... each with room for a key this long */
 
 typedef struct cr_cache cr_cache;
 typedef struct cr_store cr_store;
@@ -135,6 +137,8 @@ typedef struct cr_key {
   int is_digest;
   unsigned char digest[16];
   cr_keybufs *bufs;       /* to mark free once the key is used */
+  int arg;                /* a key to store: the stack index of the one raw argument
+                             it was made from, for the front index; else 0 */
 } cr_key;
 
 /* Marks the key's scratch buffers free (the scalar path used none). Inline:
@@ -162,6 +166,7 @@ struct cr_entry {
   unsigned decodes;             /* cache_data: hits decoded by C so far; CR_NEVER_COMPILE */
   int nvalues;                  /* refs below; cache_data: 3 (CR_DATA_*) */
   int argkey_ref;               /* widget caches: the argument key (a string), else LUA_NOREF */
+  int front_key_ref;            /* its string in the front index, when a bounded cache's (cr_front.c) */
   size_t bytes;                 /* cache_data: the length of the encoded values, else 0 */
   int refs[];                   /* registry refs of the values, then key bytes */
 };
@@ -195,6 +200,10 @@ struct cr_store {
   uint64_t cleared_gen;         /* no entry with gen <= this is left (clear progress) */
   int pins;                     /* loops that call Lua while holding this store */
   int dead;                     /* its session ended: takes no entries, freed once unpinned */
+  cr_entry *spare;              /* the memory of the entry released last, for the next one */
+  size_t spare_size;            /* ... its size in bytes */
+  int front_ref;                /* a session store: its front index (cr_front.c), or LUA_NOREF */
+  cr_entry *front_empty;        /* ... and its entry of the empty key */
 };
 
 struct cr_session {
@@ -229,7 +238,11 @@ struct cr_cache {
   int hit_slow;                 /* a hit needs more than find + push + replay */
   int front_ok;                 /* calls may use the front index (cr_front.c) */
   int front_values;             /* ... and it may map straight to the value */
+  int front_session;            /* session scope: each session store has a front index */
   int front_ref;                /* table: raw argument -> light userdata entry */
+  size_t front_count;           /* mappings in that table (cr_front.c) */
+  size_t front_ballast;         /* keys that keep it from rehashing under churn (cr_front.c) */
+  size_t front_below;           /* the power of two below mappings + ballast, last seen */
   cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
@@ -255,8 +268,8 @@ typedef struct cr_func {
 } cr_func;
 
 /* A call that left the fast path; lives on the caller's Lua stack.
- * Uservalues: 1 the owner thread, 2 replay results, 3 the argument key
- * before widget values were added. */
+ * Uservalues: 1 the owner thread, 3 the argument key before widget
+ * values were added (2 is unused). */
 struct cr_call {
   cr_state *S;
   cr_cache *cache;
@@ -280,6 +293,9 @@ struct cr_call {
   int results_ref;              /* table: value returned by a recorded call -> its index */
   int widgets_ref;              /* table: ids (in order) and values of widgets read */
   int from_store;               /* persisted: the values came from the store, not from fn */
+  int poolable;                 /* a miss's record with room for CR_CALL_POOL_KEY key bytes:
+                                   it goes back to the pool once its slot is closed */
+  int owner_set, argkey_set;    /* uservalues 1 and 3 hold something */
   double lifetime;              /* ... with this much of their ttl left */
   uint64_t hash;
   size_t keylen;
@@ -304,6 +320,8 @@ struct cr_state {
   cr_entry **heap;              /* min-heap of expiring entries */
   size_t heap_len, heap_cap;
   cr_call *calls;
+  int call_pool_ref;            /* table: call records done with, for the next misses (cr_call.c) */
+  int call_pool_n;              /* how many it holds, at most CR_CALL_POOL */
   int clock_ref, waiter_ref;
   int wait_ref, wake_ref, spawn_ref; /* the scheduler's functions */
   int scheduler_ref;            /* the table given to set_scheduler */
@@ -358,6 +376,7 @@ void cr_cache_free(lua_State *L, cr_cache *c);
 
 /* cr_call.c: the call path, call records and the list of calls in flight */
 int cr_func_call(lua_State *L);
+int cr_func_call_session(lua_State *L);
 int cr_call_gc(lua_State *L);
 int cr_call_close(lua_State *L);
 cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
@@ -428,13 +447,18 @@ static inline void cr_store_touch(cr_store *st, cr_entry *e) {
 /* cr_front.c: the front index */
 typedef struct cr_front_gone {  /* what a released entry leaves to forget */
   cr_cache *cache;
+  int ref;                      /* the index it was in: the cache's, or its session store's */
+  int key_ref;                  /* the entry's front_key_ref, now owned here */
+  int global;
   size_t len;
   unsigned char key[CR_FRONT_MAX_KEY];
 } cr_front_gone;
-void cr_front_add(lua_State *L, cr_store *st, cr_entry *e);
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);
+void cr_front_reset_sessions(lua_State *L, cr_cache *c);
+void cr_front_drop(lua_State *L, cr_store *st);
 
 /* cr_replay.c: recording frames, the record format, the replay loop */
 void cr_replay_record(lua_State *L, cr_call *frame, lua_Integer id, int first, int n, int result);

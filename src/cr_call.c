@@ -84,6 +84,55 @@ void cr_call_finish(lua_State *L, cr_call *call) {
   if (was_storing && !S->closed) cr_widget_sets_trim(L, c, NULL);
 }
 
+/* ---- the pool of call records ----------------------------------------
+ *
+ * A miss used to leave its call record (a userdata with a finalizer) to
+ * the collector: an allocation, a finalizer call and a free per miss. A
+ * record whose to-be-closed slot is closed is done with: its call returned
+ * or raised, or its coroutine was closed, and only then. So __close puts
+ * it back in the state's pool (a registry table), and the next miss takes
+ * it. Only the call path's own records are poolable: a background
+ * refresh's record is also an upvalue of the function given to the
+ * scheduler, and a persisted cache's record is handed to Lua code (the
+ * store step), either of which may still hold it. Records of a suspended
+ * coroutine that is dropped are collected as before (__gc). Neither
+ * putting back nor taking allocates, so no Lua code runs in either. */
+
+static void pool_put(lua_State *L, cr_call *call) {
+  cr_state *S = call->S;
+  int i;
+  cr_replay_free_frame(L, call);
+  if (S->call_pool_n >= CR_CALL_POOL) return; /* the collector takes this one */
+  luaL_checkstack(L, 3, "cache_resource: call records");
+  /* what a uservalue holds would live on in the pool, and an argument key
+   * left in 3 would make the next call a widget call */
+  for (i = 1; i <= 3; i += 2) {
+    if (i == 1 ? call->owner_set : call->argkey_set) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, 1, i);
+    }
+  }
+  call->poolable = 0; /* once: a record in the pool is nobody's */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, ++S->call_pool_n);
+  lua_pop(L, 1);
+}
+
+/* Pushes a record from the pool, or returns NULL and pushes nothing. */
+static cr_call *pool_take(lua_State *L, cr_state *S) {
+  cr_call *call;
+  if (S->call_pool_n == 0) return NULL;
+  luaL_checkstack(L, 3, "cache_resource: call records");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
+  lua_rawgeti(L, -1, S->call_pool_n);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, S->call_pool_n--);
+  lua_remove(L, -2);
+  call = (cr_call *)lua_touserdata(L, -1);
+  return call;
+}
+
 /* __gc. A coroutine that dropped its computation (collected) ends it here. */
 int cr_call_gc(lua_State *L) {
   cr_call *call = (cr_call *)luaL_checkudata(L, 1, CR_CALL_MT);
@@ -98,6 +147,7 @@ int cr_call_gc(lua_State *L) {
 int cr_call_close(lua_State *L) {
   cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
   if (call->linked) cr_call_finish(L, call);
+  if (call->poolable && !call->linked && !call->S->closed) pool_put(L, call);
   return 0;
 }
 
@@ -206,6 +256,7 @@ static int compute(lua_State *L, int base, cr_call *call) {
   call->owner = L;
   lua_pushthread(L); /* keeps call->owner valid as long as this record */
   lua_setiuservalue(L, base, 1);
+  call->owner_set = 1;
   lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
   if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
   luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments");
@@ -462,7 +513,9 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
   key.hash = call->hash;
   key.is_digest = call->is_digest;
   key.bufs = NULL;
+  key.arg = base == 3 ? 2 : 0; /* one argument, at 2: [1] the cr_func, [base] the call */
   if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
+    key.arg = 0;
     argkey = lua_gettop(L);
     if (call->kind == CR_REFRESH_BG) { /* a refresh keeps the key it refreshes */
       lua_newtable(L);
@@ -632,6 +685,33 @@ static void infer_name(lua_State *L, cr_cache *c) {
 /* Pushes a new call record of cache c for a key (copied in), unlinked and
  * owning nothing yet. The allocation may run finalizers: key bytes must
  * not live in buffers they could reuse (the caller keeps them busy). */
+static void call_init(cr_call *call, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
+                      int is_digest) {
+  memset(call, 0, sizeof *call);
+  call->S = c->S;
+  call->cache = c;
+  call->hash = hash;
+  call->keylen = keylen;
+  call->is_digest = is_digest;
+  call->results_ref = call->widgets_ref = LUA_NOREF;
+  memcpy(call->key, key, keylen);
+}
+
+/* A miss's call record: from the pool when it has one and the key fits. */
+static cr_call *miss_call(lua_State *L, cr_cache *c, const cr_key *key) {
+  cr_call *call;
+  if (key->len > CR_CALL_POOL_KEY || c->persist_ref != LUA_NOREF) /* see the pool's comment */
+    return cr_call_new(L, c, key->hash, key->bytes, key->len, key->is_digest);
+  call = pool_take(L, c->S);
+  if (call == NULL) {
+    call = (cr_call *)lua_newuserdatauv(L, sizeof *call + CR_CALL_POOL_KEY, 3);
+    luaL_setmetatable(L, CR_CALL_MT);
+  }
+  call_init(call, c, key->hash, key->bytes, key->len, key->is_digest);
+  call->poolable = 1;
+  return call;
+}
+
 cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
                      int is_digest) {
   cr_call *call = (cr_call *)lua_newuserdatauv(L, sizeof *call + keylen, 3);
@@ -660,11 +740,12 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check
   }
   /* key->bufs stays busy until the bytes are copied: a finalizer run by
    * this allocation may serialize another key meanwhile */
-  call = cr_call_new(L, c, key->hash, key->bytes, key->len, key->is_digest);
+  call = miss_call(L, c, key);
   cr_key_done(key);
   if (argkey) {
     lua_pushvalue(L, argkey);
     lua_setiuservalue(L, -2, 3);
+    call->argkey_set = 1;
   }
   if (lua_gettop(L) > base) { /* key buffers or widget tables sat above the args */
     lua_replace(L, base);
@@ -680,9 +761,14 @@ static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check
 }
 
 /* A hit that needs nothing but the entry: recency, count, values, replay. */
-static int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
+static inline int fast_hit(lua_State *L, cr_state *S, cr_store *st, cr_entry *e) {
+  cr_cache *c = st->cache;
   cr_store_touch(st, e);
-  st->cache->hits++;
+  c->hits++;
+  if (e->replay == NULL && !c->data) { /* values only: pushed here, without a call */
+    cr_push_values(L, e);
+    return e->nvalues;
+  }
   return push_and_replay(L, S, e);
 }
 
@@ -735,8 +821,64 @@ int cr_func_call(lua_State *L) {
     cr_entry *e;
     if (!S->closed && c->front_ok && (e = c->front_empty) != NULL && nothing_expired(L, S))
       return fast_hit(L, S, c->global, e);
+  } else { /* several scalars: their key and one probe, where the front index could be used */
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_key key;
+    cr_entry *e;
+    unsigned char buf[CR_KEY_INLINE_MAX];
+    /* front_ok: global scope, no hash_funcs, validate, widgets, max_stale or
+     * persist; nothing expired: every entry is fresh. cr_key_scalars runs
+     * no Lua code, so the entry found is valid. */
+    if (!S->closed && c->front_ok && c->global && c->name_fixed && nothing_expired(L, S) &&
+        cr_key_scalars(L, S, f, 1, nargs, &key, buf) &&
+        (e = cr_store_find(c->global, key.hash, key.bytes, key.len, 0)) != NULL) {
+      if (e->replay || c->data) return fast_hit(L, S, c->global, e);
+      cr_store_touch(c->global, e); /* fast_hit's plain case, written out: the compiler */
+      c->hits++;                    /* does not inline it at this site */
+      cr_push_values(L, e);
+      return e->nvalues;
+    }
   }
   return general_path(L, nargs, front_missed);
+}
+
+/* The one argument looked up in a session store's front index: pushes
+ * what it finds and returns its type, or LUA_TNONE (nothing pushed) when
+ * the argument is not indexable. */
+static int session_lookup(lua_State *L, const cr_store *st) {
+  int t = lua_type(L, 1);
+  if (!(t == LUA_TSTRING || t == LUA_TBOOLEAN || (t == LUA_TNUMBER && lua_isinteger(L, 1)))) return LUA_TNONE;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->front_ref);
+  lua_pushvalue(L, 1);
+  return lua_rawget(L, -2);
+}
+
+/* A cached function of a session cache: the index of the store of the
+ * current session (the one found last) first, as cr_func_call reads the
+ * global one; its global index stays empty, so it is never read. */
+int cr_func_call_session(lua_State *L) {
+  int nargs = lua_gettop(L);
+  if (nargs <= 1) {
+    cr_func *f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
+    cr_state *S = f->S;
+    cr_cache *c = f->cache;
+    cr_store *st = c->last_store;
+    cr_entry *e;
+    if (!S->closed && c->front_session && !f->any_skip && st && S->current && st->session == S->current &&
+        nothing_expired(L, S)) {
+      if (nargs == 0) {
+        if ((e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
+      } else if (st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
+        e = (cr_entry *)lua_touserdata(L, -1);
+        lua_settop(L, 1);
+        return fast_hit(L, S, st, e);
+      }
+      lua_settop(L, nargs);
+    }
+  }
+  return general_path(L, nargs, 1);
 }
 
 /* Everything but a one-argument front hit: kept apart so that path's frame
@@ -775,6 +917,15 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
         default: c->hits++; return 1; /* the value itself */
       }
     }
+  } else if (c->front_session && nargs <= 1 && !f->any_skip && S->current) {
+    st = cr_store_for(L, c, 0); /* the session's store, if it has one: runs no Lua code */
+    if (st && nargs == 0 && (e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
+    if (st && nargs == 1 && st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
+      e = (cr_entry *)lua_touserdata(L, -1);
+      lua_settop(L, 1);
+      return fast_hit(L, S, st, e);
+    }
+    lua_settop(L, nargs);
   }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
   if (c->hash_funcs_ref != LUA_NOREF || !cr_key_scalars(L, S, f, 1, nargs, &key, buf))

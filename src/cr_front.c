@@ -25,8 +25,41 @@
  * unlinked and freed, and only ever clears a mapping (whatever it holds by
  * then: removing one is always safe). Losing a mapping only sends calls
  * down the general path, which finds the same entry. */
+/*
+ * Ballast. A table whose keys come and go at a steady count (a cache at
+ * max_entries: every miss evicts one key and adds another) rehashes on a
+ * schedule set by that count. Lua takes a new node for a key only from
+ * below its `lastfree` mark, a removed key's node stays dead until the
+ * next rehash, and a rehash sizes the node array to the power of two just
+ * above the live keys: 1,000 live keys get 1,024 nodes, 24 free ones, and
+ * a rehash of all of them every few dozen misses (at 700 keys, 324 free:
+ * a cliff that depends on where the count falls against a power of two).
+ * So a bounded cache's table also holds ballast, keys no call can look up
+ * (odd light userdata; lookups are by string, integer or boolean), enough
+ * that live keys + ballast is never just below a power of two: at most
+ * 1.5 times the power of two below it. A rehash then leaves at least a
+ * quarter of the nodes free, and its cost is spread over as many misses.
+ * Ballast only grows (up to about the capacity's next power of two) and
+ * goes with cr_front_reset. */
 #include <string.h>
 #include "cr.h"
+
+/* Keeps c's table (at idx) in shape for churn, as the header says. Only
+ * rawsets of light userdata keys: no allocation that could collect. */
+static void front_balance(lua_State *L, cr_cache *c, int idx) {
+  size_t total = c->front_count + c->front_ballast, below;
+  if (c->max_entries <= 0 || total < 64) return; /* small tables rehash cheaply */
+  if (total > c->front_below && total <= c->front_below + c->front_below / 2) return; /* still in shape */
+  for (below = 32; below * 2 < total; below *= 2) continue; /* the power of two below total */
+  c->front_below = below;
+  if (total <= below + below / 2) return;
+  for (; total <= 2 * below; total++) {
+    c->front_ballast++;
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(2 * c->front_ballast + 1));
+    lua_pushboolean(L, 1);
+    lua_rawset(L, idx);
+  }
+}
 
 /* Pushes the raw value keyed by e's key bytes (copied to keybuf) if it is
  * an indexable single scalar whose key serializes back to exactly those
@@ -44,75 +77,154 @@ static int push_front_value(lua_State *L, cr_state *S, const unsigned char *key,
   return 1;
 }
 
-void cr_front_add(lua_State *L, cr_store *st, cr_entry *e) {
+/* Pushes the argument at arg if the index may hold it: the key was made
+ * from it alone, so only its type and length are left to check. */
+static int push_front_arg(lua_State *L, int arg) {
+  switch (lua_type(L, arg)) {
+    case LUA_TSTRING:
+      if (lua_rawlen(L, arg) > CR_FRONT_MAX_STRING) return 0;
+      break;
+    case LUA_TNUMBER:
+      if (!lua_isinteger(L, arg)) return 0;
+      break;
+    case LUA_TBOOLEAN: break;
+    default: return 0;
+  }
+  lua_pushvalue(L, arg);
+  return 1;
+}
+
+/* Maps e, just linked in st; arg is the stack index of the one raw argument
+ * its key was made from, or 0 (the key is decoded back to a value then). */
+void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
   cr_cache *c = st->cache;
   unsigned char key[CR_FRONT_MAX_KEY];
   size_t len = e->keylen;
   uint64_t hash = e->hash;
-  if (st != c->global || e->is_digest || !c->front_ok) return;
+  int global = st == c->global;
+  if (e->is_digest || !(global ? c->front_ok : c->front_session)) return;
   if (len == 0) {
-    c->front_empty = e;
+    if (global) c->front_empty = e;
+    else st->front_empty = e;
     e->front = CR_FRONT_EMPTY;
     return;
   }
-  if (len > sizeof key || c->front_ref == LUA_NOREF) return;
+  if (len > sizeof key || (global && c->front_ref == LUA_NOREF)) return;
   memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
-  if (!push_front_value(L, c->S, key, len)) return;
-  /* the push may have run finalizers (which may even re-wrap the cache with
-   * options that rule the index out): check again, find the entry again */
-  e = (c->front_ok && c->global) ? cr_store_find(c->global, hash, key, len, 0) : NULL;
-  if (e == NULL) {
-    lua_pop(L, 1);
-    return;
+  if (!global && st->front_ref == LUA_NOREF) { /* a session store's first mapping makes its table */
+    lua_newtable(L); /* may run finalizers: st is pinned by the insert, but may have ended */
+    if (st->dead || !c->front_session || st->front_ref != LUA_NOREF) {
+      lua_pop(L, 1);
+      return;
+    }
+    st->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    arg = 0; /* e is found again below */
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  if (arg) {
+    if (!push_front_arg(L, arg)) return; /* no allocation: e stands */
+  } else {
+    if (!push_front_value(L, c->S, key, len)) return;
+    /* the push may have run finalizers (which may even re-wrap the cache with
+     * options that rule the index out, or end st's session): check again,
+     * find the entry again */
+    e = NULL;
+    if (global ? c->front_ok && c->global == st : c->front_session && !st->dead && st->front_ref != LUA_NOREF)
+      e = cr_store_find(st, hash, key, len, 0);
+    if (e == NULL) {
+      lua_pop(L, 1);
+      return;
+    }
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
   lua_insert(L, -2);
   e->front = CR_FRONT_TABLE;
-  if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
+  if (global && c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
     int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
     if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
     else lua_pop(L, 1);
   }
   if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
+  if (global && c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
+    lua_pop(L, 1);
+    /* entries come and go here: a string key is kept to be pushed again when
+     * the entry goes, instead of interned anew (a walk through the string
+     * table, the slowest part of an eviction) */
+    if (lua_type(L, -2) == LUA_TSTRING && e->front_key_ref == LUA_NOREF) {
+      lua_pushvalue(L, -2);
+      e->front_key_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* no collection: may only grow the registry */
+    }
+  }
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
+  if (global) front_balance(L, c, lua_gettop(L));
   lua_pop(L, 1);
 }
 
-/* Called by cr_entry_release before it unlinks e: what to forget later. */
+/* Called by cr_entry_release before it unlinks e: what to forget later.
+ * No Lua code runs between the two, so the index's reference stays the
+ * one noted (a session store's goes only when its session ends). */
 void cr_front_note(cr_entry *e, cr_front_gone *gone) {
-  cr_cache *c = e->store->cache;
+  cr_store *st = e->store;
+  cr_cache *c = st->cache;
   gone->len = 0;
   gone->cache = c;
-  if (e->front == CR_FRONT_EMPTY && c->front_empty == e) c->front_empty = NULL;
+  gone->global = st == c->global;
+  gone->ref = gone->global ? c->front_ref : st->front_ref;
+  gone->key_ref = e->front_key_ref;
+  e->front_key_ref = LUA_NOREF;
+  if (e->front == CR_FRONT_EMPTY) {
+    if (gone->global && c->front_empty == e) c->front_empty = NULL;
+    if (!gone->global && st->front_empty == e) st->front_empty = NULL;
+  }
   if ((e->front == CR_FRONT_TABLE || e->front == CR_FRONT_VALUE) && e->keylen <= sizeof gone->key) {
     gone->len = e->keylen;
     memcpy(gone->key, CR_ENTRY_KEY(e), e->keylen);
   }
 }
 
-/* After e is unlinked and freed: clear its mapping if it still points at it. */
+/* After e is unlinked and freed: clear its mapping. The table is on the
+ * stack before the key is pushed: should that allocation run a finalizer
+ * that ends the session (and drops its index), the table is only an
+ * orphan then. */
 void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
   cr_cache *c = gone->cache;
-  if (gone->len == 0 || c->front_ref == LUA_NOREF) return;
+  int counted = gone->global && c->max_entries > 0;
+  if (gone->len == 0 || gone->ref == LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+    return;
+  }
   luaL_checkstack(L, 4, "cache_resource: front index");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
-  if (!cr_key_push_single(L, gone->key, gone->len)) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, gone->ref);
+  if (gone->key_ref != LUA_NOREF) { /* the key itself: nothing to intern */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gone->key_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+  } else if (!cr_key_push_single(L, gone->key, gone->len)) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushnil(L);
-  lua_rawset(L, -3);
+  if (!counted) {
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  } else if (lua_pushvalue(L, -1), lua_rawget(L, -3) != LUA_TNIL) {
+    if (c->front_count) c->front_count--; /* uncounted when the cache was unbounded at its add */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    if (c->front_ref == gone->ref) front_balance(L, c, lua_gettop(L));
+  } else {
+    lua_pop(L, 2);
+  }
   lua_pop(L, 1);
 }
 
-/* Empties c's index: its options no longer allow it, or the state closes.
- * Only removes keys (no allocation, so no Lua code runs). */
-void cr_front_reset(lua_State *L, cr_cache *c) {
-  c->front_empty = NULL;
-  if (c->front_ref == LUA_NOREF) return;
+/* Removes every key of the table ref refers to. No allocation, so no Lua
+ * code runs. */
+static void clear_table(lua_State *L, int ref) {
+  if (ref == LUA_NOREF) return;
   luaL_checkstack(L, 4, "cache_resource: front index");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
@@ -121,4 +233,28 @@ void cr_front_reset(lua_State *L, cr_cache *c) {
     lua_rawset(L, -4); /* clearing a field during traversal is allowed */
   }
   lua_pop(L, 1);
+}
+
+/* Empties c's index: its options no longer allow it, or the state closes. */
+void cr_front_reset(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  c->front_count = c->front_ballast = c->front_below = 0;
+  clear_table(L, c->front_ref);
+}
+
+/* Empties the index of each of c's session stores: its options no longer
+ * allow them. */
+void cr_front_reset_sessions(lua_State *L, cr_cache *c) {
+  cr_store *st;
+  for (st = c->session_stores; st; st = st->next_of_cache) {
+    st->front_empty = NULL;
+    clear_table(L, st->front_ref);
+  }
+}
+
+/* A session store's index goes with its session (or at lua_close). */
+void cr_front_drop(lua_State *L, cr_store *st) {
+  st->front_empty = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, st->front_ref);
+  st->front_ref = LUA_NOREF;
 }

@@ -718,10 +718,10 @@ static inline int skipped(const cr_func *f, int i) {
 int cr_key_scalars(lua_State *L, cr_state *S, const cr_func *f, int first, int nargs, cr_key *key,
                    unsigned char *buf) {
   size_t len = 0, keep = 0; /* keep: the length up to the last hashed non-nil argument */
-  int i;
+  int i, any_skip = f->any_skip; /* read once: stores to buf may alias *f */
   for (i = 1; i <= nargs; i++) {
     int idx = first + i - 1, t = lua_type(L, idx);
-    if (skipped(f, i)) continue; /* not in the key, so never "the last argument" */
+    if (any_skip && skipped(f, i)) continue; /* not in the key, so never "the last argument" */
     if (len + 10 + 9 > CR_KEY_INLINE_MAX) return 0;
     switch (t) {
       case LUA_TNIL: buf[len++] = TAG_NIL; continue; /* trailing nils drop out below */

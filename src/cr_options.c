@@ -390,7 +390,7 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
   {
-    int was_values = c->front_values;
+    int was_values = c->front_values, was_session = c->front_session;
     /* its hits trust that nothing in the process expired: an entry that
      * can be stale before it expires (max_stale) is looked up by key */
     c->front_ok = !c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0 &&
@@ -398,8 +398,11 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
     /* a hit by value skips the entry: only where no hit needs to touch it
      * (a cache_data hit decodes the entry's bytes) */
     c->front_values = c->front_ok && c->max_entries == 0 && !c->data;
+    c->front_session = c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0 &&
+                       c->persist_ref == LUA_NOREF;
     if (!c->front_ok || (was_values && !c->front_values))
       cr_front_reset(L, c); /* calls read the index before these options */
+    if (was_session && !c->front_session) cr_front_reset_sessions(L, c);
   }
 }
 
@@ -568,7 +571,8 @@ int cr_wrap(lua_State *L, cr_state *S, int fn, int opts, int data) {
    * closure gets an index of its own that stays empty */
   if (f->any_skip && f->skip[0]) lua_newtable(L);
   else lua_rawgeti(L, LUA_REGISTRYINDEX, c->front_ref);
-  lua_pushcclosure(L, cr_func_call, 2);
+  /* a session cache's calls skip the global index: it stays empty */
+  lua_pushcclosure(L, c->session_scope ? cr_func_call_session : cr_func_call, 2);
   return 1;
 }
 

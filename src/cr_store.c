@@ -154,10 +154,12 @@ static cr_store *store_new(lua_State *L, cr_cache *c, cr_session *ss) {
   st->cache = c;
   st->session = ss;
   st->cleared_gen = c->S->next_gen; /* a clear running now has nothing to do here */
+  st->front_ref = LUA_NOREF;
   return st;
 }
 
 static void store_free(cr_store *st) {
+  free(st->spare);
   free(st->buckets);
   free(st);
 }
@@ -362,6 +364,31 @@ static void widget_uncount(lua_State *L, cr_cache *c, int ref) {
 
 /* ---- entries ---------------------------------------------------------- */
 
+/* Under AddressSanitizer a released entry is freed at once, so that a
+ * pointer kept past its release is reported, not handed a new entry. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CR_NO_SPARE
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CR_NO_SPARE
+#endif
+#endif
+
+static size_t entry_size(int nvalues, size_t keylen) {
+  return sizeof(cr_entry) + (size_t)nvalues * sizeof(int) + keylen;
+}
+
+/* An entry of size bytes: the store's spare when it fits without wasting
+ * more than a quarter of it, else new memory. */
+static cr_entry *entry_alloc(cr_store *st, size_t size) {
+  cr_entry *e = st->spare;
+  if (e && size <= st->spare_size && size >= st->spare_size - st->spare_size / 4) {
+    st->spare = NULL;
+    return e;
+  }
+  return (cr_entry *)malloc(size);
+}
+
 /* Unlinks e from st (its store) and frees it. When on_release is to be
  * called, pushes it and e's values (room checked by the caller) and
  * returns how many values; else returns -1. Runs no Lua code: what the
@@ -396,7 +423,15 @@ static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason 
     cr_replay_unref(L, e->replay);
   }
   if (e->argkey_ref != LUA_NOREF) widget_uncount(L, c, e->argkey_ref);
+#ifdef CR_NO_SPARE
   free(e);
+#else
+  /* kept for the next entry: a bounded store at capacity releases one
+   * entry per miss and allocates one, often of the same size */
+  free(st->spare);
+  st->spare = e;
+  st->spare_size = entry_size(n, e->keylen);
+#endif
   return notify ? n : -1;
 }
 
@@ -463,7 +498,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   if (old && c->on_release_ref != LUA_NOREF)
     luaL_checkstack(L, old->nvalues + 4, "cache_resource: releasing an entry");
   if (stale != HUGE_VAL) heap_reserve(L, S);
-  e = (cr_entry *)malloc(sizeof *e + (size_t)n * sizeof(int) + key->len);
+  e = entry_alloc(st, entry_size(n, key->len));
   if (e == NULL) cr_error(L, "cache_resource: out of memory (entry)");
   e->store = st;
   e->hash = key->hash;
@@ -489,6 +524,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   }
   memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
   /* counted before the replaced entry uncounts the same argument key */
+  e->front_key_ref = LUA_NOREF;
   e->argkey_ref = argkey ? widget_count(L, c, argkey, ids) : LUA_NOREF;
   if (old) released = entry_detach(L, st, old, CR_CLEAR, &gone); /* a takeover raced an owner */
   /* in the heap as soon as it can go stale: the hit path then reads the clock */
@@ -505,7 +541,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   st->pins++;
   if (old) cr_front_forget(L, &gone); /* first: it clears whatever its key maps to */
   e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
-  if (e && e->gen == gen) cr_front_add(L, st, e);
+  if (e && e->gen == gen) cr_front_add(L, st, e, key->arg);
   entry_notify(L, c, released);
   /* bounded: an on_release that stores entries cannot keep this going */
   excess = (c->max_entries > 0 && (lua_Integer)st->count > c->max_entries)
@@ -772,6 +808,7 @@ void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
     store_map_remove(S, st);
     unlink_from_cache(st);
     cr_detach_calls(S, st, 0);
+    cr_front_drop(L, st); /* before any entry goes: nothing is left to forget there */
     st->session = NULL;
     st->dead = 1;
     st->pins++;
@@ -795,9 +832,11 @@ static void store_free_entries(lua_State *L, cr_store *st) {
     older = e->older;
     for (i = 0; i < e->nvalues; i++) luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
     luaL_unref(L, LUA_REGISTRYINDEX, e->argkey_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->front_key_ref);
     cr_replay_unref(L, e->replay);
     free(e);
   }
+  cr_front_drop(L, st);
   store_free(st);
 }
 
