@@ -682,9 +682,8 @@ static void infer_name(lua_State *L, cr_cache *c) {
   }
 }
 
-/* Pushes a new call record of cache c for a key (copied in), unlinked and
- * owning nothing yet. The allocation may run finalizers: key bytes must
- * not live in buffers they could reuse (the caller keeps them busy). */
+/* Fills a call record for cache c and a key (copied in): unlinked,
+ * owning nothing yet. */
 static void call_init(cr_call *call, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
                       int is_digest) {
   memset(call, 0, sizeof *call);
@@ -712,17 +711,13 @@ static cr_call *miss_call(lua_State *L, cr_cache *c, const cr_key *key) {
   return call;
 }
 
+/* Pushes a new call record of cache c for a key (copied in), unlinked and
+ * owning nothing yet. The allocation may run finalizers: key bytes must
+ * not live in buffers they could reuse (the caller keeps them busy). */
 cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned char *key, size_t keylen,
                      int is_digest) {
   cr_call *call = (cr_call *)lua_newuserdatauv(L, sizeof *call + keylen, 3);
-  memset(call, 0, sizeof *call);
-  call->S = c->S;
-  call->cache = c;
-  call->hash = hash;
-  call->keylen = keylen;
-  call->is_digest = is_digest;
-  call->results_ref = call->widgets_ref = LUA_NOREF;
-  memcpy(call->key, key, keylen);
+  call_init(call, c, hash, key, keylen, is_digest);
   luaL_setmetatable(L, CR_CALL_MT);
   return call;
 }
