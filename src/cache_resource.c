@@ -36,6 +36,7 @@ static cr_state *state_of(lua_State *L) {
 static void state_free(lua_State *L, cr_state *S) {
   cr_cache *c, *next;
   cr_store_free_all(L, S);
+  cr_refpool_drain(L, &S->refpool);
   for (c = S->caches; c; c = next) {
     next = c->next;
     cr_cache_free(L, c);

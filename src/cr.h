@@ -340,6 +340,7 @@ struct cr_state {
   uint64_t released;            /* entries released so far: a step that may run Lua
                                    code compares it to know an entry is still there */
   lua_Integer live_refs;        /* registry refs held for values: leak checks */
+  cr_refpool refpool;           /* registry slots of released values and keys, for the next entries */
   unsigned compile_after;       /* the replay that compiles a buffer; 0 never */
   int closed;
 };

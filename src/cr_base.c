@@ -1,5 +1,6 @@
-/* Errors, warnings, the clock and callback references: what every layer
- * above needs, calling nothing of the module. */
+/* Errors, warnings, the clock, callback references and the pool of
+ * registry slots: what every layer above needs, calling nothing of the
+ * module. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -77,6 +78,29 @@ void cr_ref_replace(lua_State *L, int *ref, int idx) {
     lua_pushvalue(L, idx);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+}
+
+int cr_ref(lua_State *L, cr_refpool *p) {
+  int ref;
+  if (p->n == 0 || lua_isnil(L, -1)) return luaL_ref(L, LUA_REGISTRYINDEX); /* nil: LUA_REFNIL, no slot */
+  ref = p->slots[--p->n];
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref); /* the key is there already: nothing allocates */
+  return ref;
+}
+
+void cr_unref(lua_State *L, cr_refpool *p, int ref) {
+  if (ref < 0) return; /* LUA_NOREF, LUA_REFNIL: nothing held */
+  if (p->n == CR_REF_POOL || !lua_checkstack(L, 1)) { /* growing the stack runs no Lua code */
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return;
+  }
+  lua_pushinteger(L, 0);
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  p->slots[p->n++] = ref;
+}
+
+void cr_refpool_drain(lua_State *L, cr_refpool *p) {
+  while (p->n > 0) luaL_unref(L, LUA_REGISTRYINDEX, p->slots[--p->n]);
 }
 
 int cr_set_hook(lua_State *L, int *ref) {

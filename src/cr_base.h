@@ -36,4 +36,23 @@ void cr_ref_replace(lua_State *L, int *ref, int idx);
 /* The setter of a hook: argument 1, a function or nil, replaces *ref. */
 int cr_set_hook(lua_State *L, int *ref);
 
+/* Registry slots kept for reuse. luaL_ref and luaL_unref each walk the
+ * registry's free list (three or four table reads and writes); a bounded
+ * cache at capacity drops two references and takes two on every miss. A
+ * slot given back here holds the integer 0 (nothing the collector keeps
+ * alive, and not an object: like luaL_unref's own free list) until it is
+ * taken again, which is then a single write. Neither call allocates when
+ * the pool has a slot (or room for one), so neither can run Lua code. */
+#define CR_REF_POOL 32
+typedef struct cr_refpool {
+  int n;
+  int slots[CR_REF_POOL];
+} cr_refpool;
+/* luaL_ref(L, LUA_REGISTRYINDEX) of the value on top, from the pool when it has a slot. */
+int cr_ref(lua_State *L, cr_refpool *p);
+/* luaL_unref(L, LUA_REGISTRYINDEX, ref), keeping the slot when the pool has room. */
+void cr_unref(lua_State *L, cr_refpool *p, int ref);
+/* Gives every pooled slot back to the registry (the state closes). */
+void cr_refpool_drain(lua_State *L, cr_refpool *p);
+
 #endif

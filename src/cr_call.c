@@ -254,9 +254,12 @@ static int compute(lua_State *L, int base, cr_call *call) {
   }
   call->computing = 1;
   call->owner = L;
-  lua_pushthread(L); /* keeps call->owner valid as long as this record */
-  lua_setiuservalue(L, base, 1);
-  call->owner_set = 1;
+  if (lua_pushthread(L)) { /* the main thread lives as long as the state */
+    lua_pop(L, 1);
+  } else { /* a coroutine: kept valid as long as this record */
+    lua_setiuservalue(L, base, 1);
+    call->owner_set = 1;
+  }
   lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
   if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
   luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments");
@@ -514,7 +517,7 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
   key.is_digest = call->is_digest;
   key.bufs = NULL;
   key.arg = base == 3 ? 2 : 0; /* one argument, at 2: [1] the cr_func, [base] the call */
-  if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
+  if (call->argkey_set && lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
     key.arg = 0;
     argkey = lua_gettop(L);
     if (call->kind == CR_REFRESH_BG) { /* a refresh keeps the key it refreshes */

@@ -146,15 +146,13 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
   }
   if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
   if (global && c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
-    lua_pushvalue(L, -2);
-    if (lua_rawget(L, -4) == LUA_TNIL) c->front_count++; /* a new key, not a replaced mapping */
-    lua_pop(L, 1);
+    c->front_count++;
     /* entries come and go here: a string key is kept to be pushed again when
      * the entry goes, instead of interned anew (a walk through the string
      * table, the slowest part of an eviction) */
     if (lua_type(L, -2) == LUA_TSTRING && e->front_key_ref == LUA_NOREF) {
       lua_pushvalue(L, -2);
-      e->front_key_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* no collection: may only grow the registry */
+      e->front_key_ref = cr_ref(L, &c->S->refpool); /* no collection: may only grow the registry */
     }
   }
   lua_rawset(L, -3); /* no allocation that could collect: a new slot may grow the table, nothing runs */
@@ -192,29 +190,23 @@ void cr_front_forget(lua_State *L, const cr_front_gone *gone) {
   cr_cache *c = gone->cache;
   int counted = gone->global && c->max_entries > 0;
   if (gone->len == 0 || gone->ref == LUA_NOREF) {
-    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+    cr_unref(L, &c->S->refpool, gone->key_ref);
     return;
   }
   luaL_checkstack(L, 4, "cache_resource: front index");
   lua_rawgeti(L, LUA_REGISTRYINDEX, gone->ref);
   if (gone->key_ref != LUA_NOREF) { /* the key itself: nothing to intern */
     lua_rawgeti(L, LUA_REGISTRYINDEX, gone->key_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, gone->key_ref);
+    cr_unref(L, &c->S->refpool, gone->key_ref);
   } else if (!cr_key_push_single(L, gone->key, gone->len)) {
     lua_pop(L, 1);
     return;
   }
-  if (!counted) {
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-  } else if (lua_pushvalue(L, -1), lua_rawget(L, -3) != LUA_TNIL) {
-    if (c->front_count) c->front_count--; /* uncounted when the cache was unbounded at its add */
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  if (counted && c->front_count) { /* 0: mapped while the cache was unbounded, uncounted */
+    c->front_count--;
     if (c->front_ref == gone->ref) front_balance(L, c, lua_gettop(L));
-  } else {
-    lua_pop(L, 2);
   }
   lua_pop(L, 1);
 }
@@ -237,7 +229,11 @@ static void clear_table(lua_State *L, int ref) {
 
 /* Empties c's index: its options no longer allow it, or the state closes. */
 void cr_front_reset(lua_State *L, cr_cache *c) {
+  cr_entry *e;
   c->front_empty = NULL;
+  /* no entry is mapped any more: the count of mappings starts again at 0 */
+  for (e = c->global ? c->global->newest : NULL; e; e = e->older)
+    if (e->front != CR_FRONT_NONE) e->front = CR_FRONT_NONE;
   c->front_count = c->front_ballast = c->front_below = 0;
   clear_table(L, c->front_ref);
 }

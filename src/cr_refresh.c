@@ -48,8 +48,12 @@ int cr_refresh_spawn(lua_State *L, int base, cr_call *call) {
   m = cr_call_new(L, c, call->hash, call->key, call->keylen, call->is_digest); /* the key lives in `call` */
   m->kind = CR_REFRESH_BG;
   rec = lua_gettop(L);
-  if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) lua_setiuservalue(L, rec, 3); /* widgets: its argument key */
-  else lua_pop(L, 1);
+  if (lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* widgets: its argument key */
+    lua_setiuservalue(L, rec, 3);
+    m->argkey_set = 1;
+  } else {
+    lua_pop(L, 1);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->spawn_ref);
   lua_pushvalue(L, rec);
   lua_pushvalue(L, 1);

@@ -174,6 +174,7 @@ out_of_memory:
 
 /* Drops a computation's recording state (done, failed or abandoned). */
 void cr_replay_free_frame(lua_State *L, cr_call *call) {
+  if (call->recording == NULL && call->results_ref == LUA_NOREF && call->widgets_ref == LUA_NOREF) return;
   cr_replay_unref(L, call->recording);
   call->recording = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, call->results_ref);

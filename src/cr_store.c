@@ -416,7 +416,7 @@ static int entry_detach(lua_State *L, cr_store *st, cr_entry *e, enum cr_reason 
   else if (why == CR_EXPIRE) c->expirations++;
   for (i = 0; i < n; i++) {
     if (e->refs[i] != LUA_REFNIL) S->live_refs--;
-    luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
+    cr_unref(L, &S->refpool, e->refs[i]);
   }
   if (e->replay) {
     c->replay_bytes -= e->replay->buf.len;
@@ -519,7 +519,7 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   if (e->replay) c->replay_bytes += e->replay->buf.len;
   for (i = 0; i < n; i++) {
     lua_pushvalue(L, first + i);
-    e->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    e->refs[i] = cr_ref(L, &S->refpool);
     if (e->refs[i] != LUA_REFNIL) S->live_refs++;
   }
   memcpy(CR_ENTRY_KEY(e), key->bytes, key->len);
