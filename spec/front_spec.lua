@@ -271,6 +271,24 @@ describe("front index (one scalar or no argument)", function()
       cr.set_clock(nil)
     end)
 
+    it("a session cache re-wrapped with max_entries evicts its least recently used entry", function()
+      local released = {}
+      local function wrap(opts)
+        opts.scope, opts.name = "session", "session lru-rewrap"
+        opts.on_release = function(v) released[#released + 1] = v[1] end
+        return cr(function(x) return { x } end, opts)
+      end
+      cr.set_session("s")
+      local f = wrap({})
+      local a = f("a"); f("b")
+      assert.equal(a, f("a"))       -- an unbounded session cache's hit
+      f = wrap({ max_entries = 2 })
+      assert.equal(a, f("a"))       -- a hit: "a" becomes the most recently used
+      f("c")                        -- evicts "b"
+      assert.same({ "b" }, released)
+      assert.equal(1, support.stat("session lru-rewrap").evictions)
+    end)
+
     it("options that rule the index out take effect on the next hit", function()
       local checks = 0
       local function fn(x) return { x } end

@@ -237,7 +237,7 @@ struct cr_cache {
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
   int front_ok;                 /* calls may use the front index (cr_front.c) */
-  int front_values;             /* ... and it may map straight to the value */
+  int front_values;             /* ... or its session stores' indexes: they may map straight to the value */
   int front_session;            /* session scope: each session store has a front index */
   int front_ref;                /* table: raw argument -> light userdata entry */
   size_t front_count;           /* mappings in that table (cr_front.c) */

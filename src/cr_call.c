@@ -868,10 +868,15 @@ int cr_func_call_session(lua_State *L) {
         nothing_expired(L, S)) {
       if (nargs == 0) {
         if ((e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
-      } else if (st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
-        e = (cr_entry *)lua_touserdata(L, -1);
-        lua_settop(L, 1);
-        return fast_hit(L, S, st, e);
+      } else if (st->front_ref != LUA_NOREF) {
+        switch (session_lookup(L, st)) {
+          case LUA_TNONE: case LUA_TNIL: break;
+          case LUA_TLIGHTUSERDATA:
+            e = (cr_entry *)lua_touserdata(L, -1);
+            lua_settop(L, 1);
+            return fast_hit(L, S, st, e);
+          default: c->hits++; return 1; /* the value itself */
+        }
       }
       lua_settop(L, nargs);
     }
@@ -918,10 +923,15 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   } else if (c->front_session && nargs <= 1 && !f->any_skip && S->current) {
     st = cr_store_for(L, c, 0); /* the session's store, if it has one: runs no Lua code */
     if (st && nargs == 0 && (e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
-    if (st && nargs == 1 && st->front_ref != LUA_NOREF && session_lookup(L, st) == LUA_TLIGHTUSERDATA) {
-      e = (cr_entry *)lua_touserdata(L, -1);
-      lua_settop(L, 1);
-      return fast_hit(L, S, st, e);
+    if (st && nargs == 1 && st->front_ref != LUA_NOREF) {
+      switch (session_lookup(L, st)) {
+        case LUA_TNONE: case LUA_TNIL: break;
+        case LUA_TLIGHTUSERDATA:
+          e = (cr_entry *)lua_touserdata(L, -1);
+          lua_settop(L, 1);
+          return fast_hit(L, S, st, e);
+        default: c->hits++; return 1; /* the value itself */
+      }
     }
     lua_settop(L, nargs);
   }

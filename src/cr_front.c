@@ -2,7 +2,7 @@
  * one string, integer or boolean argument (a connection by URL, a model by
  * name) — finds the entry before any serialization or hashing.
  *
- * Per cache, for its global store only: `front_empty` points at the entry of
+ * Per cache, for its global store: `front_empty` points at the entry of
  * the empty key, and a Lua table (upvalue 2 of every cached function of the
  * cache) maps the raw argument to a light userdata of its entry — or, when
  * no hit needs the entry (no max_entries, so no recency to refresh; one
@@ -10,6 +10,9 @@
  * the value: a hit in a big cache then touches one table node, like a plain
  * Lua table, instead of the node, the entry and the registry. Floats are
  * never indexed (a table would merge 1 and 1.0, which are different keys).
+ * A session cache has the same per session store instead (st->front_empty,
+ * st->front_ref), read by cr_func_call_session for the current session and
+ * dropped when the session ends.
  *
  * The call path reads the table first thing, before it even looks at the
  * cache, so the table itself must be right: it is empty while the cache's
@@ -139,7 +142,7 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
   lua_insert(L, -2);
   e->front = CR_FRONT_TABLE;
-  if (global && c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
+  if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
     int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);
     if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
     else lua_pop(L, 1);

@@ -397,12 +397,12 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
                   c->persist_ref == LUA_NOREF; /* a persisted hit may first read the store's generation */
     /* a hit by value skips the entry: only where no hit needs to touch it
      * (a cache_data hit decodes the entry's bytes) */
-    c->front_values = c->front_ok && c->max_entries == 0 && !c->data;
     c->front_session = c->session_scope && c->hash_funcs_ref == LUA_NOREF && !c->hit_slow && c->max_stale == 0 &&
                        c->persist_ref == LUA_NOREF;
+    c->front_values = (c->front_ok || c->front_session) && c->max_entries == 0 && !c->data;
     if (!c->front_ok || (was_values && !c->front_values))
       cr_front_reset(L, c); /* calls read the index before these options */
-    if (was_session && !c->front_session) cr_front_reset_sessions(L, c);
+    if (was_session && (!c->front_session || (was_values && !c->front_values))) cr_front_reset_sessions(L, c);
   }
 }
 
