@@ -362,6 +362,64 @@ describe("call records reused between misses", function()
     assert.equal(depth + 1, support.stat("nested").entries)
   end)
 
+  -- Where nothing can yield (the main thread, or a coroutine inside a C
+  -- call such as table.sort's comparator), a miss runs without a
+  -- to-be-closed slot: what it leaves behind must be the same.
+  it("misses where nothing can yield compute, store, and recover from errors like any other", function()
+    local runs = 0
+    local f = cr(function(x)
+      runs = runs + 1
+      if x == "raise" then error("boom") end
+      return { x }
+    end, { name = "not yieldable" })
+    local co = coroutine.wrap(function()
+      local t = { 3, 1, 2 }
+      local seen = {}
+      table.sort(t, function(a, b)
+        seen[#seen + 1] = f(a)
+        assert.is_false(pcall(f, "raise"))
+        return a < b
+      end)
+      return t, seen
+    end)
+    local t, seen = co()
+    assert.same({ 1, 2, 3 }, t)
+    local keys = {}
+    for _, v in ipairs(seen) do
+      assert.equal(f(v[1]), v) -- stored: a hit from the main thread
+      keys[v[1]] = true
+    end
+    local distinct = 0
+    for _ in pairs(keys) do distinct = distinct + 1 end
+    assert.equal(distinct + #seen, runs) -- each key once, and "raise" every time
+    assert.equal(distinct, support.stat("not yieldable").entries)
+    assert.is_false(pcall(f, "raise"))
+    assert.equal(distinct + #seen + 1, runs)
+  end)
+
+  it("a miss whose store step raises (the clock) leaves its key free for the next call", function()
+    local broken = false
+    cr.set_clock(function()
+      if broken then error("clock broke") end
+      return 0
+    end)
+    local runs = 0
+    local f = cr(function(x) runs = runs + 1; broken = x == "first"; return { x } end,
+      { ttl = 10, name = "store raises" })
+    local ok, err = pcall(f, "first")
+    assert.is_false(ok)
+    assert.matches("clock broke", err)
+    broken = false
+    local v = f("again") -- another key: the module's state is intact
+    assert.equal(v, f("again"))
+    broken = false
+    local ok2, v2 = pcall(f, "first") -- the key that raised is computed again, not "in flight"
+    assert.is_false(ok2)
+    assert.matches("clock broke", v2)
+    assert.equal(3, runs)
+    cr.set_clock(nil)
+  end)
+
   support.it_needs("coroutine.close",
     "after a miss that raised, and a computation closed mid-way, misses still compute and store", function()
     local f = cr(function(x)

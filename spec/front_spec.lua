@@ -206,6 +206,19 @@ describe("front index (one scalar or no argument)", function()
     assert.equal(baseline, support.registry_objects())
   end)
 
+  it("a cleared bounded cache's index keeps nothing, its own keys included", function()
+    for _, cap in ipairs({ 100, 700, 1024 }) do
+      local f = cr(function(k) return { k } end, { max_entries = cap, name = "ballast" .. cap })
+      for i = 1, 2 * cap do f("k" .. i) end
+      local _, index = debug.getupvalue(f, 2)
+      local keys = 0
+      for _ in pairs(index) do keys = keys + 1 end
+      assert.is_true(keys >= cap)
+      cr.clear(f)
+      assert.is_nil(next(index))
+    end
+  end)
+
   it("a cache re-wrapped between bounded and unbounded keeps its index right", function()
     local runs = 0
     local function fn(x) runs = runs + 1; return { x } end

@@ -296,6 +296,7 @@ struct cr_call {
   int poolable;                 /* a miss's record with room for CR_CALL_POOL_KEY key bytes:
                                    it goes back to the pool once its slot is closed */
   int owner_set, argkey_set;    /* uservalues 1 and 3 hold something */
+  int untracked;                /* computing where nothing can yield: no to-be-closed slot (compute) */
   double lifetime;              /* ... with this much of their ttl left */
   uint64_t hash;
   size_t keylen;

@@ -98,7 +98,8 @@ void cr_call_finish(lua_State *L, cr_call *call) {
  * coroutine that is dropped are collected as before (__gc). Neither
  * putting back nor taking allocates, so no Lua code runs in either. */
 
-static void pool_put(lua_State *L, cr_call *call) {
+/* Puts back the record at idx, done with. */
+static void pool_put(lua_State *L, int idx, cr_call *call) {
   cr_state *S = call->S;
   int i;
   cr_replay_free_frame(L, call);
@@ -109,12 +110,12 @@ static void pool_put(lua_State *L, cr_call *call) {
   for (i = 1; i <= 3; i += 2) {
     if (i == 1 ? call->owner_set : call->argkey_set) {
       lua_pushnil(L);
-      lua_setiuservalue(L, 1, i);
+      lua_setiuservalue(L, idx, i);
     }
   }
   call->poolable = 0; /* once: a record in the pool is nobody's */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->call_pool_ref);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, idx);
   lua_rawseti(L, -2, ++S->call_pool_n);
   lua_pop(L, 1);
 }
@@ -147,7 +148,7 @@ int cr_call_gc(lua_State *L) {
 int cr_call_close(lua_State *L) {
   cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
   if (call->linked) cr_call_finish(L, call);
-  if (call->poolable && !call->linked && !call->S->closed) pool_put(L, call);
+  if (call->poolable && !call->linked && !call->S->closed) pool_put(L, 1, call);
   return 0;
 }
 
@@ -252,6 +253,7 @@ static int compute(lua_State *L, int base, cr_call *call) {
     spinner_event(L, call, 1, nargs);
     call->spinner = 1;
   }
+  luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments"); /* before it owns the key */
   call->computing = 1;
   call->owner = L;
   if (lua_pushthread(L)) { /* the main thread lives as long as the state */
@@ -260,9 +262,16 @@ static int compute(lua_State *L, int base, cr_call *call) {
     lua_setiuservalue(L, base, 1);
     call->owner_set = 1;
   }
-  lua_toclose(L, base); /* coroutine.close(owner) ends the computation at once */
+  /* Where fn can yield, its coroutine may be closed while suspended:
+   * coroutine.close(owner) then ends the computation at once through the
+   * to-be-closed slot. Where it cannot (the main thread, a C call
+   * boundary), the computation starts and ends inside this C call, and
+   * the protected call below catches what fn raises: the record is ended
+   * and put back by the steps after it, without a to-be-closed slot. A
+   * persisted cache's store step keeps the slot. */
+  call->untracked = !lua_isyieldable(L) && call->cache->persist_ref == LUA_NOREF;
+  if (!call->untracked) lua_toclose(L, base);
   if (call->kind == CR_REFRESH_FG) call->cache->refreshes++;
-  luaL_checkstack(L, nargs + 6, "cache_resource: too many arguments");
   if (call->cache->persist_ref != LUA_NOREF) { /* the store's step, which runs fn when the store has no entry */
     cr_persist_push_miss(L, call->cache);      /* (and counts the miss then) */
     lua_pushvalue(L, base);
@@ -666,6 +675,7 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       cr_call_finish(L, call); /* after storing: woken waiters find the entry */
       if (call->kind == CR_REFRESH_BG) return 0;
       lua_settop(L, base + n);
+      if (call->untracked && call->poolable && !call->linked && !call->S->closed) pool_put(L, base, call);
       return n;
   }
 }

@@ -38,30 +38,39 @@
  * a rehash of all of them every few dozen misses (at 700 keys, 324 free:
  * a cliff that depends on where the count falls against a power of two).
  * So a bounded cache's table also holds ballast, keys no call can look up
- * (odd light userdata; lookups are by string, integer or boolean), enough
- * that live keys + ballast is never just below a power of two: at most
- * 1.5 times the power of two below it. A rehash then leaves at least a
- * quarter of the nodes free, and its cost is spread over as many misses.
- * Ballast only grows (up to about the capacity's next power of two) and
- * goes with cr_front_reset. */
+ * (odd light userdata; lookups are by string, integer or boolean), so that
+ * live keys + ballast sit just above a power of two P (at most 1.25 P): a
+ * rehash then sizes the node array to 2 P and leaves at least 3/8 of it
+ * free, and its cost is spread over as many misses. A count that leaves
+ * that band moves the ballast back into it: 700 live keys filled from
+ * empty end with 383 ballast keys (1,083 in 2,048 nodes), 1,000, 1,024
+ * and 1,100 with 126. The ballast follows the count both ways (a clear takes
+ * it away again) and goes with cr_front_reset. */
 #include <string.h>
 #include "cr.h"
 
 /* Keeps c's table (at idx) in shape for churn, as the header says. Only
  * rawsets of light userdata keys: no allocation that could collect. */
 static void front_balance(lua_State *L, cr_cache *c, int idx) {
-  size_t total = c->front_count + c->front_ballast, below;
-  if (c->max_entries <= 0 || total < 64) return; /* small tables rehash cheaply */
-  if (total > c->front_below && total <= c->front_below + c->front_below / 2) return; /* still in shape */
-  for (below = 32; below * 2 < total; below *= 2) continue; /* the power of two below total */
-  c->front_below = below;
-  if (total <= below + below / 2) return;
-  for (; total <= 2 * below; total++) {
-    c->front_ballast++;
-    lua_pushlightuserdata(L, (void *)(uintptr_t)(2 * c->front_ballast + 1));
+  size_t n = c->front_count, total = n + c->front_ballast, below, want = n;
+  if (c->max_entries <= 0 || (n < 64 && c->front_ballast == 0)) return; /* small tables rehash cheaply */
+  if (total > c->front_below && total <= c->front_below + c->front_below / 4 + 1) return; /* in shape */
+  if (n >= 64) {
+    for (below = 32; below * 2 < n; below *= 2) continue; /* below < n <= 2 below */
+    if (n > below + below / 4) want = 2 * below + 1;
+  }
+  for (; c->front_ballast < want - n; c->front_ballast++) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(2 * (c->front_ballast + 1) + 1));
     lua_pushboolean(L, 1);
+    lua_rawset(L, idx); /* may grow the table: nothing runs */
+  }
+  for (; c->front_ballast > want - n; c->front_ballast--) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(2 * c->front_ballast + 1));
+    lua_pushnil(L);
     lua_rawset(L, idx);
   }
+  for (below = 1; below * 2 < want; below *= 2) continue;
+  c->front_below = below;
 }
 
 /* Pushes the raw value keyed by e's key bytes (copied to keybuf) if it is
