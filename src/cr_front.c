@@ -89,9 +89,9 @@ static int push_front_value(lua_State *L, cr_state *S, const unsigned char *key,
   return 1;
 }
 
-/* Pushes the argument at arg if the index may hold it: the key was made
- * from it alone, so only its type and length are left to check. */
-static int push_front_arg(lua_State *L, int arg) {
+/* Whether the index may hold the argument at arg: the key was made from
+ * it alone, so only its type and length are left to check. */
+static int front_arg_ok(lua_State *L, int arg) {
   switch (lua_type(L, arg)) {
     case LUA_TSTRING:
       if (lua_rawlen(L, arg) > CR_FRONT_MAX_STRING) return 0;
@@ -102,7 +102,6 @@ static int push_front_arg(lua_State *L, int arg) {
     case LUA_TBOOLEAN: break;
     default: return 0;
   }
-  lua_pushvalue(L, arg);
   return 1;
 }
 
@@ -122,7 +121,6 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     return;
   }
   if (len > sizeof key || (global && c->front_ref == LUA_NOREF)) return;
-  memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
   if (!global && st->front_ref == LUA_NOREF) { /* a session store's first mapping makes its table */
     lua_newtable(L); /* may run finalizers: st is pinned by the insert, but may have ended */
@@ -133,9 +131,12 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     st->front_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     arg = 0; /* e is found again below */
   }
-  if (arg) {
-    if (!push_front_arg(L, arg)) return; /* no allocation: e stands */
+  if (arg) { /* no allocation: e stands */
+    if (!front_arg_ok(L, arg)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
+    lua_pushvalue(L, arg);
   } else {
+    memcpy(key, CR_ENTRY_KEY(e), len);
     if (!push_front_value(L, c->S, key, len)) return;
     /* the push may have run finalizers (which may even re-wrap the cache with
      * options that rule the index out, or end st's session): check again,
@@ -147,9 +148,9 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
       lua_pop(L, 1);
       return;
     }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
+    lua_insert(L, -2);
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
-  lua_insert(L, -2);
   e->front = CR_FRONT_TABLE;
   if (c->front_values && e->nvalues == 1 && e->replay == NULL) { /* checked after the push too */
     int t = lua_rawgeti(L, LUA_REGISTRYINDEX, e->refs[0]);

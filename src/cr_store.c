@@ -539,8 +539,10 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
   if (++st->count > (st->mask + 1) / 2) grow_buckets(st);
   /* linked: from here Lua code may run */
   st->pins++;
-  if (old) cr_front_forget(L, &gone); /* first: it clears whatever its key maps to */
-  e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
+  if (old) { /* first: it clears whatever its key maps to, and may run Lua code */
+    cr_front_forget(L, &gone);
+    e = cr_store_find(st, key->hash, key->bytes, key->len, key->is_digest);
+  }
   if (e && e->gen == gen) cr_front_add(L, st, e, key->arg);
   entry_notify(L, c, released);
   /* bounded: an on_release that stores entries cannot keep this going */
