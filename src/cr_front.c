@@ -121,6 +121,9 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     return;
   }
   if (len > sizeof key || (global && c->front_ref == LUA_NOREF)) return;
+  /* copied while e is sure to be there: the key is decoded below after an
+   * allocation (a session store's first table, or none from the argument) */
+  if (!arg || (!global && st->front_ref == LUA_NOREF)) memcpy(key, CR_ENTRY_KEY(e), len);
   luaL_checkstack(L, 4, "cache_resource: front index");
   if (!global && st->front_ref == LUA_NOREF) { /* a session store's first mapping makes its table */
     lua_newtable(L); /* may run finalizers: st is pinned by the insert, but may have ended */
@@ -136,7 +139,6 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, global ? c->front_ref : st->front_ref);
     lua_pushvalue(L, arg);
   } else {
-    memcpy(key, CR_ENTRY_KEY(e), len);
     if (!push_front_value(L, c->S, key, len)) return;
     /* the push may have run finalizers (which may even re-wrap the cache with
      * options that rule the index out, or end st's session): check again,
