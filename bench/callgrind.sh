@@ -17,7 +17,14 @@ per_call() { # script case target n1 n2 -> instructions per call
   echo $(( (b - a) / ($5 - $4) ))
 }
 hit() { per_call callgrind_hit.lua "$1" "$2" 100000 200000; }
-miss() { per_call callgrind_miss.lua "$1" "$2" 20000 40000; }
+# Lua seeds its string hashes at start, so a table's collisions (a memo's
+# rehashes, the front index's) differ from run to run: a miss row is the
+# median of three runs, for every variant alike.
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+miss() {
+  median3 "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)" \
+    "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)" "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)"
+}
 columns() { printf '%-10s %14s %14s %7s %8s %-8s %16s\n' "$@"; }
 line() { # case mine baseline target(- for none) [floor]: the ratio, and met or not on the exact ratio
   local ratio status='' target=-
@@ -56,5 +63,7 @@ capacity N (one evicts, then adds, as lua-lru does; the other adds, then evicts:
 a capacity where its Lua key table rehashes over and over), all full before the misses
 (each one evicts); spread: the slowest miss row's count over the
 fastest's; unbounded: a plain table memo's miss. none's target (<= 1.3x) is in time,
-so only its ratio is here. Hits: 200,000 calls less 100,000; misses: 40,000 less 20,000.
+so only its ratio is here. Hits: 200,000 calls less 100,000; misses: 40,000 less 20,000,
+the median of three runs (Lua seeds its string hashes at start, so a table's collisions
+differ from run to run).
 LEGEND
