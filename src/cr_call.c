@@ -863,6 +863,21 @@ static int session_lookup(lua_State *L, const cr_store *st) {
   return lua_rawget(L, -2);
 }
 
+/* A hit through st's index, for the one argument: returns how many values
+ * it returns, or -1 when the index has nothing for it (the caller resets
+ * the stack). */
+static inline int session_front_hit(lua_State *L, cr_state *S, cr_store *st) {
+  cr_entry *e;
+  switch (session_lookup(L, st)) {
+    case LUA_TNONE: case LUA_TNIL: return -1;
+    case LUA_TLIGHTUSERDATA:
+      e = (cr_entry *)lua_touserdata(L, -1);
+      lua_settop(L, 1);
+      return fast_hit(L, S, st, e);
+    default: st->cache->hits++; return 1; /* the value itself */
+  }
+}
+
 /* A cached function of a session cache: the index of the store of the
  * current session (the one found last) first, as cr_func_call reads the
  * global one; its global index stays empty, so it is never read. */
@@ -874,19 +889,13 @@ int cr_func_call_session(lua_State *L) {
     cr_cache *c = f->cache;
     cr_store *st = c->last_store;
     cr_entry *e;
+    int n;
     if (!S->closed && c->front_session && !f->any_skip && st && S->current && st->session == S->current &&
         nothing_expired(L, S)) {
       if (nargs == 0) {
         if ((e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
-      } else if (st->front_ref != LUA_NOREF) {
-        switch (session_lookup(L, st)) {
-          case LUA_TNONE: case LUA_TNIL: break;
-          case LUA_TLIGHTUSERDATA:
-            e = (cr_entry *)lua_touserdata(L, -1);
-            lua_settop(L, 1);
-            return fast_hit(L, S, st, e);
-          default: c->hits++; return 1; /* the value itself */
-        }
+      } else if (st->front_ref != LUA_NOREF && (n = session_front_hit(L, S, st)) >= 0) {
+        return n;
       }
       lua_settop(L, nargs);
     }
@@ -904,7 +913,7 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   cr_entry *e;
   cr_key key;
   unsigned char buf[CR_KEY_INLINE_MAX];
-  int check;
+  int check, n;
   double now = -HUGE_VAL; /* with an empty heap no entry can be stale */
   f = (cr_func *)lua_touserdata(L, lua_upvalueindex(1));
   S = f->S;
@@ -933,16 +942,7 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
   } else if (c->front_session && nargs <= 1 && !f->any_skip && S->current) {
     st = cr_store_for(L, c, 0); /* the session's store, if it has one: runs no Lua code */
     if (st && nargs == 0 && (e = st->front_empty) != NULL) return fast_hit(L, S, st, e);
-    if (st && nargs == 1 && st->front_ref != LUA_NOREF) {
-      switch (session_lookup(L, st)) {
-        case LUA_TNONE: case LUA_TNIL: break;
-        case LUA_TLIGHTUSERDATA:
-          e = (cr_entry *)lua_touserdata(L, -1);
-          lua_settop(L, 1);
-          return fast_hit(L, S, st, e);
-        default: c->hits++; return 1; /* the value itself */
-      }
-    }
+    if (st && nargs == 1 && st->front_ref != LUA_NOREF && (n = session_front_hit(L, S, st)) >= 0) return n;
     lua_settop(L, nargs);
   }
   if (c->session_scope && S->current == NULL) cr_store_for(L, c, 0); /* raises: no session */
