@@ -561,9 +561,10 @@ void cr_store_insert(lua_State *L, cr_store *st, const cr_key *key, int first, i
 
 /* Pushes a hot cache_data entry's compiled copy (the bytes are at src),
  * after its S->compile_after-th hit decoded by C, and returns 1; or
- * returns 0. Compiling allocates (a finalizer may release e): e takes the
- * function only if no entry was released meanwhile, else the function
- * makes this copy and the next hit tries again. */
+ * returns 0. Compiling allocates, and a finalizer run meanwhile may release
+ * e, or hit it and compile it first: e takes the function only if no entry
+ * was released and e has none yet, else the function makes this copy (and,
+ * when e was released, the next hit tries again). */
 static int compiled_copy(lua_State *L, cr_state *S, cr_entry *e, int src) {
   uint64_t released = S->released;
   if (e->decodes == CR_NEVER_COMPILE || S->compile_after == 0 || ++e->decodes < S->compile_after) return 0;
@@ -571,7 +572,7 @@ static int compiled_copy(lua_State *L, cr_state *S, cr_entry *e, int src) {
     if (S->released == released) e->decodes = CR_NEVER_COMPILE; /* beyond the compiler: the C decoder copies */
     return 0;
   }
-  if (S->released == released) {
+  if (S->released == released && e->refs[CR_DATA_COMPILED] == LUA_REFNIL) {
     lua_pushvalue(L, -1);
     e->refs[CR_DATA_COMPILED] = luaL_ref(L, LUA_REGISTRYINDEX);
     S->live_refs++;
