@@ -98,10 +98,12 @@ void cr_call_finish(lua_State *L, cr_call *call) {
  * coroutine that is dropped are collected as before (__gc). Neither
  * putting back nor taking allocates, so no Lua code runs in either. */
 
-/* Puts back the record at idx, done with. */
+/* Puts back the record at idx if it is a poolable one that is done with
+ * (its call unlinked) while the state is open. */
 static void pool_put(lua_State *L, int idx, cr_call *call) {
   cr_state *S = call->S;
   int i;
+  if (!call->poolable || call->linked || S->closed) return;
   cr_replay_free_frame(L, call);
   if (S->call_pool_n >= CR_CALL_POOL) return; /* the collector takes this one */
   luaL_checkstack(L, 3, "cache_resource: call records");
@@ -148,7 +150,7 @@ int cr_call_gc(lua_State *L) {
 int cr_call_close(lua_State *L) {
   cr_call *call = (cr_call *)lua_touserdata(L, 1); /* only ever our own slot */
   if (call->linked) cr_call_finish(L, call);
-  if (call->poolable && !call->linked && !call->S->closed) pool_put(L, 1, call);
+  pool_put(L, 1, call);
   return 0;
 }
 
@@ -675,7 +677,7 @@ static int resume(lua_State *L, int status, lua_KContext ctx) {
       cr_call_finish(L, call); /* after storing: woken waiters find the entry */
       if (call->kind == CR_REFRESH_BG) return 0;
       lua_settop(L, base + n);
-      if (call->untracked && call->poolable && !call->linked && !call->S->closed) pool_put(L, base, call);
+      if (call->untracked) pool_put(L, base, call); /* no to-be-closed slot will */
       return n;
   }
 }

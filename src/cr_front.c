@@ -247,8 +247,7 @@ void cr_front_reset(lua_State *L, cr_cache *c) {
   cr_entry *e;
   c->front_empty = NULL;
   /* no entry is mapped any more: the count of mappings starts again at 0 */
-  for (e = c->global ? c->global->newest : NULL; e; e = e->older)
-    if (e->front != CR_FRONT_NONE) e->front = CR_FRONT_NONE;
+  for (e = c->global ? c->global->newest : NULL; e; e = e->older) e->front = CR_FRONT_NONE;
   c->front_count = c->front_ballast = c->front_below = 0;
   clear_table(L, c->front_ref);
 }
