@@ -397,6 +397,58 @@ describe("call records reused between misses", function()
     assert.equal(distinct + #seen + 1, runs)
   end)
 
+  -- Such a miss keeps its record in C, linked only while fn runs: what
+  -- reaches it through the list of calls in flight must still reach it.
+  it("a miss where nothing can yield is seen while fn runs: a clear or end_session keeps its values out",
+    function()
+    local clear_now, released = false, {}
+    local f
+    f = cr(function(k)
+      if clear_now then cr.clear(f) end
+      return { k }
+    end, { name = "cleared inside", on_release = function(v) released[#released + 1] = v end })
+    clear_now = true
+    local v = f("a")
+    assert.same({ "a" }, v)
+    assert.equal(0, support.stat("cleared inside").entries)
+    clear_now = false
+    local again = f("a")
+    assert.are_not.equal(v, again) -- computed again, then stored
+    assert.equal(again, f("a"))
+    assert.same({}, released)
+
+    local s = cr(function(k)
+      cr.end_session("u1")
+      return { k }
+    end, { name = "session ended inside", scope = "session" })
+    cr.set_session("u1")
+    local sv = s("x")
+    assert.same({ "x" }, sv)
+    cr.set_session("u1")
+    assert.are_not.equal(sv, s("x")) -- the ended session's store kept nothing
+    cr.set_session(nil)
+  end)
+
+  it("a miss where nothing can yield counts a failure result and keeps it for failure_ttl", function()
+    local runs = 0
+    local g = cr(function(k)
+      runs = runs + 1
+      return nil, "down: " .. k
+    end, { name = "failing", failure_ttl = 60 })
+    local a, b = g("x")
+    assert.is_nil(a)
+    assert.equal("down: x", b)
+    a, b = g("x")
+    assert.is_nil(a)
+    assert.equal("down: x", b)
+    assert.equal(1, runs)
+    assert.equal(1, support.stat("failing").failures)
+    local h = cr(function() runs = runs + 1; return nil, "no" end, { name = "failing, not kept" })
+    h(); h()
+    assert.equal(3, runs)
+    assert.equal(2, support.stat("failing, not kept").failures)
+  end)
+
   it("a miss whose store step raises (the clock) leaves its key free for the next call", function()
     local broken = false
     cr.set_clock(function()

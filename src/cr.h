@@ -236,6 +236,7 @@ struct cr_cache {
   int options_ref;              /* the options of the latest wrap, for info() */
   int show_spinner, show_time, allow_widgets, session_scope;
   int hit_slow;                 /* a hit needs more than find + push + replay */
+  int quick_miss;               /* a miss where nothing yields may keep its record in C (cr_call.c) */
   int front_ok;                 /* calls may use the front index (cr_front.c) */
   int front_values;             /* ... or its session stores' indexes: they may map straight to the value */
   int front_session;            /* session scope: each session store has a front index */
@@ -243,6 +244,7 @@ struct cr_cache {
   size_t front_count;           /* mappings in that table (cr_front.c) */
   size_t front_ballast;         /* keys that keep it from rehashing under churn (cr_front.c) */
   size_t front_below;           /* the power of two below mappings + ballast, last seen */
+  int front_pointers;           /* that table has mapped an entry (not a value) since it was last emptied */
   cr_entry *front_empty;        /* the global store's entry of the empty key */
   lua_Integer hits, misses, evictions, expirations;
   lua_Integer stale_hits, failures, refreshes, refresh_failures;
@@ -459,6 +461,7 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg);
 void cr_front_note(cr_entry *e, cr_front_gone *gone);
 void cr_front_forget(lua_State *L, const cr_front_gone *gone);
 void cr_front_reset(lua_State *L, cr_cache *c);
+void cr_front_close(lua_State *L, cr_cache *c);
 void cr_front_reset_sessions(lua_State *L, cr_cache *c);
 void cr_front_drop(lua_State *L, cr_store *st);
 

@@ -501,6 +501,17 @@ static int encode_result(lua_State *L, cr_call *call, int first, int n, size_t *
   return CR_DATA_NREFS;
 }
 
+/* The key a call's store step links its entry under: the record's bytes
+ * (arg: where the one argument is, or 0). */
+static void store_key(const cr_call *call, int arg, cr_key *key) {
+  key->bytes = call->key;
+  key->len = call->keylen;
+  key->hash = call->hash;
+  key->is_digest = call->is_digest;
+  key->bufs = NULL;
+  key->arg = arg;
+}
+
 /* The store step of a computation: stores the n values above base (a
  * failure result when `failure`, kept for failure_ttl); a cache_data
  * computation stores instead the `count` values at `first` that
@@ -522,12 +533,7 @@ static void store_result(lua_State *L, int base, cr_call *call, int n, int failu
     /* an entry found in the store lives what is left of its ttl */
     if (call->from_store && call->lifetime < c->ttl) now -= c->ttl - call->lifetime;
   }
-  key.bytes = call->key;
-  key.len = call->keylen;
-  key.hash = call->hash;
-  key.is_digest = call->is_digest;
-  key.bufs = NULL;
-  key.arg = base == 3 ? 2 : 0; /* one argument, at 2: [1] the cr_func, [base] the call */
+  store_key(call, base == 3 ? 2 : 0, &key); /* one argument, at 2: [1] the cr_func, [base] the call */
   if (call->argkey_set && lua_getiuservalue(L, base, 3) == LUA_TSTRING) { /* the call was keyed with widgets */
     key.arg = 0;
     argkey = lua_gettop(L);
@@ -735,6 +741,101 @@ cr_call *cr_call_new(lua_State *L, cr_cache *c, uint64_t hash, const unsigned ch
   call_init(call, c, hash, key, keylen, is_digest);
   luaL_setmetatable(L, CR_CALL_MT);
   return call;
+}
+
+/* ---- a miss where nothing can yield ----------------------------------
+ *
+ * Where fn cannot yield (the main thread, or a coroutine under a C call),
+ * a miss starts and ends inside this C call, so its record needs no Lua
+ * object: it lives in quick_miss's C frame, linked in S->calls only while
+ * fn runs (others see the key being computed, a clear or end_session
+ * detaches it, UI calls record into it). The hazard is an error leaving
+ * S->calls pointing into a dead frame, so the record is unlinked before
+ * anything that can raise: fn runs protected, and the store step comes
+ * after the unlink. Nothing is lost by that: the store step runs no Lua
+ * code before its entry is linked (the C clock only; with a Lua clock the
+ * general path runs), so no clear can fall between fn's return and the
+ * commit. A frame that recorded UI calls is stored protected, so that an
+ * error there (out of memory) frees what it recorded. */
+
+/* Stores a quick miss's n values at first (a failure result when
+ * `failure`); arg: where the one argument is, or 0. */
+static void quick_store(lua_State *L, cr_call *call, int first, int n, int failure, int arg) {
+  cr_cache *c = call->cache;
+  cr_key key;
+  double now = (failure ? c->failure_ttl : c->ttl) != HUGE_VAL ? cr_now(L, call->S) : 0; /* the C clock */
+  store_key(call, arg, &key);
+  cr_store_insert(L, call->store, &key, first, n, 0, &call->recording, failure, now, 0, 0);
+}
+
+/* quick_store under lua_pcall: [1] the record, [2] failure, [3..] the values. */
+static int quick_store_protected(lua_State *L) {
+  quick_store(L, (cr_call *)lua_touserdata(L, 1), 3, lua_gettop(L) - 2, lua_toboolean(L, 2), 0);
+  return 0;
+}
+
+/* Can a miss of c, whose key is len bytes, run as a quick miss? */
+static inline int quick_ok(lua_State *L, const cr_state *S, const cr_cache *c, size_t len) {
+  return c->quick_miss && len <= CR_CALL_POOL_KEY && !lua_isyieldable(L) &&
+         !(c->show_spinner && S->spinner_ref != LUA_NOREF) &&
+         (S->clock_ref == LUA_NOREF || (c->ttl == HUGE_VAL && (c->failure_ttl <= 0 || c->failure_ttl == HUGE_VAL)));
+}
+
+/* A miss of key in st (which has no entry for it), the nargs arguments at
+ * 1..: returns what the call returns, or -1 when another call computes the
+ * same key (the general path decides then; key is untouched). */
+static int quick_miss(lua_State *L, cr_func *f, cr_store *st, int nargs, cr_key *key) {
+  union { /* a record with room for its key */
+    cr_call call;
+    unsigned char room[sizeof(cr_call) + CR_CALL_POOL_KEY];
+  } rec;
+  cr_call *call = &rec.call;
+  cr_cache *c = f->cache;
+  cr_state *S = f->S;
+  int i, top, n, failure;
+  call_init(call, c, key->hash, key->bytes, key->len, key->is_digest);
+  call->store = st;
+  if (find_owner(S, call)) return -1;
+  luaL_checkstack(L, nargs + 4, "cache_resource: too many arguments"); /* before it is linked */
+  cr_key_done(key); /* copied: nothing below reads it */
+  top = lua_gettop(L);
+  lua_getiuservalue(L, lua_upvalueindex(1), 1); /* fn */
+  for (i = 1; i <= nargs; i++) lua_pushvalue(L, i);
+  call->computing = 1;
+  call->owner = L;
+  call_link(S, call);
+  c->misses++;
+  i = lua_pcall(L, nargs, LUA_MULTRET, 0);
+  call_unlink(call); /* from here on nothing points into this frame */
+  if (i != LUA_OK) { /* fn raised: the error object, unchanged */
+    c->failures++;
+    cr_replay_free_frame(L, call);
+    cr_sched_wake(L, call);
+    return lua_error(L);
+  }
+  n = lua_gettop(L) - top;
+  failure = is_failure(L, top, n);
+  if (failure) c->failures++;
+  if (call->store && (!failure || c->failure_ttl > 0)) {
+    if (call->recording == NULL && call->results_ref == LUA_NOREF && call->widgets_ref == LUA_NOREF) {
+      quick_store(L, call, top + 1, n, failure, nargs == 1 ? 1 : 0);
+    } else if (!lua_checkstack(L, n + 3)) { /* not luaL_checkstack: the frame is freed first */
+      cr_replay_free_frame(L, call);
+      cr_error(L, "cache_resource: too many values to store");
+    } else {
+      lua_pushcfunction(L, quick_store_protected);
+      lua_pushlightuserdata(L, call);
+      lua_pushboolean(L, failure);
+      for (i = 1; i <= n; i++) lua_pushvalue(L, top + i);
+      if (lua_pcall(L, n + 2, 0, 0) != LUA_OK) {
+        cr_replay_free_frame(L, call);
+        return lua_error(L);
+      }
+    }
+  }
+  cr_replay_free_frame(L, call); /* what the entry did not take */
+  cr_sched_wake(L, call);        /* nobody can wait on it (its owner runs), but should one */
+  return n;
 }
 
 static int slow_path(lua_State *L, cr_func *f, int nargs, cr_key *key, int check, double now) {
@@ -952,10 +1053,16 @@ static int general_path(lua_State *L, int nargs, int front_missed) {
     cr_key_for_call(L, S, f, lua_upvalueindex(1), 1, nargs, &key);
   /* looked up after hashing: a finalizer run meanwhile may have ended a session */
   st = c->session_scope ? cr_store_for(L, c, 0) : c->global;
-  if (st && !c->hit_slow && !check && (e = cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest)) != NULL &&
-      e->stale_at > now) { /* a stale entry takes the slow path */
-    cr_key_done(&key);
-    return fast_hit(L, S, st, e);
+  if (!c->hit_slow && !check) {
+    e = st ? cr_store_find(st, key.hash, key.bytes, key.len, key.is_digest) : NULL;
+    if (e && e->stale_at > now) { /* a stale entry takes the slow path */
+      cr_key_done(&key);
+      return fast_hit(L, S, st, e);
+    }
+    if (e == NULL && quick_ok(L, S, c, key.len)) {
+      if (st == NULL) st = cr_store_for(L, c, 1); /* the first miss: memory only */
+      if ((n = quick_miss(L, f, st, nargs, &key)) >= 0) return n;
+    }
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

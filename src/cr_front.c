@@ -18,7 +18,7 @@
  * cache, so the table itself must be right: it is empty while the cache's
  * options rule the index out (cr_front_reset), a closure whose first
  * parameter is skipped gets an empty table of its own (cr_wrap), and the
- * state empties every table when it closes.
+ * state empties every table that maps entries when it closes.
  *
  * Invariant: a mapping exists only while its entry is alive in the global
  * store. cr_front_add (from cr_store_insert) maps an entry after a step that
@@ -159,7 +159,10 @@ void cr_front_add(lua_State *L, cr_store *st, cr_entry *e, int arg) {
     if (t != LUA_TNIL && t != LUA_TLIGHTUSERDATA) e->front = CR_FRONT_VALUE;
     else lua_pop(L, 1);
   }
-  if (e->front == CR_FRONT_TABLE) lua_pushlightuserdata(L, e);
+  if (e->front == CR_FRONT_TABLE) {
+    lua_pushlightuserdata(L, e);
+    if (global) c->front_pointers = 1;
+  }
   if (global && c->max_entries > 0) { /* ballast is for bounded caches: they count their mappings */
     c->front_count++;
     /* entries come and go here: a string key is kept to be pushed again when
@@ -249,7 +252,21 @@ void cr_front_reset(lua_State *L, cr_cache *c) {
   /* no entry is mapped any more: the count of mappings starts again at 0 */
   for (e = c->global ? c->global->newest : NULL; e; e = e->older) e->front = CR_FRONT_NONE;
   c->front_count = c->front_ballast = c->front_below = 0;
+  c->front_pointers = 0;
   clear_table(L, c->front_ref);
+}
+
+/* At lua_close, before c's entries are freed: a finalizer that runs later
+ * may still call c's function, and the one read of the global index not
+ * preceded by the closed check is that of an entry pointer (cr_func_call).
+ * So only a table that has mapped entries is emptied; values, ballast and
+ * session stores' indexes (read only once the state is known open) stay
+ * until the state frees them, which spares an unbounded cache a walk over
+ * every key. */
+void cr_front_close(lua_State *L, cr_cache *c) {
+  c->front_empty = NULL;
+  if (c->front_pointers) clear_table(L, c->front_ref);
+  c->front_pointers = 0;
 }
 
 /* Empties the index of each of c's session stores: its options no longer

@@ -389,6 +389,8 @@ static void apply_options(lua_State *L, cr_cache *c, const cr_opts *o, int opts)
   c->session_scope = o->session_scope;
   /* every per-cache reason to leave the hit fast path, in one flag */
   c->hit_slow = c->validate_ref != LUA_NOREF || c->allow_widgets;
+  /* a miss whose store step is one insert: no widget key, copy or store */
+  c->quick_miss = !c->hit_slow && !c->data && c->persist_ref == LUA_NOREF;
   {
     int was_values = c->front_values, was_session = c->front_session;
     /* its hits trust that nothing in the process expired: an entry that

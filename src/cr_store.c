@@ -830,12 +830,11 @@ void cr_session_end(lua_State *L, cr_state *S, cr_session *ss) {
  * does not run at lua_close). */
 static void store_free_entries(lua_State *L, cr_store *st) {
   cr_entry *e, *older;
-  int i;
+  /* the registry goes with the state: its slots are not given back one by
+   * one (no finalizer can reach an entry's values through the module once
+   * it is closed, and lua_close frees them all) */
   for (e = st->newest; e; e = older) {
     older = e->older;
-    for (i = 0; i < e->nvalues; i++) luaL_unref(L, LUA_REGISTRYINDEX, e->refs[i]);
-    luaL_unref(L, LUA_REGISTRYINDEX, e->argkey_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, e->front_key_ref);
     cr_replay_unref(L, e->replay);
     free(e);
   }
@@ -845,14 +844,15 @@ static void store_free_entries(lua_State *L, cr_store *st) {
 
 /* Frees every store of every cache with its entries, the sessions, the
  * (cache, session) -> store map and the expiry heap: at lua_close, when the
- * state goes. The front indexes are emptied first: a finalizer calling a
- * cached function afterwards takes the path that sees `closed`. */
+ * state goes. The global front indexes lose their entry pointers first: a
+ * finalizer calling a cached function afterwards takes the path that sees
+ * `closed`. */
 void cr_store_free_all(lua_State *L, cr_state *S) {
   cr_cache *c;
   size_t i;
   for (c = S->caches; c; c = c->next) {
     cr_store *st, *next;
-    cr_front_reset(L, c);
+    cr_front_close(L, c);
     if (c->global) store_free_entries(L, c->global);
     for (st = c->session_stores; st; st = next) {
       next = st->next_of_cache;
