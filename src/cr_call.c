@@ -796,8 +796,8 @@ static int quick_miss(lua_State *L, cr_func *f, cr_store *st, int nargs, cr_key 
   call_init(call, c, key->hash, key->bytes, key->len, key->is_digest);
   call->store = st;
   if (find_owner(S, call)) return -1;
+  cr_key_done(key); /* copied: nothing below reads it, and a raise below leaves the buffers free */
   luaL_checkstack(L, nargs + 4, "cache_resource: too many arguments"); /* before it is linked */
-  cr_key_done(key); /* copied: nothing below reads it */
   top = lua_gettop(L);
   lua_getiuservalue(L, lua_upvalueindex(1), 1); /* fn */
   for (i = 1; i <= nargs; i++) lua_pushvalue(L, i);
