@@ -176,7 +176,7 @@ clean:
 # The SQLite store's rows compare it with a bare SQLite statement
 # (bench/sqlite_bare.c, a module built for the bench only); the Redis rows
 # (bench/bench_redis.lua) need redis-server, else say so.
-bench: deps all build/bench_sqlite_bare.so
+bench: deps all build/bench_sqlite_bare.so build/bench_api_floor.so
 	QUICK=$(QUICK) $(LUA) bench/bench.lua
 	@echo
 	QUICK=$(QUICK) $(LUA) bench/bench_redis.lua
@@ -185,9 +185,15 @@ build/bench_sqlite_bare.so: bench/sqlite_bare.c
 	@mkdir -p build
 	$(CC) $(CFLAGS_ALL) -shared -o $@ bench/sqlite_bare.c -lsqlite3
 
+# The hit rows' C API floor (bench/api_floor.c): the calls a hit makes
+# through Lua's C API, without its key, hash and probe.
+build/bench_api_floor.so: bench/api_floor.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_ALL) -shared -o $@ bench/api_floor.c
+
 # Instructions per hit under callgrind (repeatable, unlike times), beside a
 # hand-written memo called through a function and a no-op C function.
-bench-callgrind: deps all
+bench-callgrind: deps all build/bench_api_floor.so
 	@dpkg -s valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory apt PKGS=valgrind
 	bash bench/callgrind.sh
 

@@ -133,6 +133,8 @@ local function memoize_concat(fn)
 end
 
 local lru_memo = require "lru_memo"
+-- bench/api_floor.c: what a hit pays through Lua's C API alone
+local api_floor = require "bench_api_floor"
 
 -- ---- hits ---------------------------------------------------------------
 
@@ -163,12 +165,15 @@ local function hit_group(name, args, memo_inline, memo_fn, target)
     { "generic nested-table memoizer", calling(nested) },
     { "table.concat-key memoizer", calling(concat) },
     { "floor: a no-op C function", calling(noop), note = "no C function can be faster" },
+    { "floor: the C API calls of a hit", calling(api_floor.new(work(table.unpack(args)))),
+      note = "its arguments' types and values, its state, one registry read: no key, hash or probe" },
     { "cache_resource hit", calling(f) },
   })
   local mine = r["cache_resource hit"]
-  mine.row.note = string.format("%.1fx faster than the generic memoizer; %s",
+  mine.row.note = string.format("%.1fx faster than the generic memoizer; %s; %.2fx the C API floor",
     r["generic nested-table memoizer"].ratio / mine.ratio,
-    type(target) == "number" and against(mine.ratio, "the memo's time", target, true) or target)
+    type(target) == "number" and against(mine.ratio, "the memo's time", target, true) or target,
+    speedup(r["floor: the C API calls of a hit"], mine))
 end
 
 do -- no argument

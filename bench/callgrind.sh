@@ -25,21 +25,21 @@ miss() {
   median3 "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)" \
     "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)" "$(per_call callgrind_miss.lua "$1" "$2" 20000 40000)"
 }
-columns() { printf '%-10s %14s %14s %7s %8s %-8s %16s\n' "$@"; }
-line() { # case mine baseline target(- for none) [floor]: the ratio, and met or not on the exact ratio
+columns() { printf '%-10s %14s %14s %7s %8s %-8s %16s %12s\n' "$@"; }
+line() { # case mine baseline target(- for none) [floor] [api]: the ratio, and met or not on the exact ratio
   local ratio status='' target=-
   ratio=$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2fx", a / b }')
   if [ "$4" != - ]; then
     target="<= $4x"
     status=$(awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { print (a / b <= t) ? "met" : "NOT met" }')
   fi
-  columns "$1" "$2" "$3" "$ratio" "$target" "$status" "${5:-}"
+  columns "$1" "$2" "$3" "$ratio" "$target" "$status" "${5:-}" "${6:-}"
 }
-columns case cache_resource baseline ratio target '' 'no-op C function'
+columns case cache_resource baseline ratio target '' 'no-op C function' 'C API floor'
 for c in none string scalars session; do
-  mine=$(hit $c cr); memo=$(hit $c memo); floor=$(hit $c floor)
+  mine=$(hit $c cr); memo=$(hit $c memo); floor=$(hit $c floor); api=$(hit $c api)
   target=$(case $c in none) echo -;; string) echo 1.05;; scalars) echo 1.1;; session) echo 1.3;; esac)
-  line $c "$mine" "$memo" "$target" "$floor"
+  line $c "$mine" "$memo" "$target" "$floor" "$api"
 done
 lo='' hi=''
 for m in 700 1000 1024; do
@@ -65,5 +65,7 @@ a capacity where its Lua key table rehashes over and over), all full before the 
 fastest's; unbounded: a plain table memo's miss. none's target (<= 1.3x) is in time,
 so only its ratio is here. Hits: 200,000 calls less 100,000; misses: 40,000 less 20,000,
 the median of three runs (Lua seeds its string hashes at start, so a table's collisions
-differ from run to run).
+differ from run to run). C API floor: a C function that makes a hit's calls through
+Lua's C API (its arguments' types and values, its state, one registry read) and nothing
+else: no key, no hash, no probe (bench/api_floor.c).
 LEGEND

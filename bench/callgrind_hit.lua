@@ -33,7 +33,9 @@ elseif case == "session" then
 end
 -- floor: a C function that does next to nothing with the same arguments
 local floor = ({ none = coroutine.isyieldable, string = rawlen, scalars = rawequal, session = rawlen })[case]
-local target = ({ memo = get, floor = floor })[arg[3]] or f
+-- api: the C API calls of a hit and nothing else (bench/api_floor.c)
+local api = arg[3] == "api" and require("bench_api_floor").new(case == "none" and {} or work("db", 42, true))
+local target = ({ memo = get, floor = floor, api = api })[arg[3]] or f
 if case == "none" then for _ = 1, n do target() end
 elseif case == "string" or case == "session" then local a = "users.db"; for _ = 1, n do target(a) end
 else local a, b, c = "db", 42, true; for _ = 1, n do target(a, b, c) end end
