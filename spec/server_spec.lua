@@ -246,6 +246,19 @@ describe("the web server", function()
     end)
   end)
 
+  it("closes a connection that sends no request without answering it, and counts no request", function()
+    with_server({ timeout = 0.3 }, function(port, srv)
+      local idle = connect(port) -- a browser's connection opened ahead of need, never used
+      local started = cqueues.monotime()
+      local got = idle:read("*a") -- until the server closes it
+      idle:close()
+      assert.is_true(got == nil or got == "", "the server wrote to a connection that sent nothing: " .. tostring(got))
+      assert.is_true(cqueues.monotime() - started >= 0.25, "closed before the timeout")
+      assert.equal(200, (get(port, "/healthz")))
+      assert.same({ [200] = 1 }, srv.requests)
+    end)
+  end)
+
   it("tells a browser whose session has ended, and starts a new one", function()
     with_server({}, function(port)
       local gone = "cr_session=0123456789abcdef0123456789abcdef"

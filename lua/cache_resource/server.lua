@@ -440,6 +440,15 @@ function Server:serve_connection(conn)
   conn:setmaxline(8192)
   local req, code, msg = http.read_request(conn, self.max_body)
   local body, headers
+  if not req and not code then
+    -- Nothing to answer: a browser opens connections ahead of need and
+    -- may send its next request on one just as the timeout closes it. An
+    -- answer written then would be taken for that request's response (a
+    -- form post lost behind a 400); a bare close makes the browser retry
+    -- on a new connection.
+    conn:close()
+    return
+  end
   if req then
     local ok, c, b, h = pcall(self.handle, self, req)
     if ok then code, body, headers = c, b, h

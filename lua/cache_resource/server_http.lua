@@ -10,10 +10,11 @@ local STATUS = { [200] = "OK", [204] = "No Content", [303] = "See Other", [400] 
   [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout", [410] = "Gone",
   [413] = "Payload Too Large", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error" }
 
--- Reads one request; returns it, or nil, status, message.
+-- Reads one request; returns it, or nil, status, message, or nil alone
+-- when no request line came before the timeout or the client's close.
 function M.read_request(conn, max_body)
   local line = conn:read("*L")
-  if not line then return nil, 400, "no request line" end
+  if not line then return nil end
   if line:sub(-1) ~= "\n" then return nil, 431, "request line too long" end
   local method, target, minor = line:match("^(%u+) (%S+) HTTP/1%.([01])\r?\n$")
   if not method then return nil, 400, "malformed request line" end
