@@ -53,7 +53,8 @@ local function gen_table(r, ctx, depth)
       k = gen(r, ctx, depth + 1)
     end
     local v = gen(r, ctx, depth + 1)
-    if k ~= nil and k == k and v ~= nil then rawset(t, k, v) end
+    -- not _id: it names the table (a string key from the input may spell it)
+    if k ~= nil and k == k and k ~= "_id" and v ~= nil then rawset(t, k, v) end
   end
   if not ctx.plain and r:byte() % 4 == 0 then setmetatable(t, MTS[r:byte() % #MTS + 1]) end
   return t
