@@ -54,6 +54,20 @@ done
 line spread "$hi" "$lo" 1.3
 mine=$(miss unbounded cr); memo=$(miss unbounded memo)
 line unbounded "$mine" "$memo" 3
+# Where an unbounded miss waits in time: data-cache misses per miss under
+# callgrind's cache model (the machine's own cache sizes), first level and
+# last level, the same difference of two runs.
+cache_misses() { # target n -> "D1 LL" data-cache misses in all
+  valgrind --tool=callgrind --cache-sim=yes --callgrind-out-file=/dev/null lua5.4 bench/callgrind_miss.lua \
+    unbounded "$2" "$1" 2>&1 | awk '/D1  misses:/ { gsub(",", "", $4); d = $4 } /LLd misses:/ { gsub(",", "", $4); l = $4 }
+      END { print d, l }'
+}
+for t in cr memo; do
+  read -r d1 l1 <<<"$(cache_misses $t 20000)"
+  read -r d2 l2 <<<"$(cache_misses $t 40000)"
+  awk -v t=$t -v d=$((d2 - d1)) -v l=$((l2 - l1)) 'BEGIN {
+    printf "unbounded, %-4s data-cache misses per miss: %.1f first level, %.1f last level\n", t, d / 20000, l / 20000 }'
+done
 cat <<'LEGEND'
 
 Baselines: none, string, scalars: a hand-written memo called through a function;
