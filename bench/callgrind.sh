@@ -62,11 +62,12 @@ cache_misses() { # target n -> "D1 LL" data-cache misses in all
     unbounded "$2" "$1" 2>&1 | awk '/D1  misses:/ { gsub(",", "", $4); d = $4 } /LLd misses:/ { gsub(",", "", $4); l = $4 }
       END { print d, l }'
 }
+n1=20000 n2=40000
 for t in cr memo; do
-  read -r d1 l1 <<<"$(cache_misses $t 20000)"
-  read -r d2 l2 <<<"$(cache_misses $t 40000)"
-  awk -v t=$t -v d=$((d2 - d1)) -v l=$((l2 - l1)) 'BEGIN {
-    printf "unbounded, %-4s data-cache misses per miss: %.1f first level, %.1f last level\n", t, d / 20000, l / 20000 }'
+  read -r d1 l1 <<<"$(cache_misses $t $n1)"
+  read -r d2 l2 <<<"$(cache_misses $t $n2)"
+  awk -v t=$t -v d=$((d2 - d1)) -v l=$((l2 - l1)) -v n=$((n2 - n1)) 'BEGIN {
+    printf "unbounded, %-4s data-cache misses per miss: %.1f first level, %.1f last level\n", t, d / n, l / n }'
 done
 cat <<'LEGEND'
 
